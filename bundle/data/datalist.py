@@ -1,0 +1,250 @@
+"""Datalists for the bundle: find image/mask pairs, check them, split them by subject.
+
+A datalist is MONAI's decathlon-style dictionary ``{"training": [...], "validation": [...], "test": [...]}``
+whose items are ``{"image": path, "label": path, "subject": str}`` (test items have no label). Every file is
+checked here, before any training starts, so that a bad file stops the run with one error naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from monai.data import load_decathlon_datalist
+from PIL import Image
+
+from nerveseg.bundle.data.synthetic import default_dataset_dir
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+MASK_SUFFIX = "_mask"
+_STRATIFIED_DRAWS = 64
+_CHALLENGE_NAME = re.compile(r"^(?P<subject>\d+)_(?P<frame>\d+)$")
+
+
+class DatasetError(ValueError):
+    """A dataset file or folder that the bundle cannot use; the message names the path and the problem."""
+
+
+def natural_key(path: str | os.PathLike) -> list[int | str]:
+    """Sort key that orders ``2_10.tif`` after ``2_9.tif`` and ``10.tif`` after ``9.tif``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", Path(path).name)]
+
+
+def subject_of(image_path: str | os.PathLike) -> str:
+    """The subject of a challenge-style name ``{subject}_{frame}.tif``; any other name is its own subject."""
+    stem = Path(image_path).stem
+    match = _CHALLENGE_NAME.match(stem)
+    return match["subject"] if match else stem
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files in ``folder`` (TIFF or PNG, masks excluded), in natural order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: no such folder.")
+    files = [
+        path
+        for path in folder.iterdir()
+        if path.suffix.lower() in IMAGE_SUFFIXES and not path.stem.endswith(MASK_SUFFIX) and path.is_file()
+    ]
+    return sorted(files, key=natural_key)
+
+
+def find_pairs(folder: str | os.PathLike) -> list[dict[str, str]]:
+    """Pair every image ``{name}.tif`` in ``folder`` with its mask ``{name}_mask.tif`` (the challenge layout).
+
+    Raises:
+        DatasetError: when the folder holds no image, or an image has no mask.
+    """
+    images = list_images(folder)
+    if not images:
+        raise DatasetError(
+            f"{folder}: no images found (expected {{subject}}_{{frame}}.tif with {{subject}}_{{frame}}_mask.tif, "
+            "or a datalist JSON given as datalist_file)."
+        )
+    pairs = []
+    for image in images:
+        mask = image.with_name(f"{image.stem}{MASK_SUFFIX}{image.suffix}")
+        if not mask.is_file():
+            raise DatasetError(f"{image}: image has no mask (expected {mask.name} beside it).")
+        pairs.append({"image": str(image), "label": str(mask), "subject": subject_of(image)})
+    return pairs
+
+
+def split_by_subject(
+    items: Sequence[dict], val_fraction: float = 0.2, seed: int = 0, positive: Sequence[bool] | None = None
+) -> tuple[list[dict], list[dict]]:
+    """Split items into training and validation so that no subject is on both sides.
+
+    With ``positive`` given, the split is stratified: subjects are ranked by their share of positive images
+    and cut into as many consecutive groups as there are validation subjects; of several seeded draws of one
+    subject per group, the one whose positive rate is closest to the whole set's is kept. Per-subject rates
+    differ widely in ultrasound (2% to 89% in the nerve challenge), so a plain draw of a few subjects can
+    leave validation far off the population.
+
+    Args:
+        items: datalist items with a ``subject`` key.
+        val_fraction: share of the subjects (not images) that go to validation, in (0, 1).
+        seed: seed of the draw; the same seed gives the same split.
+        positive: per item, whether its mask has foreground.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
+    subjects = sorted({item["subject"] for item in items}, key=natural_key)
+    if len(subjects) < 2:
+        raise DatasetError(f"a subject-grouped split needs at least 2 subjects, found {subjects}.")
+    rng = np.random.default_rng(seed)
+    num_val = min(len(subjects) - 1, max(1, round(val_fraction * len(subjects))))
+    if positive is None:
+        val_subjects = {subjects[i] for i in rng.permutation(len(subjects))[:num_val]}
+    else:
+        counts = {subject: [0, 0] for subject in subjects}  # positives, images
+        for item, is_positive in zip(items, positive, strict=True):
+            counts[item["subject"]][0] += bool(is_positive)
+            counts[item["subject"]][1] += 1
+        ranked = sorted(subjects, key=lambda subject: (counts[subject][0] / counts[subject][1], natural_key(subject)))
+        groups = np.array_split(np.array(ranked), num_val)
+        target = sum(positive) / len(positive)
+
+        def distance(draw: list[str]) -> float:
+            return abs(sum(counts[s][0] for s in draw) / sum(counts[s][1] for s in draw) - target)
+
+        draws = [[str(group[rng.integers(len(group))]) for group in groups] for _ in range(_STRATIFIED_DRAWS)]
+        val_subjects = set(min(draws, key=distance))
+    training = [item for item in items if item["subject"] not in val_subjects]
+    validation = [item for item in items if item["subject"] in val_subjects]
+    return training, validation
+
+
+def _read(path: str | os.PathLike, what: str) -> np.ndarray:
+    if not Path(path).is_file():
+        raise DatasetError(f"{path}: {what} file does not exist.")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return np.asarray(image)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DatasetError(f"{path}: cannot read {what} ({e}).") from e
+
+
+def check_item(item: dict) -> int | None:
+    """Check that an item's image (and mask, if any) can be read, match in size, and that the mask is binary.
+
+    A binary mask holds 0 and at most one other value (1 or 255, say). Masks with several classes must be
+    converted first so that the target class is chosen explicitly.
+
+    Returns:
+        the mask's foreground pixel count, or ``None`` for an item without mask.
+
+    Raises:
+        DatasetError: naming the file and the problem.
+    """
+    image = _read(item["image"], "image")
+    if "label" not in item:
+        return None
+    mask = _read(item["label"], "mask")
+    if image.shape[:2] != mask.shape[:2]:
+        raise DatasetError(
+            f"{item['label']}: mask size {mask.shape[1]}x{mask.shape[0]} differs from its image "
+            f"{item['image']} ({image.shape[1]}x{image.shape[0]}, width x height)."
+        )
+    if mask.ndim != 2:
+        raise DatasetError(f"{item['label']}: mask must be single-channel, got shape {mask.shape}.")
+    values = np.unique(mask)
+    if values.size > 2 or (values.size == 2 and values[0] != 0):
+        shown = ", ".join(str(v) for v in values[:8]) + (", ..." if values.size > 8 else "")
+        raise DatasetError(
+            f"{item['label']}: mask is not binary (values {shown}); expected 0 and one foreground value. "
+            "Convert multi-class masks to one target class first."
+        )
+    return int(np.count_nonzero(mask))
+
+
+def load_datalist_file(datalist_file: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> dict:
+    """Read a decathlon-style datalist JSON; relative paths resolve against ``base_dir`` or the file's folder."""
+    path = Path(datalist_file)
+    if not path.is_file():
+        raise DatasetError(f"{path}: datalist file does not exist.")
+    try:
+        keys = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: not valid JSON ({e}).") from e
+    if "training" not in keys:
+        raise DatasetError(f"{path}: datalist has no 'training' list (keys: {sorted(keys)}).")
+    base = str(base_dir) if base_dir is not None else str(path.parent)
+    datalist = {}
+    for key in ("training", "validation", "test"):
+        if key in keys:
+            datalist[key] = load_decathlon_datalist(path, key != "test", data_list_key=key, base_dir=base)
+    return datalist
+
+
+def build_datalist(
+    dataset_dir: str | os.PathLike | None = None,
+    datalist_file: str | os.PathLike | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> dict[str, list[dict]]:
+    """Training, validation and test lists for the bundle, every file checked.
+
+    Args:
+        dataset_dir: a folder in the nerve-challenge layout (``train/{subject}_{frame}.tif`` with
+            ``_mask.tif``, optional ``test/``), or the base folder of ``datalist_file``. ``None`` uses the
+            embedded synthetic dataset, generated on first use.
+        datalist_file: a decathlon-style datalist JSON. Without a ``validation`` list, one is split off the
+            training list by subject.
+        val_fraction: share of subjects held out for validation when the split is made here (stratified by
+            each subject's share of positive images, see ``split_by_subject``).
+        seed: seed of that split.
+
+    Raises:
+        DatasetError: a missing folder or file, an image without mask, an unreadable image, a size mismatch,
+            a non-binary mask; the message names the file.
+    """
+    if dataset_dir is None and datalist_file is None:
+        dataset_dir = default_dataset_dir()
+    if dataset_dir is not None and not Path(dataset_dir).is_dir():
+        raise DatasetError(f"dataset_dir {dataset_dir}: no such folder.")
+    if datalist_file is not None:
+        datalist = load_datalist_file(datalist_file, base_dir=dataset_dir)
+        for item in datalist["training"] + datalist.get("validation", []):
+            item.setdefault("subject", subject_of(item["image"]))
+    else:
+        root = Path(dataset_dir)
+        train_dir = root / "train" if (root / "train").is_dir() else root
+        datalist = {"training": find_pairs(train_dir)}
+        if (root / "test").is_dir():
+            datalist["test"] = [{"image": str(path)} for path in list_images(root / "test")]
+    datalist.setdefault("test", [])
+    areas = [check_item(item) for item in datalist["training"]]
+    for item in datalist.get("validation", []) + datalist["test"]:
+        check_item(item)
+    if "validation" not in datalist:
+        positive = [area > 0 for area in areas]
+        datalist["training"], datalist["validation"] = split_by_subject(
+            datalist["training"], val_fraction, seed, positive
+        )
+    return datalist
+
+
+def build_inference_list(
+    input_dir: str | os.PathLike | None = None, dataset_dir: str | os.PathLike | None = None
+) -> list[dict[str, str]]:
+    """Images to predict: those in ``input_dir``, else in ``dataset_dir/test``, else the synthetic test set.
+
+    Raises:
+        DatasetError: when the folder does not exist, holds no image, or an image cannot be read.
+    """
+    if input_dir is None:
+        input_dir = Path(dataset_dir if dataset_dir is not None else default_dataset_dir()) / "test"
+    images = list_images(input_dir)
+    if not images:
+        raise DatasetError(f"{input_dir}: no images found (TIFF or PNG; files ending in _mask are skipped).")
+    items = [{"image": str(path)} for path in images]
+    for item in items:
+        check_item(item)
+    return items

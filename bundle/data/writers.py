@@ -1,0 +1,28 @@
+"""Image writers for the bundle's outputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from monai.data import PILWriter
+
+
+class RowMajorPILWriter(PILWriter):
+    """``PILWriter`` for arrays indexed ``(H, W)``, written to a temporary name and then renamed.
+
+    The bundle loads images with ``PILReader(reverse_indexing=False)`` so that tensors are ``[C, H, W]`` and
+    ``image_size`` reads as (height, width); MONAI's ``PILWriter`` assumes the reversed ``(W, H)`` order by
+    default and would write the mask transposed. Writing through a temporary name means an interrupted run
+    never leaves a half-written mask behind.
+    """
+
+    def write(self, filename: str | os.PathLike, verbose: bool = False, **kwargs) -> None:
+        path = Path(filename)
+        partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+        kwargs.setdefault("reverse_indexing", False)
+        try:
+            super().write(partial, verbose=verbose, **kwargs)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
