@@ -1,1 +1,1 @@
-
+"""Transforms that MONAI lacks, each with array and dictionary forms; MONAI's own are used where they exist."""
