@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from monai.data import load_decathlon_datalist
 from PIL import Image
+from tqdm import tqdm
 
 from nerveseg.bundle.data.synthetic import default_dataset_dir
 
@@ -220,14 +221,12 @@ def build_datalist(
         if (root / "test").is_dir():
             datalist["test"] = [{"image": str(path)} for path in list_images(root / "test")]
     datalist.setdefault("test", [])
-    areas = [check_item(item) for item in datalist["training"]]
-    for item in datalist.get("validation", []) + datalist["test"]:
-        check_item(item)
+    training = datalist["training"]
+    items = training + datalist.get("validation", []) + datalist["test"]
+    areas = [check_item(item) for item in tqdm(items, desc="Checking images")]
     if "validation" not in datalist:
-        positive = [area > 0 for area in areas]
-        datalist["training"], datalist["validation"] = split_by_subject(
-            datalist["training"], val_fraction, seed, positive
-        )
+        positive = [area > 0 for area in areas[: len(training)]]
+        datalist["training"], datalist["validation"] = split_by_subject(training, val_fraction, seed, positive)
     return datalist
 
 
