@@ -137,6 +137,40 @@ def _read_rows(path: str | os.PathLike, columns: tuple[str, ...]):
             yield row_number, dict(zip(header, row, strict=True))
 
 
+def read_runs(path: str | os.PathLike, style: str) -> dict[str, list[tuple[str, str]]]:
+    """Run-length strings of a challenge CSV by image id, not yet decoded (the image size may not be known yet).
+
+    ``style="nerve"`` reads ``train_masks.csv`` (header ``subject,img,pixels``, id ``{subject}_{img}``, one row
+    per image); ``style="siim"`` reads ``train-rle.csv`` (header ``ImageId,EncodedPixels``, the stage-1 leading
+    space accepted; several rows of one image are several regions).
+
+    Returns:
+        ``{id: [(where, text), ...]}`` in file order, ``where`` naming the file and row for error messages.
+    """
+    _check_style(style)
+    columns = ("subject", "img", "pixels") if style == "nerve" else ("ImageId", "EncodedPixels")
+    runs: dict[str, list[tuple[str, str]]] = {}
+    first_row: dict[str, int] = {}
+    for row_number, record in _read_rows(path, columns):
+        if style == "nerve":
+            key = f"{record['subject'].strip()}_{record['img'].strip()}"
+            if key in runs:
+                raise ValueError(f"{path} row {row_number}: id {key} already appeared in row {first_row[key]}.")
+        else:
+            key = record["ImageId"].strip()
+        first_row.setdefault(key, row_number)
+        runs.setdefault(key, []).append((f"{path} row {row_number} ({key})", record[columns[-1]]))
+    return runs
+
+
+def decode_runs(runs: list[tuple[str, str]], shape: tuple[int, int], style: str) -> np.ndarray:
+    """The union of the masks of one image's rows, as returned by :func:`read_runs`."""
+    mask = np.zeros(shape, dtype=np.uint8)
+    for where, text in runs:
+        mask |= decode(text, shape, style, name=where)
+    return mask
+
+
 def read_nerve_csv(path: str | os.PathLike, shape: tuple[int, int] = (420, 580)) -> dict[str, np.ndarray]:
     """Read the nerve challenge's ``train_masks.csv`` (header ``subject,img,pixels``, nerve-style RLE).
 
@@ -147,15 +181,7 @@ def read_nerve_csv(path: str | os.PathLike, shape: tuple[int, int] = (420, 580))
     Returns:
         ``{f"{subject}_{img}": uint8 mask of shape (H, W)}`` in file order.
     """
-    masks: dict[str, np.ndarray] = {}
-    rows: dict[str, int] = {}
-    for row_number, record in _read_rows(path, ("subject", "img", "pixels")):
-        key = f"{record['subject'].strip()}_{record['img'].strip()}"
-        if key in masks:
-            raise ValueError(f"{path} row {row_number}: id {key} already appeared in row {rows[key]}.")
-        masks[key] = decode(record["pixels"], shape, "nerve", name=f"{path} row {row_number} ({key})")
-        rows[key] = row_number
-    return masks
+    return {key: decode_runs(runs, shape, "nerve") for key, runs in read_runs(path, "nerve").items()}
 
 
 def read_siim_csv(path: str | os.PathLike, shape: tuple[int, int] = (1024, 1024)) -> dict[str, np.ndarray]:
@@ -170,9 +196,4 @@ def read_siim_csv(path: str | os.PathLike, shape: tuple[int, int] = (1024, 1024)
     Returns:
         ``{ImageId: uint8 mask of shape (H, W)}`` in order of first appearance.
     """
-    masks: dict[str, np.ndarray] = {}
-    for row_number, record in _read_rows(path, ("ImageId", "EncodedPixels")):
-        key = record["ImageId"].strip()
-        mask = decode(record["EncodedPixels"], shape, "siim", name=f"{path} row {row_number} ({key})")
-        masks[key] = masks[key] | mask if key in masks else mask
-    return masks
+    return {key: decode_runs(runs, shape, "siim") for key, runs in read_runs(path, "siim").items()}

@@ -15,7 +15,6 @@ from nerveseg.bundle.data.datalist import (
     build_datalist,
     build_inference_list,
     check_item,
-    split_by_subject,
     subject_of,
 )
 
@@ -48,16 +47,6 @@ def test_challenge_layout(tmp_path):
     for item in datalist["training"]:
         assert item["label"] == item["image"].replace(".tif", "_mask.tif")
     assert [p["image"].rsplit("/", 1)[1] for p in datalist["test"]] == ["1.tif", "2.tif", "10.tif"]
-
-
-def test_split_is_deterministic_and_grouped():
-    items = [{"subject": str(s), "image": f"{s}_{f}"} for s in range(10) for f in range(5)]
-    first = split_by_subject(items, 0.2, seed=3)
-    assert first == split_by_subject(items, 0.2, seed=3)
-    assert first != split_by_subject(items, 0.2, seed=4)
-    training, validation = first
-    assert len(validation) == 10
-    assert not {i["subject"] for i in training} & {i["subject"] for i in validation}
 
 
 def test_subject_of():

@@ -1,0 +1,234 @@
+"""``nerveseg prepare``: turn a dataset layout into checked 8-bit PNGs and a leakage-free MONAI datalist.
+
+The steps: list the samples of a format, load and convert each (8-bit grayscale image, 0/255 mask), clean
+duplicate frames whose masks conflict, hold out test subjects, assign subject-grouped stratified folds,
+optionally balance positives 1:1 in training, then write ``datalist.json``, ``report.json`` and
+``report.png``. Everything is written into a temporary sibling folder that replaces the output folder only
+when complete, so an interrupted run leaves the previous output intact and a rerun gives the same result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from nerveseg.bundle.data import formats
+from nerveseg.bundle.data.datalist import DatasetError
+from nerveseg.bundle.data.duplicates import POLICIES, drop_duplicates, find_duplicates
+from nerveseg.bundle.data.splits import assign_folds, balance_positives, hold_out_subjects
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # noqa: E402 - the backend must be chosen before pyplot is imported
+
+logger = logging.getLogger(__name__)
+
+READERS = {"nerve": formats.read_nerve, "pneumothorax": formats.read_pneumothorax, "folders": formats.read_folders}
+REPORT = "report.json"
+
+
+def prepare(
+    fmt: str,
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    num_folds: int = 5,
+    val_fold: int = 0,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    balance: bool = False,
+    duplicates: str = "drop_negative",
+    skip_bad: bool = False,
+    **reader_options,
+) -> dict:
+    """Prepare a dataset; return the report (also written to ``report.json`` beside the datalist).
+
+    Args:
+        fmt: ``"nerve"``, ``"pneumothorax"`` or ``"folders"`` (see ``nerveseg.bundle.data.formats``).
+        src: the dataset's root folder.
+        out: the datalist to write, ``{folder}/datalist.json``; ``{folder}`` receives ``images/``, ``masks/``
+            and the report, and must be new, empty, or an earlier output of this command.
+        num_folds: subject-grouped folds, stratified by positive rate.
+        val_fold: the fold written as ``validation``; the others are ``training``.
+        test_fraction: share of subjects held out as ``test`` (0 for none).
+        seed: seed of the hold-out, folds and balancing.
+        balance: keep as many negatives as positives in ``training`` (the nerve seed's 1:1).
+        duplicates: what to do with duplicate frames whose masks conflict: ``"drop_negative"`` (the nerve
+            seed's), ``"drop_both"`` or ``"keep"``.
+        skip_bad: list a bad file as a warning and go on, instead of stopping at the first.
+        reader_options: passed to the format's reader (``target_class``, ``image_suffix``, ``csv_file``, ...).
+
+    Raises:
+        DatasetError: a bad file (unless ``skip_bad``), naming it and the problem.
+        ValueError: an unknown format or policy, or folds that do not fit the data.
+    """
+    if fmt not in READERS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {sorted(READERS)}.")
+    if duplicates not in POLICIES:
+        raise ValueError(f"unknown duplicates policy {duplicates!r}; choose one of {POLICIES}.")
+    if not 0 <= val_fold < num_folds:
+        raise ValueError(f"val_fold must be in [0, {num_folds}), got {val_fold}.")
+    out = Path(out)
+    if out.suffix != ".json":
+        raise ValueError(f"--out must name the datalist JSON to write (e.g. prepared/usgra/datalist.json), got {out}.")
+    root = out.parent.absolute()
+    if root.exists() and any(root.iterdir()) and not (root / REPORT).is_file():
+        raise FileExistsError(
+            f"{root} holds files that `nerveseg prepare` did not write; choose a new or empty folder."
+        )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    partial = root.parent / f".{root.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        report = _prepare_into(partial, out.name, fmt, Path(src), num_folds, val_fold, test_fraction, seed, balance,
+                               duplicates, skip_bad, reader_options)  # fmt: skip
+        _replace(partial, root)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return report
+
+
+def _prepare_into(
+    folder: Path,
+    datalist_name: str,
+    fmt: str,
+    src: Path,
+    num_folds: int,
+    val_fold: int,
+    test_fraction: float,
+    seed: int,
+    balance: bool,
+    policy: str,
+    skip_bad: bool,
+    reader_options: dict,
+) -> dict:
+    for name in ("images", "masks"):
+        (folder / name).mkdir(parents=True)
+    labelled, unlabelled, bad = [], [], []
+    seen: dict[str, str] = {}
+    for sample in tqdm(READERS[fmt](src, **reader_options), desc=f"Converting {fmt}", unit="image"):
+        if sample.id in seen:
+            raise DatasetError(f"{sample.source}: id {sample.id!r} is also used by {seen[sample.id]}.")
+        seen[sample.id] = sample.source
+        try:
+            image, mask, meta = sample.load()
+        except ValueError as e:  # DatasetError, or a run-length row that does not decode
+            if not skip_bad:
+                raise
+            bad.append(str(e))
+            logger.warning(f"skipped: {e}")
+            continue
+        item = {"image": _save(folder, "images", sample.id, image), "subject": sample.subject}
+        if "fov" in meta:
+            item["fov"] = _save(folder, "fov", sample.id, meta.pop("fov"))
+        item.update(meta)
+        if mask is None:
+            unlabelled.append(item)
+            continue
+        item["label"] = _save(folder, "masks", sample.id, mask)
+        item["area"] = int(np.count_nonzero(mask))
+        labelled.append(item)
+    if not labelled:
+        raise DatasetError(f"{src}: no labelled image could be prepared ({len(bad)} bad).")
+
+    pairs = find_duplicates(labelled)
+    kept, dropped = drop_duplicates(labelled, pairs, policy)
+    test: list[dict] = []
+    if test_fraction > 0:
+        kept, test = hold_out_subjects(kept, test_fraction, seed, _positive(kept))
+    for item, fold in zip(kept, assign_folds(kept, num_folds, seed, _positive(kept)), strict=True):
+        item["fold"] = int(fold)
+    training = [item for item in kept if item["fold"] != val_fold]
+    validation = [item for item in kept if item["fold"] == val_fold]
+    if balance:
+        training = balance_positives(training, _positive(training), seed)
+    datalist = {"training": training, "validation": validation, "test": test + unlabelled}
+
+    report = {
+        "format": fmt,
+        "src": str(src.absolute()),
+        "parameters": {
+            "num_folds": num_folds,
+            "val_fold": val_fold,
+            "test_fraction": test_fraction,
+            "seed": seed,
+            "balance": balance,
+            "duplicates": policy,
+            **reader_options,
+        },  # fmt: skip
+        "converted": len(labelled) + len(unlabelled),
+        "bad_files": bad,
+        "duplicate_pairs": [vars(pair) | {"first": _id(pair.first), "second": _id(pair.second)} for pair in pairs],
+        "dropped_duplicates": [_id(item["image"]) for item in dropped],
+        "splits": {name: _summary(items) for name, items in datalist.items()},
+        "folds": {str(k): _summary([i for i in kept if i["fold"] == k]) for k in range(num_folds)},
+    }
+    _plot(kept, folder / "report.png")
+    relative = {name: [_relative(item, folder) for item in items] for name, items in datalist.items()}
+    (folder / datalist_name).write_text(json.dumps(relative, indent=1) + "\n")
+    (folder / REPORT).write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def _save(folder: Path, kind: str, sample_id: str, array: np.ndarray) -> str:
+    path = folder / kind / f"{sample_id}.png"
+    path.parent.mkdir(exist_ok=True)
+    data = array if array.dtype == np.uint8 else (array > 0).astype(np.uint8) * 255
+    Image.fromarray(data).save(path)
+    return str(path)
+
+
+def _id(image_path: str) -> str:
+    return Path(image_path).stem
+
+
+def _relative(item: dict, folder: Path) -> dict:
+    return {key: os.path.relpath(value, folder) if key in ("image", "label", "fov") else value
+            for key, value in item.items()}  # fmt: skip
+
+
+def _positive(items: Sequence[dict]) -> list[bool]:
+    return [item["area"] > 0 for item in items]
+
+
+def _summary(items: Sequence[dict]) -> dict:
+    labelled = [item for item in items if "area" in item]
+    return {
+        "images": len(items),
+        "subjects": len({item["subject"] for item in items}),
+        "positive_rate": round(float(np.mean(_positive(labelled))), 4) if labelled else None,
+    }
+
+
+def _plot(items: Sequence[dict], path: Path) -> None:
+    """Mask-area histogram and per-subject positive rate, the two numbers that shape a split."""
+    areas = [item["area"] for item in items if item["area"] > 0]
+    by_subject: dict[str, list[bool]] = {}
+    for item in items:
+        by_subject.setdefault(item["subject"], []).append(item["area"] > 0)
+    rates = sorted(float(np.mean(v)) for v in by_subject.values())
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    left.hist(areas, bins=30, color="tab:blue")
+    left.set(title=f"Mask area of {len(areas)} positive images", xlabel="pixels", ylabel="images")
+    right.bar(range(len(rates)), rates, color="tab:orange")
+    right.set(title=f"Positive rate of {len(rates)} subjects", xlabel="subject (sorted)", ylabel="share positive")
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def _replace(partial: Path, root: Path) -> None:
+    """Put ``partial`` in place of ``root``; the old output is removed only once the new one is in place."""
+    old = root.parent / f".{root.name}.old-{os.getpid()}"
+    if root.exists():
+        os.replace(root, old)
+    os.replace(partial, root)
+    shutil.rmtree(old, ignore_errors=True)
