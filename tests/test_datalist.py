@@ -11,12 +11,12 @@ from PIL import Image
 
 from conftest import CONFIGS
 from nerveseg.bundle.data.datalist import (
-    DatasetError,
     build_datalist,
     build_inference_list,
     check_item,
     subject_of,
 )
+from nerveseg.bundle.data.io import DatasetError
 
 
 def _save(path, array):
@@ -107,7 +107,7 @@ def test_non_binary_mask(tmp_path):
     mask = np.zeros((20, 30))
     mask[:5], mask[5:10] = 1, 2
     _save(root / "train" / "2_1_mask.tif", mask)
-    with pytest.raises(DatasetError, match=r"2_1_mask\.tif: mask is not binary \(values 0, 1, 2\)"):
+    with pytest.raises(DatasetError, match=r"2_1_mask\.tif: has values \[0, 1, 2\]: a class or instance map"):
         build_datalist(root)
 
 

@@ -11,8 +11,7 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from nerveseg.bundle.data.datalist import DatasetError
-from nerveseg.bundle.data.io import IMAGE_EXTENSIONS, read_dicom, read_image, read_mask, to_uint8
+from nerveseg.bundle.data.io import IMAGE_EXTENSIONS, DatasetError, read_dicom, read_image, read_mask, to_uint8
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 USGRA = SHARED_DATA / "usgra_seg"

@@ -15,7 +15,8 @@ from PIL import Image
 
 from conftest import BUNDLE_ROOT, SHARED_DATA, run_bundle
 from nerveseg.bundle import rle
-from nerveseg.bundle.data.datalist import DatasetError, build_datalist
+from nerveseg.bundle.data.datalist import build_datalist
+from nerveseg.bundle.data.io import DatasetError
 from nerveseg.bundle.data.prepare import prepare
 
 USGRA = SHARED_DATA / "usgra_seg"
@@ -216,9 +217,11 @@ def test_command_line(tmp_path):
     src = _folders(tmp_path / "src")
     nerveseg = Path(sys.executable).with_name("nerveseg")
     out = tmp_path / "out" / "datalist.json"
-    args = ["prepare", "folders", "--src", str(src), "--out", str(out), "--num_folds", "2", "--balance"]
+    (src / "images" / "5.png").write_bytes(b"not a png")
+    args = ["prepare", "folders", "--src", str(src), "--out", str(out), "--num_folds", "2", "--balance", "--skip-bad"]
     result = subprocess.run([nerveseg, *args], capture_output=True, text=True, check=True)
     assert "training" in result.stdout and "validation" in result.stdout and "duplicates:" in result.stdout
+    assert "skipped:" in result.stdout and "5.png" in result.stdout
     datalist = json.loads(out.read_text())
     positive = [item["area"] > 0 for item in datalist["training"]]
     assert sum(positive) == len(positive) - sum(positive)  # balanced 1:1
@@ -284,3 +287,42 @@ def test_dicom_without_pixel_data(tmp_path):
         prepare("pneumothorax", tmp_path / "dicom", tmp_path / "out" / "datalist.json", num_folds=2)
     report = prepare("pneumothorax", tmp_path / "dicom", tmp_path / "out" / "datalist.json", num_folds=2, skip_bad=True)
     assert report["converted"] == 3 and "no pixel data" in report["bad_files"][0]
+
+
+def test_drive_style_names_and_field_of_view(tmp_path):
+    """DRIVE: ``21_training.tif`` pairs with ``manual/21_manual1.gif``; the field-of-view mask is kept too."""
+    rng = np.random.default_rng(1)
+    for name in ("images", "manual", "fov"):
+        (tmp_path / "drive" / name).mkdir(parents=True)
+    for i in (21, 22, 23, 24):
+        Image.fromarray(rng.integers(0, 255, (20, 22, 3), dtype=np.uint8)).save(
+            tmp_path / f"drive/images/{i}_training.tif"
+        )
+        vessels = (rng.random((20, 22)) > 0.8).astype(np.uint8) * 255
+        Image.fromarray(vessels).save(tmp_path / f"drive/manual/{i}_manual1.gif")
+        Image.fromarray(np.pad(np.full((16, 18), 255, np.uint8), 2)).save(tmp_path / f"drive/fov/{i}_training_mask.gif")
+    out = tmp_path / "out" / "datalist.json"
+    prepare("folders", tmp_path / "drive", out, num_folds=2, masks="manual", image_suffix="_training",
+            mask_suffix="_manual1", fov="fov", fov_suffix="_training_mask")  # fmt: skip
+    items = _all_items(json.loads(out.read_text()))
+    assert sorted(Path(item["image"]).stem for item in items) == ["21", "22", "23", "24"]
+    for item in items:
+        source = np.asarray(Image.open(tmp_path / "drive" / "manual" / f"{Path(item['image']).stem}_manual1.gif")) > 0
+        np.testing.assert_array_equal(np.asarray(Image.open(out.parent / item["label"])) > 0, source)
+        assert np.count_nonzero(np.asarray(Image.open(out.parent / item["fov"]))) == 16 * 18
+
+
+def test_nuclei_instance_folders(tmp_path):
+    """The original nuclei layout: ``masks/{id}/`` holds one PNG per nucleus; the mask is their union."""
+    src = _folders(tmp_path / "src", count=4)
+    for i in range(4):
+        (src / "masks" / f"{i}.png").unlink()
+        (src / "masks" / str(i)).mkdir()
+        for k in range(3):
+            nucleus = np.zeros((24, 32), np.uint8)
+            nucleus[2 + 6 * k : 6 + 6 * k, 3 + i : 9 + i] = 255
+            Image.fromarray(nucleus).save(src / "masks" / str(i) / f"nucleus_{k}.png")
+    out = tmp_path / "out" / "datalist.json"
+    prepare("folders", src, out, num_folds=2)
+    for item in _all_items(json.loads(out.read_text())):
+        assert item["area"] == 3 * 4 * 6

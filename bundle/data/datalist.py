@@ -14,19 +14,15 @@ from pathlib import Path
 
 import numpy as np
 from monai.data import load_decathlon_datalist
-from PIL import Image
 from tqdm import tqdm
 
+from nerveseg.bundle.data.io import PIL_EXTENSIONS, DatasetError, extension, read_image, read_mask
 from nerveseg.bundle.data.splits import hold_out_subjects
 from nerveseg.bundle.data.synthetic import default_dataset_dir
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 MASK_SUFFIX = "_mask"
 _CHALLENGE_NAME = re.compile(r"^(?P<subject>\d+)_(?P<frame>\d+)$")
-
-
-class DatasetError(ValueError):
-    """A dataset file or folder that the bundle cannot use; the message names the path and the problem."""
 
 
 def natural_key(path: str | os.PathLike) -> list[int | str]:
@@ -75,22 +71,12 @@ def find_pairs(folder: str | os.PathLike) -> list[dict[str, str]]:
     return pairs
 
 
-def _read(path: str | os.PathLike, what: str) -> np.ndarray:
-    if not Path(path).is_file():
-        raise DatasetError(f"{path}: {what} file does not exist.")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return np.asarray(image)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DatasetError(f"{path}: cannot read {what} ({e}).") from e
-
-
 def check_item(item: dict) -> int | None:
     """Check that an item's image (and mask, if any) can be read, match in size, and that the mask is binary.
 
-    A binary mask holds 0 and at most one other value (1 or 255, say). Masks with several classes must be
-    converted first so that the target class is chosen explicitly.
+    Files are read as the training pipeline's PIL reader will read them. A binary mask holds 0 and at most one
+    other value (1 or 255, say); class and instance maps must be converted first (``nerveseg prepare``) so that
+    the target class is chosen explicitly.
 
     Returns:
         the mask's foreground pixel count, or ``None`` for an item without mask.
@@ -98,23 +84,20 @@ def check_item(item: dict) -> int | None:
     Raises:
         DatasetError: naming the file and the problem.
     """
-    image = _read(item["image"], "image")
+    for key in ("image", "label"):
+        if key in item and extension(item[key]) not in PIL_EXTENSIONS:
+            raise DatasetError(
+                f"{item[key]}: the bundle reads {', '.join(PIL_EXTENSIONS)} files; convert other formats "
+                "(DICOM, NIfTI, ...) with `nerveseg prepare`."
+            )
+    image = read_image(item["image"])
     if "label" not in item:
         return None
-    mask = _read(item["label"], "mask")
-    if image.shape[:2] != mask.shape[:2]:
+    mask = read_mask(item["label"])
+    if image.shape != mask.shape:
         raise DatasetError(
             f"{item['label']}: mask size {mask.shape[1]}x{mask.shape[0]} differs from its image "
             f"{item['image']} ({image.shape[1]}x{image.shape[0]}, width x height)."
-        )
-    if mask.ndim != 2:
-        raise DatasetError(f"{item['label']}: mask must be single-channel, got shape {mask.shape}.")
-    values = np.unique(mask)
-    if values.size > 2 or (values.size == 2 and values[0] != 0):
-        shown = ", ".join(str(v) for v in values[:8]) + (", ..." if values.size > 8 else "")
-        raise DatasetError(
-            f"{item['label']}: mask is not binary (values {shown}); expected 0 and one foreground value. "
-            "Convert multi-class masks to one target class first."
         )
     return int(np.count_nonzero(mask))
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from nerveseg.bundle.data.datalist import DatasetError
+from nerveseg.bundle.data.io import read_image, read_mask
 
 __all__ = ["NEAR_THRESHOLD", "POLICIES", "DuplicatePair", "find_duplicates", "drop_duplicates"]
 
@@ -72,22 +72,12 @@ class DuplicatePair:
     second_area: int = 0
 
 
-def _open(path: str) -> Image.Image:
-    """Read and decode an image file; a file that cannot be read raises an error naming it."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DatasetError(f"{path}: cannot read the file ({e}).") from e
-
-
 def _fingerprint(path: str, thumbnail: tuple[int, int]) -> tuple[str, tuple[int, ...], np.ndarray]:
     """Hash of the decoded pixels, the image size and the normalised ``[h * w]`` thumbnail of one image."""
-    image = _open(path)
-    pixels = np.asarray(image)
+    pixels = read_image(path)
     digest = hashlib.sha1(f"{pixels.dtype}{pixels.shape}".encode() + pixels.tobytes()).hexdigest()
-    thumb = np.asarray(image.convert("F").resize(thumbnail[::-1], Image.Resampling.BOX), dtype=np.float32).ravel()
+    image = Image.fromarray(pixels.astype(np.float32))
+    thumb = np.asarray(image.resize(thumbnail[::-1], Image.Resampling.BOX), dtype=np.float32).ravel()
     return digest, pixels.shape[:2], (thumb - thumb.mean()) / max(float(thumb.std()), 1e-6)
 
 
@@ -118,7 +108,7 @@ def find_duplicates(
 
     Raises:
         ValueError: for an item without ``subject`` or ``label``, an argument out of range, or a file that cannot be
-            read (a :class:`~nerveseg.bundle.data.datalist.DatasetError` naming it).
+            read (a :class:`~nerveseg.bundle.data.io.DatasetError` naming it).
     """
     if near_threshold < 0 or not 0.0 <= conflict_dice <= 1.0:
         raise ValueError(
@@ -145,7 +135,7 @@ def find_duplicates(
             i, j = int(members[a]), int(members[b])
             for k in (i, j):
                 if k not in masks:
-                    masks[k] = np.asarray(_open(str(items[k]["label"]))) != 0
+                    masks[k] = read_mask(items[k]["label"], instances=True)
             area_i, area_j = int(masks[i].sum()), int(masks[j].sum())
             dice = 1.0 if area_i + area_j == 0 else 2.0 * int((masks[i] & masks[j]).sum()) / (area_i + area_j)
             conflicting = (area_i == 0) != (area_j == 0) or dice < conflict_dice

@@ -17,8 +17,16 @@ import numpy as np
 from pydicom import dcmread
 
 from nerveseg.bundle import rle
-from nerveseg.bundle.data.datalist import MASK_SUFFIX, DatasetError, natural_key, subject_of
-from nerveseg.bundle.data.io import IMAGE_EXTENSIONS, extension, read_dicom, read_image, read_mask, to_uint8
+from nerveseg.bundle.data.datalist import MASK_SUFFIX, natural_key, subject_of
+from nerveseg.bundle.data.io import (
+    IMAGE_EXTENSIONS,
+    DatasetError,
+    extension,
+    read_dicom,
+    read_image,
+    read_mask,
+    to_uint8,
+)
 
 FORMATS = ("nerve", "pneumothorax", "folders")
 

@@ -20,10 +20,14 @@ import numpy as np
 import pydicom
 from PIL import Image
 
-from nerveseg.bundle.data.datalist import DatasetError
-
 PIL_EXTENSIONS = (".png", ".tif", ".tiff", ".gif", ".jpg", ".jpeg", ".bmp")
 ITK_EXTENSIONS = (".nrrd", ".mha", ".mhd")
+
+
+class DatasetError(ValueError):
+    """A dataset file or folder that the bundle cannot use; the message names the path and the problem."""
+
+
 IMAGE_EXTENSIONS = (*PIL_EXTENSIONS, ".dcm", ".nii", ".nii.gz", *ITK_EXTENSIONS)
 _PIL_VALUE_MODES = ("1", "L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")  # read as stored, no conversion
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, as PIL's convert("L")
@@ -278,6 +282,7 @@ def read_mask(path: str | os.PathLike, target_class: int | None = None, instance
         shown = values.tolist() if values.size <= 8 else f"[{str(values[:4].tolist())[1:-1]}, ..., {values[-1]}]"
         raise DatasetError(
             f"{path}: has values {shown}{f' ({values.size} values)' if values.size > 8 else ''}: a class or "
-            "instance map; choose --target_class or --instances."
+            "instance map, not a binary mask; choose the class to keep (`nerveseg prepare --target_class`) or "
+            "take every labelled pixel (`--instances`)."
         )
     return raw != 0

@@ -22,8 +22,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from nerveseg.bundle.data import formats
-from nerveseg.bundle.data.datalist import DatasetError
 from nerveseg.bundle.data.duplicates import POLICIES, drop_duplicates, find_duplicates
+from nerveseg.bundle.data.io import DatasetError
 from nerveseg.bundle.data.splits import assign_folds, balance_positives, hold_out_subjects
 
 matplotlib.use("Agg")
