@@ -14,6 +14,7 @@ from nerveseg.bundle.data.datalist import (
     build_datalist,
     build_inference_list,
     check_item,
+    split_by_subject,
     subject_of,
 )
 from nerveseg.bundle.data.io import DatasetError
@@ -47,6 +48,19 @@ def test_challenge_layout(tmp_path):
     for item in datalist["training"]:
         assert item["label"] == item["image"].replace(".tif", "_mask.tif")
     assert [p["image"].rsplit("/", 1)[1] for p in datalist["test"]] == ["1.tif", "2.tif", "10.tif"]
+
+
+def test_split_is_deterministic_grouped_and_stratified():
+    rates = [0.05, 0.9, 0.5, 0.2, 0.7, 0.1, 0.6, 0.3, 0.8, 0.4]
+    items = [{"subject": str(s), "image": f"{s}_{f}"} for s in range(10) for f in range(20)]
+    positive = [f < 20 * rates[int(item["subject"])] for item in items for f in [int(item["image"].split("_")[1])]]
+    first = split_by_subject(items, 0.3, seed=3, positive=positive)
+    assert first == split_by_subject(items, 0.3, seed=3, positive=positive)
+    training, validation = first
+    assert len(validation) == 60
+    assert not {i["subject"] for i in training} & {i["subject"] for i in validation}
+    val_rate = sum(p for item, p in zip(items, positive, strict=True) if item in validation) / len(validation)
+    assert abs(val_rate - sum(positive) / len(positive)) < 0.02
 
 
 def test_subject_of():
@@ -98,7 +112,7 @@ def test_corrupt_tiff(tmp_path):
     root = _challenge_folder(tmp_path)
     path = root / "train" / "3_1.tif"
     path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(DatasetError, match=r"3_1\.tif: cannot read image"):
+    with pytest.raises(DatasetError, match=r"3_1\.tif: cannot be read"):
         build_datalist(root)
 
 

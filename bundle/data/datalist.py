@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,10 @@ from monai.data import load_decathlon_datalist
 from tqdm import tqdm
 
 from nerveseg.bundle.data.io import PIL_EXTENSIONS, DatasetError, extension, read_image, read_mask
-from nerveseg.bundle.data.splits import hold_out_subjects
 from nerveseg.bundle.data.synthetic import default_dataset_dir
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 MASK_SUFFIX = "_mask"
+_STRATIFIED_DRAWS = 64
 _CHALLENGE_NAME = re.compile(r"^(?P<subject>\d+)_(?P<frame>\d+)$")
 
 
@@ -37,16 +37,16 @@ def subject_of(image_path: str | os.PathLike) -> str:
     return match["subject"] if match else stem
 
 
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files in ``folder`` (TIFF or PNG, masks excluded), in natural order."""
+def list_images(folder: str | os.PathLike, extensions: Sequence[str] = PIL_EXTENSIONS) -> list[Path]:
+    """Image files in ``folder`` with one of ``extensions`` (masks ``*_mask.*`` excluded), in natural order."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: no such folder.")
-    files = [
-        path
-        for path in folder.iterdir()
-        if path.suffix.lower() in IMAGE_SUFFIXES and not path.stem.endswith(MASK_SUFFIX) and path.is_file()
-    ]
+    files = []
+    for path in folder.iterdir():
+        suffix = extension(path)
+        if suffix in extensions and not path.name[: -len(suffix)].endswith(MASK_SUFFIX) and path.is_file():
+            files.append(path)
     return sorted(files, key=natural_key)
 
 
@@ -69,6 +69,51 @@ def find_pairs(folder: str | os.PathLike) -> list[dict[str, str]]:
             raise DatasetError(f"{image}: image has no mask (expected {mask.name} beside it).")
         pairs.append({"image": str(image), "label": str(mask), "subject": subject_of(image)})
     return pairs
+
+
+def split_by_subject(
+    items: Sequence[dict], val_fraction: float = 0.2, seed: int = 0, positive: Sequence[bool] | None = None
+) -> tuple[list[dict], list[dict]]:
+    """Split items into training and validation so that no subject is on both sides.
+
+    With ``positive`` given, the split is stratified: subjects are ranked by their share of positive images
+    and cut into as many consecutive groups as there are validation subjects; of several seeded draws of one
+    subject per group, the one whose positive rate is closest to the whole set's is kept. Per-subject rates
+    differ widely in ultrasound (2% to 89% in the nerve challenge), so a plain draw of a few subjects can
+    leave validation far off the population.
+
+    Args:
+        items: datalist items with a ``subject`` key.
+        val_fraction: share of the subjects (not images) that go to validation, in (0, 1).
+        seed: seed of the draw; the same seed gives the same split.
+        positive: per item, whether its mask has foreground.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
+    subjects = sorted({item["subject"] for item in items}, key=natural_key)
+    if len(subjects) < 2:
+        raise DatasetError(f"a subject-grouped split needs at least 2 subjects, found {subjects}.")
+    rng = np.random.default_rng(seed)
+    num_val = min(len(subjects) - 1, max(1, round(val_fraction * len(subjects))))
+    if positive is None:
+        val_subjects = {subjects[i] for i in rng.permutation(len(subjects))[:num_val]}
+    else:
+        counts = {subject: [0, 0] for subject in subjects}  # positives, images
+        for item, is_positive in zip(items, positive, strict=True):
+            counts[item["subject"]][0] += bool(is_positive)
+            counts[item["subject"]][1] += 1
+        ranked = sorted(subjects, key=lambda subject: (counts[subject][0] / counts[subject][1], natural_key(subject)))
+        groups = np.array_split(np.array(ranked), num_val)
+        target = sum(positive) / len(positive)
+
+        def distance(draw: list[str]) -> float:
+            return abs(sum(counts[s][0] for s in draw) / sum(counts[s][1] for s in draw) - target)
+
+        draws = [[str(group[rng.integers(len(group))]) for group in groups] for _ in range(_STRATIFIED_DRAWS)]
+        val_subjects = set(min(draws, key=distance))
+    training = [item for item in items if item["subject"] not in val_subjects]
+    validation = [item for item in items if item["subject"] in val_subjects]
+    return training, validation
 
 
 def check_item(item: dict) -> int | None:
@@ -136,7 +181,7 @@ def build_datalist(
         datalist_file: a decathlon-style datalist JSON. Without a ``validation`` list, one is split off the
             training list by subject.
         val_fraction: share of subjects held out for validation when the split is made here, stratified by
-            positive rate (``nerveseg.bundle.data.splits.hold_out_subjects``).
+            positive rate (``split_by_subject``).
         seed: seed of that split.
 
     Raises:
@@ -163,7 +208,7 @@ def build_datalist(
     areas = [check_item(item) for item in tqdm(items, desc="Checking images")]
     if "validation" not in datalist:
         positive = [area > 0 for area in areas[: len(training)]]
-        datalist["training"], datalist["validation"] = hold_out_subjects(training, val_fraction, seed, positive)
+        datalist["training"], datalist["validation"] = split_by_subject(training, val_fraction, seed, positive)
     return datalist
 
 
@@ -179,7 +224,8 @@ def build_inference_list(
         input_dir = Path(dataset_dir if dataset_dir is not None else default_dataset_dir()) / "test"
     images = list_images(input_dir)
     if not images:
-        raise DatasetError(f"{input_dir}: no images found (TIFF or PNG; files ending in _mask are skipped).")
+        kinds = ", ".join(PIL_EXTENSIONS)
+        raise DatasetError(f"{input_dir}: no images found ({kinds}; files ending in _mask are skipped).")
     items = [{"image": str(path)} for path in images]
     for item in items:
         check_item(item)

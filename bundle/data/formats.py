@@ -17,7 +17,7 @@ import numpy as np
 from pydicom import dcmread
 
 from nerveseg.bundle import rle
-from nerveseg.bundle.data.datalist import MASK_SUFFIX, natural_key, subject_of
+from nerveseg.bundle.data.datalist import MASK_SUFFIX, list_images, natural_key, subject_of
 from nerveseg.bundle.data.io import (
     IMAGE_EXTENSIONS,
     DatasetError,
@@ -55,13 +55,6 @@ def _stem(path: Path) -> str:
     return path.name[: -len(extension(path))]
 
 
-def _images_in(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise DatasetError(f"{folder}: no such folder.")
-    files = [p for p in folder.iterdir() if p.is_file() and extension(p) in IMAGE_EXTENSIONS]
-    return sorted(files, key=natural_key)
-
-
 def _same_size(image: np.ndarray, mask: np.ndarray, image_path: str, mask_path: str) -> None:
     if image.shape != mask.shape:
         raise DatasetError(
@@ -78,7 +71,7 @@ def read_nerve(src: str | os.PathLike, csv_file: str | os.PathLike | None = None
     images are listed unlabelled.
     """
     src = Path(src)
-    train = [p for p in _images_in(src / "train") if not _stem(p).endswith(MASK_SUFFIX)]
+    train = list_images(src / "train", IMAGE_EXTENSIONS)
     if not train:
         raise DatasetError(f"{src / 'train'}: no images found (expected {{subject}}_{{img}}.tif).")
     if csv_file is None and not train[0].with_name(f"{_stem(train[0])}{MASK_SUFFIX}.tif").exists():
@@ -95,7 +88,7 @@ def read_nerve(src: str | os.PathLike, csv_file: str | os.PathLike | None = None
             mask_path = path.with_name(f"{sample_id}{MASK_SUFFIX}{path.suffix}")
             yield Sample(sample_id, subject_of(path), str(path), _loader(path, mask_path=mask_path))
     if (src / "test").is_dir():
-        for path in _images_in(src / "test"):
+        for path in list_images(src / "test", IMAGE_EXTENSIONS):
             yield Sample(f"test_{_stem(path)}", f"test_{_stem(path)}", str(path), _loader(path), labelled=False)
 
 
@@ -232,7 +225,7 @@ def read_folders(
             if name.endswith(mask_suffix):
                 mask_files[name[: len(name) - len(mask_suffix)] if mask_suffix else name] = path
     found = False
-    for path in _images_in(image_dir):
+    for path in list_images(image_dir, IMAGE_EXTENSIONS):
         stem = _stem(path)
         if image_suffix and not stem.endswith(image_suffix):
             continue
