@@ -61,7 +61,9 @@ def test_usgra_images_and_palette_masks():
         assert nerve.dtype == bool and nerve.shape == image.shape and nerve.any()
         assert not (nerve & read_mask(mask_path, target_class=2)).any()
         assert not read_mask(mask_path, target_class=7).any()  # an absent class is an empty mask
-    with pytest.raises(DatasetError, match=r"has values \[0, 1, 2\]: a class or instance map; choose --target"):
+    with pytest.raises(
+        DatasetError, match=r"has values \[0, 1, 2\]: a class or instance map, not a binary mask; choose the class"
+    ):
         read_mask(USGRA / "masks" / "0000.png")
 
 

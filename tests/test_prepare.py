@@ -87,7 +87,7 @@ def test_usgra_rerun_is_identical(usgra, tmp_path):
 
 @needs_usgra
 def test_usgra_class_map_needs_a_target_class(tmp_path):
-    with pytest.raises(DatasetError, match="choose --target_class"):
+    with pytest.raises(DatasetError, match="a class or instance map"):
         prepare("folders", USGRA, tmp_path / "out" / "datalist.json")
     assert list(tmp_path.iterdir()) == []  # the failed run left nothing behind
 
@@ -177,7 +177,7 @@ def _folders(root: Path, count: int = 6) -> Path:
         (lambda r: (r / "images" / "2.png").write_bytes(b"\x89PNG broken"), r"2\.png"),
         (lambda r: Image.fromarray(np.zeros((25, 32), np.uint8)).save(r / "masks" / "3.png"), r"3\.png.*differs"),
         (lambda r: Image.fromarray(np.arange(24 * 32).reshape(24, 32).astype(np.uint8) % 3).save(r / "masks" / "1.png"),
-         r"1\.png.*choose --target_class"),
+         r"1\.png.*a class or instance map"),
         (lambda r: (r / "masks" / "4.png").unlink(), r"4\.png"),
     ],
     ids=["corrupt-image", "size-mismatch", "values-outside-classes", "image-without-mask"],
