@@ -326,3 +326,16 @@ def test_nuclei_instance_folders(tmp_path):
     prepare("folders", src, out, num_folds=2)
     for item in _all_items(json.loads(out.read_text())):
         assert item["area"] == 3 * 4 * 6
+
+
+def test_image_without_csv_row_is_skippable(tiny_dataset, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(tiny_dataset / "train", src / "train", ignore=shutil.ignore_patterns("*_mask.tif"))
+    rows = ["subject,img,pixels"] + [
+        f"{p.stem.split('_')[0]},{p.stem.split('_')[1]}," for p in (src / "train").iterdir()
+    ]
+    (src / "train_masks.csv").write_text("\n".join(row for row in rows if row != "1,3,") + "\n")
+    with pytest.raises(DatasetError, match=r"1_3\.tif: image has no row in"):
+        prepare("nerve", src, tmp_path / "out" / "datalist.json", num_folds=2)
+    report = prepare("nerve", src, tmp_path / "out" / "datalist.json", num_folds=2, skip_bad=True)
+    assert len(report["bad_files"]) == 1 and "1_3.tif" in report["bad_files"][0]

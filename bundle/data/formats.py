@@ -10,7 +10,7 @@ import glob
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,16 +39,14 @@ class Sample:
         id: unique name, used for the converted files (``images/{id}.png``).
         subject: the patient or sequence the image belongs to; splits never separate a subject.
         source: the file (and CSV row) to name in messages.
-        load: returns ``(image uint8 [H, W], mask bool [H, W] or None, metadata)``.
-        labelled: ``False`` for images without a mask (a challenge's test set).
+        load: returns ``(image uint8 [H, W], mask bool [H, W] or None, metadata)``; the mask is ``None`` for
+            an unlabelled image (a challenge's test set).
     """
 
     id: str
     subject: str
     source: str
     load: Callable[[], tuple[np.ndarray, np.ndarray | None, dict]]
-    labelled: bool = True
-    meta: dict = field(default_factory=dict)
 
 
 def _stem(path: Path) -> str:
@@ -81,15 +79,24 @@ def read_nerve(src: str | os.PathLike, csv_file: str | os.PathLike | None = None
     for path in train:
         sample_id = _stem(path)
         if runs is not None:
-            if sample_id not in runs:
-                raise DatasetError(f"{path}: image has no row in {csv_file}.")
-            yield Sample(sample_id, subject_of(path), str(path), _loader(path, runs=runs[sample_id]))
+            missing = DatasetError(f"{path}: image has no row in {csv_file}.")
+            load = _loader(path, runs=runs[sample_id]) if sample_id in runs else _fail(missing)
+            yield Sample(sample_id, subject_of(path), str(path), load)
         else:
             mask_path = path.with_name(f"{sample_id}{MASK_SUFFIX}{path.suffix}")
             yield Sample(sample_id, subject_of(path), str(path), _loader(path, mask_path=mask_path))
     if (src / "test").is_dir():
         for path in list_images(src / "test", IMAGE_EXTENSIONS):
-            yield Sample(f"test_{_stem(path)}", f"test_{_stem(path)}", str(path), _loader(path), labelled=False)
+            yield Sample(f"test_{_stem(path)}", f"test_{_stem(path)}", str(path), _loader(path))
+
+
+def _fail(error: DatasetError) -> Callable[[], tuple[np.ndarray, np.ndarray | None, dict]]:
+    """A loader that raises a problem found while listing, so that ``--skip-bad`` can skip the sample."""
+
+    def load() -> tuple[np.ndarray, np.ndarray | None, dict]:
+        raise error
+
+    return load
 
 
 def _loader(
@@ -163,8 +170,13 @@ def read_pneumothorax(
     if not files:
         raise DatasetError(f"{src}: no .dcm files found.")
     for path in files:
-        if path.stem not in runs:
-            raise DatasetError(f"{path}: image has no row in {csv_file}.")
+        try:
+            subject = _patient_id(path)
+            if path.stem not in runs:
+                raise DatasetError(f"{path}: image has no row in {csv_file}.")
+        except DatasetError as error:
+            yield Sample(path.stem, path.stem, str(path), _fail(error))
+            continue
 
         def load(path: Path = path) -> tuple[np.ndarray, np.ndarray, dict]:
             pixels, meta = read_dicom(path)
@@ -173,7 +185,7 @@ def read_pneumothorax(
             keep = {key: meta[key] for key in ("patient_id", "patient_sex", "patient_age") if meta.get(key)}
             return image, mask, keep
 
-        yield Sample(path.stem, _patient_id(path), str(path), load)
+        yield Sample(path.stem, subject, str(path), load)
 
 
 def _patient_id(path: Path) -> str:
