@@ -1,1 +1,1 @@
-"""Workflow components that the configs name: handlers, logs; and the data side in ``nerveseg.bundle.data``."""
+"""Workflow components that the configs name (handlers, logs), the run-length codecs (``rle``), and the data side."""

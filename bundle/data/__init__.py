@@ -1,1 +1,3 @@
-"""The data side: synthetic default data, datalists (pairing, checks, subject-grouped splits), image writers."""
+"""The data side: readers (``io``, ``formats``), checks and datalists (``datalist``), duplicate cleaning
+(``duplicates``), subject-grouped splits (``splits``), ``nerveseg prepare`` (``prepare``), the synthetic default
+data (``synthetic``) and image writers (``writers``)."""
