@@ -17,7 +17,7 @@ import numpy as np
 from monai.data import load_decathlon_datalist
 from tqdm import tqdm
 
-from nerveseg.bundle.data.io import PIL_EXTENSIONS, DatasetError, extension, read_image, read_mask
+from nerveseg.bundle.data.io import PIL_EXTENSIONS, DatasetError, check_same_size, extension, read_image, read_mask
 from nerveseg.bundle.data.synthetic import default_dataset_dir
 
 MASK_SUFFIX = "_mask"
@@ -139,11 +139,7 @@ def check_item(item: dict) -> int | None:
     if "label" not in item:
         return None
     mask = read_mask(item["label"])
-    if image.shape != mask.shape:
-        raise DatasetError(
-            f"{item['label']}: mask size {mask.shape[1]}x{mask.shape[0]} differs from its image "
-            f"{item['image']} ({image.shape[1]}x{image.shape[0]}, width x height)."
-        )
+    check_same_size(image, mask, item["image"], item["label"])
     return int(np.count_nonzero(mask))
 
 

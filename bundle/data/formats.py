@@ -21,6 +21,7 @@ from nerveseg.bundle.data.datalist import MASK_SUFFIX, list_images, natural_key,
 from nerveseg.bundle.data.io import (
     IMAGE_EXTENSIONS,
     DatasetError,
+    check_same_size,
     extension,
     read_dicom,
     read_image,
@@ -51,14 +52,6 @@ class Sample:
 
 def _stem(path: Path) -> str:
     return path.name[: -len(extension(path))]
-
-
-def _same_size(image: np.ndarray, mask: np.ndarray, image_path: str, mask_path: str) -> None:
-    if image.shape != mask.shape:
-        raise DatasetError(
-            f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from its image {image_path} "
-            f"({image.shape[1]}x{image.shape[0]}, width x height)."
-        )
 
 
 def read_nerve(src: str | os.PathLike, csv_file: str | os.PathLike | None = None) -> Iterator[Sample]:
@@ -114,7 +107,7 @@ def _loader(
             if not mask_path.exists():
                 raise DatasetError(f"{image_path}: image has no mask (expected {mask_path}).")
             mask = read_mask(mask_path, target_class=target_class, instances=instances)
-            _same_size(image, mask, str(image_path), str(mask_path))
+            check_same_size(image, mask, image_path, mask_path)
             return image, mask, {}
         if runs is not None:
             return image, rle.decode_runs(runs, image.shape, "nerve").astype(bool), {}
@@ -136,7 +129,7 @@ def _with_fov(load: Callable, image_path: Path, fov_dir: Path, fov_stem: str) ->
         image, mask, meta = load()
         fov_path = _find(fov_dir, fov_stem)
         fov = read_mask(fov_path)
-        _same_size(image, fov, str(image_path), str(fov_path))
+        check_same_size(image, fov, image_path, fov_path)
         return image, mask, {**meta, "fov": fov}
 
     return load_with_fov

@@ -286,3 +286,14 @@ def read_mask(path: str | os.PathLike, target_class: int | None = None, instance
             "take every labelled pixel (`--instances`)."
         )
     return raw != 0
+
+
+def check_same_size(
+    image: np.ndarray, mask: np.ndarray, image_path: str | os.PathLike, mask_path: str | os.PathLike
+) -> None:
+    """Raise a :class:`DatasetError` naming the mask when its ``(H, W)`` differs from its image's."""
+    if image.shape != mask.shape:
+        raise DatasetError(
+            f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from its image {image_path} "
+            f"({image.shape[1]}x{image.shape[0]}, width x height)."
+        )

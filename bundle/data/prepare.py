@@ -63,7 +63,10 @@ def prepare(
         duplicates: what to do with duplicate frames whose masks conflict: ``"drop_negative"`` (the nerve
             seed's), ``"drop_both"`` or ``"keep"``.
         skip_bad: list a bad file as a warning and go on, instead of stopping at the first.
-        reader_options: passed to the format's reader (``target_class``, ``image_suffix``, ``csv_file``, ...).
+        reader_options: passed to the format's reader. ``nerve``: ``csv_file`` (``train_masks.csv``).
+            ``pneumothorax``: ``csv_file`` (``train-rle.csv``), ``window`` (center, width), ``clahe``.
+            ``folders``: ``images``, ``masks``, ``image_suffix``, ``mask_suffix``, ``subject_regex``,
+            ``target_class`` (class-index masks), ``instances`` (instance maps), ``fov``, ``fov_suffix``.
 
     Raises:
         DatasetError: a bad file (unless ``skip_bad``), naming it and the problem.
@@ -87,8 +90,8 @@ def prepare(
     partial = root.parent / f".{root.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        report = _prepare_into(partial, out.name, fmt, Path(src), num_folds, val_fold, test_fraction, seed, balance,
-                               duplicates, skip_bad, reader_options)  # fmt: skip
+        options = (num_folds, val_fold, test_fraction, seed, balance, duplicates, skip_bad, reader_options)
+        report = _prepare_into(partial, root / out.name, fmt, Path(src), *options)
         _replace(partial, root)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -98,7 +101,7 @@ def prepare(
 
 def _prepare_into(
     folder: Path,
-    datalist_name: str,
+    datalist_path: Path,
     fmt: str,
     src: Path,
     num_folds: int,
@@ -155,6 +158,7 @@ def _prepare_into(
     report = {
         "format": fmt,
         "src": str(src.absolute()),
+        "datalist": str(datalist_path),
         "parameters": {
             "num_folds": num_folds,
             "val_fold": val_fold,
@@ -173,7 +177,7 @@ def _prepare_into(
     }
     _plot(kept, folder / "report.png")
     relative = {name: [_relative(item, folder) for item in items] for name, items in datalist.items()}
-    (folder / datalist_name).write_text(json.dumps(relative, indent=1) + "\n")
+    (folder / datalist_path.name).write_text(json.dumps(relative, indent=1) + "\n")
     (folder / REPORT).write_text(json.dumps(report, indent=1) + "\n")
     return report
 
