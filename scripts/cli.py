@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import functools
+import os
+from pathlib import Path
 
 import fire
+import torch
 
+from nerveseg.bundle import tuning
 from nerveseg.bundle.data import prepare as preparation
 from nerveseg.bundle.data.synthetic import generate_dataset
+from nerveseg.networks.presence import gated_state_dict
 
 
 def synth(out: str, num_subjects: int = 16, frames_per_subject: int = 30, num_test_images: int = 40, seed: int = 0):
@@ -41,8 +46,53 @@ def prepare(*args, **kwargs) -> None:
         print(f"skipped: {problem}")
 
 
+def gate(segmenter: str, classifier: str, out: str) -> None:
+    """Join a trained segmenter and presence classifier into one checkpoint for the two-stage network.
+
+    Args:
+        segmenter: the segmenter's checkpoint (``models/model.pt`` of a training run).
+        classifier: the classifier's checkpoint (``models/presence/model.pt`` of configs/presence_classifier.json).
+        out: the checkpoint to write (``models/gated/model.pt`` is where configs/networks/presence_gated.json looks).
+    """
+    states = []
+    for path in (segmenter, classifier):
+        try:
+            states.append(torch.load(path, map_location="cpu", weights_only=True))
+        except (OSError, RuntimeError) as error:
+            raise SystemExit(f"Cannot read checkpoint {path}: {error}") from error
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_path.with_name(f".{out_path.name}.partial")
+    torch.save(gated_state_dict(*states), partial)
+    os.replace(partial, out_path)
+    print(f"Two-stage checkpoint written to {out_path}")
+
+
+def tune_gate(metrics: str = "outputs/eval/metrics.csv", out: str = "outputs/eval/gate.json") -> None:
+    """Choose the presence-gate threshold that maximises the validation mean Dice, and write it as a config override.
+
+    ``metrics`` is the per-image report of an evaluation run with the gate open (``--network_def#threshold 0``), so
+    that it holds every image's presence probability and the Dice of its kept mask. Stack the written file on the
+    evaluate or inference configs.
+
+    Args:
+        metrics: the evaluation report with a ``presence`` column.
+        out: the override file to write (``{"network_def#threshold": ...}``).
+    """
+    report = tuning.read_report(metrics, column="presence")
+    choice = tuning.choose_gate_threshold(report["presence"], report["dice"], report["label_area"])
+    path = tuning.write_override(out, {"network_def#threshold": round(choice.threshold, 6)})
+    print(f"{'gate':<22}{'threshold':>10}{'mean Dice':>11}{'emptied':>9}{'positives emptied':>19}")
+    print(f"{'open':<22}{0.0:>10.4f}{choice.ungated_mean_dice:>11.4f}{0:>9}{0:>19}")
+    print(
+        f"{'tuned':<22}{choice.threshold:>10.4f}{choice.mean_dice:>11.4f}"
+        f"{choice.gated_images:>9}{choice.gated_positives:>19}"
+    )
+    print(f"Override written to {path}; the score above is on the images it was tuned on.")
+
+
 def main() -> None:
-    fire.Fire({"synth": synth, "prepare": prepare})
+    fire.Fire({"synth": synth, "prepare": prepare, "gate": gate, "tune-gate": tune_gate})
 
 
 if __name__ == "__main__":
