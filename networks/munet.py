@@ -1,6 +1,7 @@
 """MUNet: a U-Net decoder with a mask head at every scale, area-weighted mask fusion and a presence classifier.
 
-Jiang et al., "MUNet: Multi-scale U-Net for image segmentation" (2020), with MONAI's encoders as the backbone.
+From Zhang, Cheng and Gan, "MUNet: A Multi-scale U-Net Framework for Medical Image Segmentation"; the backbone is
+any of MONAI's registered encoders.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class _DecoderStep(nn.Module):
 
 
 class MUNet(nn.Module):
-    """MUNet (Jiang et al., 2020): a mask at each decoder scale, fused by area weights, and a presence classifier.
+    """MUNet (Zhang, Cheng and Gan): a mask at each decoder scale, fused by area weights, and a presence classifier.
 
     A MONAI encoder (:func:`~nerveseg.networks.encoders.build_encoder`) gives C1..C5 at strides 2..32. Each
     decoder step upsamples the deeper map x2 (nearest), concatenates the encoder map of that scale and applies

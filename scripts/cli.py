@@ -13,6 +13,7 @@ from nerveseg.bundle import tuning
 from nerveseg.bundle.data import prepare as preparation
 from nerveseg.bundle.data.synthetic import generate_dataset
 from nerveseg.networks.presence import gated_state_dict
+from nerveseg.scripts import benchmarks
 
 
 def synth(out: str, num_subjects: int = 16, frames_per_subject: int = 30, num_test_images: int = 40, seed: int = 0):
@@ -92,7 +93,15 @@ def tune_gate(metrics: str = "outputs/eval/metrics.csv", out: str = "outputs/eva
 
 
 def main() -> None:
-    fire.Fire({"synth": synth, "prepare": prepare, "gate": gate, "tune-gate": tune_gate})
+    fire.Fire(
+        {
+            "synth": synth,
+            "prepare": prepare,
+            "gate": gate,
+            "tune-gate": tune_gate,
+            "benchmark-networks": benchmarks.networks,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,98 @@
+"""Benchmark commands: each prints a table and saves it, with the raw numbers, under ``outputs/benchmarks/``."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+from monai.bundle import ConfigParser
+
+from nerveseg.networks.profile import count_parameters, forward_flops, forward_latency
+
+FLEXIBLE_UNET_BACKBONES = [f"efficientnet-b{i}" for i in range(8)]
+
+
+def _network_variants(configs: Path) -> list[tuple[str, list[Path], dict]]:
+    """(name, config stack, overrides) for train.json's network at every EfficientNet size and each override file."""
+    train = configs / "train.json"
+    variants = [
+        (f"FlexibleUNet {backbone}", [train], {"network_def#backbone": backbone})
+        for backbone in FLEXIBLE_UNET_BACKBONES
+    ]
+    variants += [(f"networks/{p.name}", [train, p], {}) for p in sorted((configs / "networks").glob("*.json"))]
+    variants.append(("presence_classifier.json", [train, configs / "presence_classifier.json"], {}))
+    return variants
+
+
+def _machine() -> str:
+    """The CPU model, the threads torch uses and the torch version, for the record next to every timing."""
+    cpu = platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
+        cpu = names[0] if names else cpu
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def networks(
+    bundle_root: str = ".",
+    image_size: tuple[int, int] = (448, 576),
+    repeats: int = 5,
+    out: str = "outputs/benchmarks/networks",
+) -> None:
+    """Parameters, forward GFLOPs and CPU forward latency (batch 1, median of ``repeats``) of every selectable network.
+
+    Each network is built from the bundle's real configs (``network_def`` of train.json at each EfficientNet size,
+    then each file of configs/networks/ and the presence classifier), with random weights.
+
+    Args:
+        bundle_root: the bundle folder holding ``configs/``.
+        image_size: input height and width.
+        repeats: timed forward passes per network, after one untimed warm-up.
+        out: folder for ``networks.json`` (every run) and ``networks.md`` (the table).
+    """
+    configs = Path(bundle_root) / "configs"
+    if not (configs / "train.json").is_file():
+        raise SystemExit(f"{configs / 'train.json'} not found; pass --bundle_root, the folder holding configs/.")
+    shape = (1, 1, *image_size)
+    machine = _machine()
+    print(f"Input {shape}; {machine}")
+    print(f"{'network':<42}{'parameters':>14}{'GFLOPs':>9}{'latency s':>11}")
+    rows = []
+    for name, stack, overrides in _network_variants(configs):
+        parser = ConfigParser()
+        parser.read_config([str(p) for p in stack])
+        for key, value in overrides.items():
+            parser[key] = value
+        torch.manual_seed(0)
+        network = parser.get_parsed_content("network_def")
+        row = {
+            "network": name,
+            "parameters": count_parameters(network),
+            "gflops": forward_flops(network, shape) / 1e9,
+            "latency": forward_latency(network, shape, repeats=repeats),
+        }
+        rows.append(row)
+        print(f"{name:<42}{row['parameters']:>14,}{row['gflops']:>9.1f}{row['latency']['median']:>11.3f}")
+        del network
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    table = [
+        f"Input {list(shape)}, eval mode, batch 1, median of {repeats} runs after a warm-up; {machine}.",
+        "",
+        "| network | parameters | GFLOPs | CPU latency (s) |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {r['network']} | {r['parameters'] / 1e6:.1f} M | {r['gflops']:.1f} | {r['latency']['median']:.2f} |"
+            for r in rows
+        ),
+    ]
+    for name, text in (("networks.md", "\n".join(table) + "\n"), ("networks.json", json.dumps(rows, indent=2))):
+        partial = folder / f".{name}.partial"
+        partial.write_text(text)
+        os.replace(partial, folder / name)
+    print(f"Saved {folder / 'networks.md'} and {folder / 'networks.json'}")
