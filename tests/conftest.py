@@ -30,6 +30,19 @@ def tiny_dataset(tmp_path_factory) -> Path:
     )
 
 
+def tiny_run_overrides(work: Path, num_epochs: int = 1, batch_size: int = 4, image_size: str = "[64, 96]") -> list[str]:
+    """``monai.bundle`` overrides for a CPU-sized run that keeps models and outputs under ``work``."""
+    return [
+        "--bundle_root", str(BUNDLE_ROOT),
+        "--ckpt_dir", str(work / "models"),
+        "--output_dir", str(work / "outputs"),
+        "--image_size", image_size,
+        "--num_epochs", str(num_epochs),
+        "--batch_size", str(batch_size),
+        "--num_workers", "0",
+    ]  # fmt: skip
+
+
 def run_bundle(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run ``python -m monai.bundle ARGS`` in ``cwd`` and fail with its output if it fails."""
     result = subprocess.run(

@@ -9,23 +9,14 @@ import sys
 
 import pytest
 
-from conftest import BUNDLE_ROOT, CONFIGS, run_bundle
+from conftest import CONFIGS, run_bundle, tiny_run_overrides
 
 TRAIN = CONFIGS / "train.json"
 NETWORKS = sorted(p for p in (CONFIGS / "networks").glob("*.json") if p.stem != "presence_gated")
 
 
 def _overrides(dataset, work) -> list[str]:
-    return [
-        "--bundle_root", str(BUNDLE_ROOT),
-        "--dataset_dir", str(dataset),
-        "--ckpt_dir", str(work / "models"),
-        "--output_dir", str(work / "outputs"),
-        "--image_size", "[64, 96]",
-        "--num_epochs", "1",
-        "--batch_size", "4",
-        "--num_workers", "0",
-    ]  # fmt: skip
+    return ["--dataset_dir", str(dataset), *tiny_run_overrides(work)]
 
 
 def _configs(*paths) -> list[str]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import BUNDLE_ROOT, SHARED_DATA, run_bundle
+from conftest import BUNDLE_ROOT, SHARED_DATA, run_bundle, tiny_run_overrides
 from nerveseg.bundle import rle
 from nerveseg.bundle.data.datalist import build_datalist
 from nerveseg.bundle.data.io import DatasetError
@@ -95,16 +95,7 @@ def test_usgra_class_map_needs_a_target_class(tmp_path):
 @needs_usgra
 def test_training_runs_on_a_prepared_datalist(usgra, tmp_path):
     """The spine's configs train on a prepared real datalist with only the datalist override."""
-    overrides = [
-        "--datalist_file", str(usgra),
-        "--bundle_root", str(BUNDLE_ROOT),
-        "--ckpt_dir", str(tmp_path / "models"),
-        "--output_dir", str(tmp_path / "outputs"),
-        "--image_size", "[64, 64]",
-        "--num_epochs", "2",
-        "--batch_size", "8",
-        "--num_workers", "0",
-    ]  # fmt: skip
+    overrides = ["--datalist_file", str(usgra), *tiny_run_overrides(tmp_path, 2, batch_size=8, image_size="[64, 64]")]
     run_bundle(
         "run", "training", "--config_file", str(BUNDLE_ROOT / "configs" / "train.json"), *overrides, cwd=tmp_path
     )

@@ -18,6 +18,14 @@ def _basic(deep_supervision: bool) -> BasicUNetPlusPlus:
     return BasicUNetPlusPlus(features=FEATURES, deep_supervision=deep_supervision)
 
 
+def _monai_twin(network: BasicUNetPlusPlus) -> MonaiBasicUNetPlusPlus:
+    """MONAI's BasicUNetPlusPlus with the same weights and deep supervision setting."""
+    monai = MonaiBasicUNetPlusPlus(spatial_dims=2, in_channels=1, out_channels=1, features=FEATURES)
+    monai.deep_supervision = network.deep_supervision
+    monai.load_state_dict(network.state_dict())
+    return monai
+
+
 def _efficient(**kwargs) -> EfficientUNetPlusPlus:
     torch.manual_seed(0)
     return EfficientUNetPlusPlus(backbone="efficientnet-b0", decoder_channels=DECODER, **kwargs)
@@ -26,10 +34,7 @@ def _efficient(**kwargs) -> EfficientUNetPlusPlus:
 @pytest.mark.parametrize("deep_supervision", [False, True])
 def test_basic_eval_returns_monai_final_output(deep_supervision):
     network = _basic(deep_supervision).eval()
-    monai = MonaiBasicUNetPlusPlus(spatial_dims=2, in_channels=1, out_channels=1, features=FEATURES)
-    monai.deep_supervision = deep_supervision
-    monai.load_state_dict(network.state_dict())
-    monai.eval()
+    monai = _monai_twin(network).eval()
     x = torch.rand(1, 1, 64, 96)
     with torch.no_grad():
         output, expected = network(x), monai(x)
@@ -42,10 +47,7 @@ def test_basic_eval_returns_monai_final_output(deep_supervision):
 
 def test_basic_training_with_deep_supervision_is_final_first():
     network = _basic(True).train()
-    monai = MonaiBasicUNetPlusPlus(spatial_dims=2, in_channels=1, out_channels=1, features=FEATURES)
-    monai.deep_supervision = True
-    monai.load_state_dict(network.state_dict())
-    monai.train()
+    monai = _monai_twin(network).train()
     x = torch.rand(2, 1, 64, 64)
     outputs, expected = network(x), monai(x)
     assert isinstance(outputs, list) and len(outputs) == 4

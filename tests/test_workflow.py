@@ -9,23 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import BUNDLE_ROOT, run_bundle
+from conftest import BUNDLE_ROOT, run_bundle, tiny_run_overrides
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
     """A bundle run in a scratch working directory, with the bundle root given explicitly."""
     work = tmp_path_factory.mktemp("work")
-    overrides = [
-        "--bundle_root", str(BUNDLE_ROOT),
-        "--dataset_dir", str(tiny_dataset),
-        "--ckpt_dir", str(work / "models"),
-        "--output_dir", str(work / "outputs"),
-        "--image_size", "[64, 96]",
-        "--num_epochs", "2",
-        "--batch_size", "4",
-        "--num_workers", "0",
-    ]  # fmt: skip
+    overrides = ["--dataset_dir", str(tiny_dataset), *tiny_run_overrides(work, num_epochs=2)]
     configs = ["--config_file", str(BUNDLE_ROOT / "configs" / "train.json")]
     result = run_bundle("run", "training", *configs, *overrides, cwd=work)
     return work, overrides, result
