@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 from torch import nn
+
+from nerveseg.networks.checkpoints import read_state_dict
 
 __all__ = [
     "ENCODER_NAMES",
@@ -104,18 +105,7 @@ def load_encoder_weights(network: nn.Module, path: str | Path | None) -> nn.Modu
     if path is None:
         return network
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"Pretrained weights file {path} does not exist; pass a local file (nothing is downloaded).")
-    try:
-        weights = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"Cannot read pretrained weights {path}: {error}") from error
-    if isinstance(weights, Mapping):
-        for key in ("state_dict", "model"):
-            if isinstance(weights.get(key), Mapping):
-                weights = weights[key]
-    if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        raise ValueError(f"{path} is not a state dict of tensors.")
+    weights = read_state_dict(path, what="Pretrained weights")
 
     encoder = getattr(network, "encoder", network)
     state = encoder.state_dict()

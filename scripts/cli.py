@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import functools
-import os
-from pathlib import Path
 
 import fire
-import torch
 
 from nerveseg.bundle import tuning
 from nerveseg.bundle.data import prepare as preparation
 from nerveseg.bundle.data.synthetic import generate_dataset
+from nerveseg.networks.checkpoints import read_state_dict, save_state_dict
 from nerveseg.networks.presence import gated_state_dict
 from nerveseg.scripts import benchmarks
 
@@ -55,17 +53,12 @@ def gate(segmenter: str, classifier: str, out: str) -> None:
         classifier: the classifier's checkpoint (``models/presence/model.pt`` of configs/presence_classifier.json).
         out: the checkpoint to write (``models/gated/model.pt`` is where configs/networks/presence_gated.json looks).
     """
-    states = []
-    for path in (segmenter, classifier):
-        try:
-            states.append(torch.load(path, map_location="cpu", weights_only=True))
-        except (OSError, RuntimeError) as error:
-            raise SystemExit(f"Cannot read checkpoint {path}: {error}") from error
-    out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(f".{out_path.name}.partial")
-    torch.save(gated_state_dict(*states), partial)
-    os.replace(partial, out_path)
+    try:
+        segmenter_state = read_state_dict(segmenter, "Segmenter checkpoint")
+        classifier_state = read_state_dict(classifier, "Classifier checkpoint")
+    except ValueError as error:
+        raise SystemExit(str(error)) from error
+    out_path = save_state_dict(gated_state_dict(segmenter_state, classifier_state), out)
     print(f"Two-stage checkpoint written to {out_path}")
 
 

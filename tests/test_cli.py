@@ -19,3 +19,23 @@ def test_synth_writes_a_dataset(tmp_path):
     assert summary["num_train_frames"] == 6
     assert len(list((out / "train").glob("*_mask.tif"))) == 6
     assert [p.name for p in (out / "test").iterdir()] == ["1.tif"]
+
+
+def test_gate_refuses_an_unreadable_checkpoint(tmp_path):
+    (tmp_path / "segmenter.pt").write_bytes(b"not a checkpoint")
+    args = ["gate", tmp_path / "segmenter.pt", tmp_path / "classifier.pt", tmp_path / "gated" / "model.pt"]
+    result = subprocess.run([NERVESEG, *map(str, args)], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert f"Cannot read segmenter checkpoint {tmp_path / 'segmenter.pt'}" in result.stderr
+    assert not (tmp_path / "gated").exists()
+
+
+def test_benchmark_networks_saves_its_table(tmp_path):
+    out = tmp_path / "bench"
+    args = ["benchmark-networks", "--image_size", "[32, 32]", "--repeats", "1", "--out", str(out)]
+    result = subprocess.run([NERVESEG, *args], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((out / "networks.json").read_text())
+    assert {"FlexibleUNet efficientnet-b1", "networks/munet.json"} <= {row["network"] for row in rows}
+    assert all(row["parameters"] > 0 and row["gflops"] > 0 for row in rows)
+    assert "| networks/munet.json |" in (out / "networks.md").read_text()
