@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["read_state_dict", "save_state_dict"]
+__all__ = ["read_state_dict", "save_atomically"]
 
 
 def read_state_dict(path: str | os.PathLike, what: str = "Checkpoint") -> dict[str, torch.Tensor]:
@@ -37,11 +38,11 @@ def read_state_dict(path: str | os.PathLike, what: str = "Checkpoint") -> dict[s
     return dict(state)
 
 
-def save_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
-    """Save ``state`` to ``path`` through a temporary name, so that a reader never sees a half-written file."""
+def save_atomically(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` through a temporary name in the same folder, so that a reader never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    torch.save(dict(state), partial)
+    torch.save(obj, partial)
     os.replace(partial, path)
     return path

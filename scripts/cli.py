@@ -9,9 +9,10 @@ import fire
 from nerveseg.bundle import tuning
 from nerveseg.bundle.data import prepare as preparation
 from nerveseg.bundle.data.synthetic import generate_dataset
-from nerveseg.networks.checkpoints import read_state_dict, save_state_dict
+from nerveseg.networks.checkpoints import read_state_dict, save_atomically
 from nerveseg.networks.presence import gated_state_dict
 from nerveseg.scripts import benchmarks
+from nerveseg.scripts.progressive import progressive
 
 
 def synth(out: str, num_subjects: int = 16, frames_per_subject: int = 30, num_test_images: int = 40, seed: int = 0):
@@ -58,7 +59,7 @@ def gate(segmenter: str, classifier: str, out: str) -> None:
         classifier_state = read_state_dict(classifier, "Classifier checkpoint")
     except ValueError as error:
         raise SystemExit(str(error)) from error
-    out_path = save_state_dict(gated_state_dict(segmenter_state, classifier_state), out)
+    out_path = save_atomically(gated_state_dict(segmenter_state, classifier_state), out)
     print(f"Two-stage checkpoint written to {out_path}")
 
 
@@ -93,6 +94,7 @@ def main() -> None:
             "gate": gate,
             "tune-gate": tune_gate,
             "benchmark-networks": benchmarks.networks,
+            "progressive": progressive,
         }
     )
 

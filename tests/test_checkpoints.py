@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nerveseg.networks.checkpoints import read_state_dict, save_state_dict
+from nerveseg.networks.checkpoints import read_state_dict, save_atomically
 
 
 def test_round_trip_and_nested_state(tmp_path):
     state = {"weight": torch.arange(3.0)}
-    path = save_state_dict(state, tmp_path / "models" / "model.pt")
+    path = save_atomically(state, tmp_path / "models" / "model.pt")
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]
     torch.testing.assert_close(read_state_dict(path)["weight"], state["weight"])
     torch.save({"state_dict": state, "epoch": 3}, tmp_path / "nested.pt")

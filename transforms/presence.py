@@ -7,6 +7,7 @@ from collections.abc import Hashable, Mapping
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
+from monai.utils import TransformBackends
 
 __all__ = ["MaskToPresence", "MaskToPresenceD", "MaskToPresenceDict", "MaskToPresenced"]
 
@@ -17,7 +18,7 @@ class MaskToPresence(Transform):
     Soft masks count as present wherever they exceed 0, so a smoothed target keeps its image-level label.
     """
 
-    backend = [torch.Tensor]
+    backend = [TransformBackends.TORCH]
 
     def __call__(self, mask: torch.Tensor) -> torch.Tensor:
         mask = torch.as_tensor(mask)

@@ -1,4 +1,4 @@
-"""Ignite handlers that MONAI does not have."""
+"""The per-image evaluation report."""
 
 from __future__ import annotations
 

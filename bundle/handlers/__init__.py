@@ -1,0 +1,14 @@
+"""Ignite handlers that MONAI does not have, one module each; configs name them as ``nerveseg.bundle.handlers.X``."""
+
+from nerveseg.bundle.handlers.checkpoints import TrainingCheckpoints
+from nerveseg.bundle.handlers.report import PerImageReport
+from nerveseg.bundle.handlers.swa import StochasticWeightAveraging
+from nerveseg.bundle.handlers.tensorboard import LearningRateLogger, ValidationPanel
+
+__all__ = [
+    "LearningRateLogger",
+    "PerImageReport",
+    "StochasticWeightAveraging",
+    "TrainingCheckpoints",
+    "ValidationPanel",
+]

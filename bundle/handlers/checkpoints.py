@@ -1,0 +1,163 @@
+"""Checkpoints a training run can be killed between: the best model, and the whole state to resume from."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.transforms import Compose, Randomizable
+from torch import nn
+
+from nerveseg.networks.checkpoints import save_atomically
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainingCheckpoints"]
+
+
+class TrainingCheckpoints:
+    """Save ``model.pt`` when the validation key metric improves and ``last.pt`` after every epoch; resume from it.
+
+    Both files are written to a temporary name and renamed, so a run killed at any moment (``kill -9`` included)
+    leaves the previous complete checkpoint. ``last.pt`` holds the network, every object in ``state_objects``
+    (optimizer, learning-rate scheduler, trainer, SWA handler: anything with ``state_dict``/``load_state_dict``),
+    the validator's best metric and its epoch, and the random states: Python's, NumPy's, torch's and those of the
+    random transforms in ``random_transforms``. With ``resume=True`` they are all restored when the trainer starts,
+    and training continues at the next epoch up to the same ``num_epochs``.
+
+    A resumed run repeats the uninterrupted one exactly when data loading happens in the main process
+    (``num_workers=0``); with worker processes, augmentations continue from fresh worker seeds, so the result
+    matches in distribution, not bit for bit.
+
+    Attach it to the trainer after the ``ValidationHandler``, so that each epoch's checkpoint holds its validation.
+
+    Args:
+        ckpt_dir: folder of ``model.pt`` and ``last.pt``.
+        network: the network; saved without a ``DistributedDataParallel`` wrapper.
+        validator: the evaluator whose ``best_metric_epoch`` marks an improvement; ``None`` saves every epoch.
+        state_objects: named objects restored on resume, such as ``{"optimizer": ..., "lr_scheduler": ...}``; the
+            engine the handler is attached to is saved and restored itself.
+        random_transforms: the training transforms (a ``Compose``), whose random generators are saved.
+        resume: restore ``last.pt`` when the trainer starts; it must exist.
+        best_filename: the best model's file name (a plain state dict of the network).
+        last_filename: the resume file's name.
+    """
+
+    def __init__(
+        self,
+        ckpt_dir: str | os.PathLike,
+        network: nn.Module,
+        validator: Engine | None = None,
+        state_objects: Mapping[str, Any] | None = None,
+        random_transforms: Compose | None = None,
+        resume: bool = False,
+        best_filename: str = "model.pt",
+        last_filename: str = "last.pt",
+    ) -> None:
+        self.ckpt_dir = Path(ckpt_dir)
+        self.network = network
+        self.validator = validator
+        self.state_objects = dict(state_objects or {})
+        self.random_transforms = random_transforms
+        self.resume = bool(resume)
+        self.best_path = self.ckpt_dir / best_filename
+        self.last_path = self.ckpt_dir / last_filename
+        for name, obj in self.state_objects.items():
+            if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
+                raise ValueError(f"state_objects[{name!r}] ({type(obj).__name__}) has no state_dict/load_state_dict.")
+
+    def attach(self, engine: Engine) -> None:
+        if self.resume:
+            engine.add_event_handler(Events.STARTED, self._restore)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._save)
+
+    def _unwrapped(self) -> nn.Module:
+        return getattr(self.network, "module", self.network)
+
+    def _save(self, engine: Engine) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
+            return
+        state = self.validator.state if self.validator is not None else None
+        improved = state is None or getattr(state, "best_metric_epoch", -1) == engine.state.epoch
+        if improved:
+            save_atomically(self._unwrapped().state_dict(), self.best_path)
+        checkpoint = {
+            "trainer": engine.state_dict(),
+            "network": self._unwrapped().state_dict(),
+            **{name: obj.state_dict() for name, obj in self.state_objects.items()},
+            "random_states": self._random_states(),
+        }
+        if state is not None:
+            checkpoint["best_metric"] = {"value": state.best_metric, "epoch": state.best_metric_epoch}
+        save_atomically(checkpoint, self.last_path)
+
+    def _restore(self, engine: Engine) -> None:
+        if not self.last_path.is_file():
+            raise ValueError(
+                f"resume is true but {self.last_path} does not exist; start without --resume, or set ckpt_dir to the "
+                "run to continue."
+            )
+        # Our own file; it holds NumPy and Python random states, which weights_only loading refuses.
+        checkpoint = torch.load(self.last_path, map_location="cpu", weights_only=False)
+        max_epochs = engine.state.max_epochs
+        engine.load_state_dict(checkpoint["trainer"])
+        if engine.state.epoch > max_epochs:
+            raise ValueError(
+                f"{self.last_path} is at epoch {engine.state.epoch}, past num_epochs ({max_epochs}); "
+                "raise num_epochs to train on."
+            )
+        engine.state.max_epochs = max_epochs
+        self._unwrapped().load_state_dict(checkpoint["network"])
+        for name, obj in self.state_objects.items():
+            if name not in checkpoint:
+                raise ValueError(f"{self.last_path} holds no {name!r} state to resume; it has {', '.join(checkpoint)}.")
+            obj.load_state_dict(checkpoint[name])
+        if self.validator is not None and "best_metric" in checkpoint:
+            self.validator.state.best_metric = checkpoint["best_metric"]["value"]
+            self.validator.state.best_metric_epoch = checkpoint["best_metric"]["epoch"]
+        self._set_random_states(checkpoint["random_states"])
+        logger.info(f"Resumed from {self.last_path} after epoch {engine.state.epoch}.")
+
+    def _random_states(self) -> dict[str, Any]:
+        return {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "transforms": [t.R.get_state() for t in _randomizables(self.random_transforms)],
+        }
+
+    def _set_random_states(self, states: Mapping[str, Any]) -> None:
+        random.setstate(states["python"])
+        np.random.set_state(states["numpy"])
+        torch.set_rng_state(states["torch"])
+        transforms = list(_randomizables(self.random_transforms))
+        if len(transforms) != len(states["transforms"]):
+            raise ValueError(
+                f"{self.last_path} was saved with {len(states['transforms'])} random transforms, the config now has "
+                f"{len(transforms)}; resume with the configuration of the interrupted run."
+            )
+        for transform, state in zip(transforms, states["transforms"], strict=True):
+            transform.R.set_state(state)
+
+
+def _randomizables(transforms: Compose | None) -> Iterator[Randomizable]:
+    """Every random generator owner in ``transforms``, nested array transforms included, in a fixed order."""
+    if transforms is None:
+        return
+    seen: set[int] = set()
+    stack = list(reversed(transforms.flatten().transforms))
+    while stack:
+        transform = stack.pop()
+        if id(transform) in seen:
+            continue
+        seen.add(id(transform))
+        if isinstance(transform, Randomizable):
+            yield transform
+        stack.extend(reversed([v for v in vars(transform).values() if isinstance(v, Randomizable)]))

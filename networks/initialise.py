@@ -1,0 +1,42 @@
+"""Preparing a network for training: device, starting weights, batch-norm momentum, in one step the config names."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from nerveseg.networks.batchnorm import set_batchnorm_momentum
+from nerveseg.networks.checkpoints import read_state_dict
+from nerveseg.networks.encoders import load_encoder_weights
+
+__all__ = ["initialise_network"]
+
+
+def initialise_network(
+    network: nn.Module,
+    device: torch.device | str = "cpu",
+    bn_momentum: float = 0.1,
+    pretrained_path: str | os.PathLike | None = None,
+    init_weights: str | os.PathLike | None = None,
+) -> nn.Module:
+    """Move ``network`` to ``device``, load its starting weights, set its batch-norm momentum, and return it.
+
+    Args:
+        network: the network built from ``network_def``.
+        device: where to train.
+        bn_momentum: see :func:`nerveseg.networks.batchnorm.set_batchnorm_momentum`.
+        pretrained_path: local ImageNet weights for the encoder, see
+            :func:`~nerveseg.networks.encoders.load_encoder_weights`.
+        init_weights: a whole checkpoint of this network (``models/model.pt`` of an earlier run) to start from, as
+            the stages of progressive training do; loaded after ``pretrained_path``.
+    """
+    network = load_encoder_weights(network.to(device), pretrained_path)
+    if init_weights is not None:
+        state = read_state_dict(init_weights, what="Initial weights")
+        try:
+            network.load_state_dict(state)
+        except RuntimeError as error:
+            raise ValueError(f"init_weights {init_weights} does not fit network_def: {error}") from error
+    return set_batchnorm_momentum(network, bn_momentum)

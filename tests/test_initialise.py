@@ -1,0 +1,49 @@
+"""Preparing a network for training, and the commands of progressive resizing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from nerveseg.networks.initialise import initialise_network
+from nerveseg.scripts.progressive import stage_commands
+
+
+def _network() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+
+
+def test_whole_checkpoint_and_momentum(tmp_path):
+    source = _network()
+    torch.save(source.state_dict(), tmp_path / "model.pt")
+    network = initialise_network(_network(), "cpu", bn_momentum=0.3, init_weights=tmp_path / "model.pt")
+    torch.testing.assert_close(network[0].weight, source[0].weight)
+    assert network[1].momentum == 0.3
+
+
+def test_checkpoint_of_another_network(tmp_path):
+    torch.save(nn.Linear(2, 2).state_dict(), tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"init_weights .*other.pt does not fit network_def"):
+        initialise_network(_network(), init_weights=tmp_path / "other.pt")
+
+
+def test_each_stage_starts_from_the_previous_one():
+    sizes = [[64, 96], [128, 192]]
+    commands = stage_commands(sizes, [3, 2], ["configs/train.json"], "models/p", "outputs/p", ["--x", "1"])
+    first, second = commands
+    assert "--init_weights" not in first
+    assert second[second.index("--init_weights") + 1] == "models/p/stage0_64x96/model.pt"
+    assert json.loads(second[second.index("--image_size") + 1]) == [128, 192]
+    assert second[second.index("--num_epochs") + 1] == "2" and second[-2:] == ["--x", "1"]
+
+
+@pytest.mark.parametrize(
+    "sizes, epochs, message",
+    [([], [], "non-empty list"), ([[64]], [1], r"\[height, width\] pairs"), ([[64, 64]], [1, 2], "one positive")],
+)
+def test_bad_stage_settings(sizes, epochs, message):
+    with pytest.raises(ValueError, match=message):
+        stage_commands(sizes, epochs, ["configs/train.json"], "m", "o")
