@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -96,3 +101,83 @@ def networks(
         partial.write_text(text)
         os.replace(partial, folder / name)
     print(f"Saved {folder / 'networks.md'} and {folder / 'networks.json'}")
+
+
+RECIPE_VARIANTS = {"default": [], "EMS": ["configs/training/ems.json"], "SWA": ["configs/training/swa.json"]}
+
+
+def _read_run(log: str) -> dict[str, float | None]:
+    """Validation mean Dice of a finished run, read from its train.log: best epoch, last epoch, SWA weights."""
+    epochs = [float(v) for v in re.findall(r"Epoch\[\d+\] Metrics -- val_mean_dice: ([\d.]+)", log)]
+    swa = re.search(r"SWA over epochs .*: val val_mean_dice ([\d.]+)", log)
+    return {
+        "best": max(epochs) if epochs else None,
+        "last": epochs[-1] if epochs else None,
+        "swa": float(swa.group(1)) if swa else None,
+    }
+
+
+def recipe(
+    datalist_file: str,
+    bundle_root: str = ".",
+    image_size: tuple[int, int] = (128, 128),
+    num_epochs: int = 25,
+    learning_rate: float = 0.002,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    out: str = "outputs/benchmarks/recipe",
+) -> None:
+    """Validation mean Dice of the default recipe, with EMS, and with SWA: same data, seeds and epochs.
+
+    Each variant stacks its override file on train.json; every run trains from scratch in ``out/{variant}/seed{s}``.
+
+    Args:
+        datalist_file: a prepared datalist (``nerveseg prepare``), e.g. of the USGRA-seg nerve images.
+        bundle_root: the bundle folder holding ``configs/``.
+        image_size: training size.
+        num_epochs: epochs per run.
+        learning_rate: the runs' learning rate.
+        seeds: one run per seed and variant.
+        out: folder of the runs, ``recipe.json`` and ``recipe.md``.
+    """
+    root, folder = Path(bundle_root).resolve(), Path(out).resolve()
+    results = []
+    for variant, overrides in RECIPE_VARIANTS.items():
+        for seed in seeds:
+            run = folder / variant.lower() / f"seed{seed}"
+            configs = [str(root / "configs" / "train.json"), *(str(root / o) for o in overrides)]
+            command = [
+                sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", json.dumps(configs),
+                "--bundle_root", str(root), "--datalist_file", str(Path(datalist_file).resolve()),
+                "--ckpt_dir", str(run / "models"), "--output_dir", str(run / "outputs"),
+                "--image_size", json.dumps(list(image_size)), "--num_epochs", str(num_epochs),
+                "--learning_rate", str(learning_rate), "--seed", str(seed), "--num_workers", "0",
+            ]  # fmt: skip
+            start = time.perf_counter()
+            finished = subprocess.run(command, capture_output=True, text=True)
+            if finished.returncode != 0:
+                raise SystemExit(f"{variant} seed {seed} failed:\n{finished.stderr[-3000:]}")
+            row = {"variant": variant, "seed": seed, "seconds": time.perf_counter() - start}
+            row.update(_read_run((run / "outputs" / "train.log").read_text()))
+            results.append(row)
+            print(json.dumps(row), flush=True)
+
+    lines = [
+        f"{Path(datalist_file)}, {list(image_size)}, {num_epochs} epochs, lr {learning_rate}, seeds {list(seeds)}; "
+        f"{_machine()}.",
+        "",
+        "| recipe | best-epoch val Dice, mean ± sd | last-epoch val Dice | SWA weights val Dice |",
+        "|---|---|---|---|",
+    ]
+    for variant in RECIPE_VARIANTS:
+        rows = [r for r in results if r["variant"] == variant]
+        cells = []
+        for key in ("best", "last", "swa"):
+            values = [r[key] for r in rows if r[key] is not None]
+            cells.append(f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else "-")
+        lines.append(f"| {variant} | {' | '.join(cells)} |")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in (("recipe.md", "\n".join(lines) + "\n"), ("recipe.json", json.dumps(results, indent=2))):
+        partial = folder / f".{name}.partial"
+        partial.write_text(text)
+        os.replace(partial, folder / name)
+    print("\n".join(lines))

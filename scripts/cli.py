@@ -94,6 +94,7 @@ def main() -> None:
             "gate": gate,
             "tune-gate": tune_gate,
             "benchmark-networks": benchmarks.networks,
+            "benchmark-recipe": benchmarks.recipe,
             "progressive": progressive,
         }
     )

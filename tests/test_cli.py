@@ -39,3 +39,18 @@ def test_benchmark_networks_saves_its_table(tmp_path):
     assert {"FlexibleUNet efficientnet-b1", "networks/munet.json"} <= {row["network"] for row in rows}
     assert all(row["parameters"] > 0 and row["gflops"] > 0 for row in rows)
     assert "| networks/munet.json |" in (out / "networks.md").read_text()
+
+
+def test_recipe_benchmark_reads_best_last_and_swa_dice():
+    from nerveseg.scripts.benchmarks import _read_run
+
+    log = "\n".join(
+        [
+            "... - Epoch[1] Metrics -- val_mean_dice: 0.4000 ",
+            "... - Epoch[2] Metrics -- val_mean_dice: 0.6500 ",
+            "... - Epoch[3] Metrics -- val_mean_dice: 0.6000 ",
+            "... - SWA over epochs 2-3 (2 snapshots, every 1): val val_mean_dice 0.6700 vs best epoch 2 0.6500",
+        ]
+    )
+    assert _read_run(log) == {"best": 0.65, "last": 0.6, "swa": 0.67}
+    assert _read_run("") == {"best": None, "last": None, "swa": None}

@@ -76,11 +76,12 @@ def test_datalist_file_passes_through(tmp_path):
             {"image": "train/2_1.tif", "label": "train/2_1_mask.tif"},
         ],
         "validation": [{"image": "train/3_1.tif", "label": "train/3_1_mask.tif"}],
+        "test": [],  # `nerveseg prepare` without --test_fraction writes an empty test split
     }
     (root / "datalist.json").write_text(json.dumps(lists))
     datalist = build_datalist(datalist_file=root / "datalist.json")
     assert [item["image"] for item in datalist["validation"]] == [str(root / "train" / "3_1.tif")]
-    assert len(datalist["training"]) == 2
+    assert len(datalist["training"]) == 2 and datalist["test"] == []
 
 
 def test_missing_dataset_dir(tmp_path):

@@ -157,8 +157,10 @@ def load_datalist_file(datalist_file: str | os.PathLike, base_dir: str | os.Path
     base = str(base_dir) if base_dir is not None else str(path.parent)
     datalist = {}
     for key in ("training", "validation", "test"):
-        if key in keys:
+        if keys.get(key):  # MONAI's reader fails on an empty list, which `prepare` writes for a split it left empty
             datalist[key] = load_decathlon_datalist(path, key != "test", data_list_key=key, base_dir=base)
+        elif key in keys:
+            datalist[key] = []
     return datalist
 
 

@@ -39,7 +39,8 @@ class ValidationPanel(TensorBoardHandler):
 
     The cases are chosen at the first validation, in loader order: up to half of ``num_cases`` with a structure in
     the label, the rest without, so that the panel shows both misses and false positives. Attach to the evaluator;
-    the step is the evaluator's epoch, which MONAI's ``ValidationHandler`` sets to the trainer's.
+    the step is the evaluator's epoch, which MONAI's ``ValidationHandler`` sets to the trainer's. Outputs that are
+    not masks (a classifier's ``[K]`` logits) are not drawn.
 
     Args:
         num_cases: images in the panel, drawn in rows of ``per_row``.
@@ -77,6 +78,8 @@ class ValidationPanel(TensorBoardHandler):
 
     def _collect(self, engine: Engine) -> None:
         for sample in engine.state.output:
+            if sample["pred"].ndim < 3:
+                continue
             case = Path(str(sample["image"].meta.get("filename_or_obj", len(self._candidates)))).stem
             if self.case_ids is not None and case not in self.case_ids:
                 continue
