@@ -1,92 +1,29 @@
-"""Choosing post-processing thresholds on the validation split, from the evaluation's per-image report."""
+"""Choosing post-processing settings on the validation split: the presence gate, threshold and minimum area."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigParser
+from monai.engines.utils import IterationEvents
 
-__all__ = ["GateChoice", "choose_gate_threshold", "gated_dice", "read_report", "write_override"]
+from nerveseg.networks.outputs import class_logits_of
 
-
-@dataclass(frozen=True)
-class GateChoice:
-    """The chosen presence threshold and what it does on the images it was chosen on."""
-
-    threshold: float
-    mean_dice: float
-    ungated_mean_dice: float
-    gated_images: int
-    gated_positives: int
-
-
-def gated_dice(presence: np.ndarray, dice: np.ndarray, label_empty: np.ndarray, threshold: float) -> np.ndarray:
-    """Per-image challenge Dice once masks with ``presence <= threshold`` are emptied.
-
-    An emptied mask scores 1 on an empty label and 0 otherwise; a kept mask keeps the Dice it had.
-    """
-    gated = presence <= threshold
-    return np.where(gated, label_empty.astype(float), dice)
-
-
-def choose_gate_threshold(presence: Sequence[float], dice: Sequence[float], label_area: Sequence[int]) -> GateChoice:
-    """The presence threshold that maximises the mean challenge Dice of ungated predictions.
-
-    Only the order of the presence probabilities matters, so the candidates are 0 (keep every mask) and the
-    midpoints between consecutive distinct probabilities (the last one gates every image); ties go to the lower
-    threshold, which empties fewer masks.
-
-    Args:
-        presence: each image's presence probability.
-        dice: each image's challenge Dice with its mask kept (evaluated with the gate open, threshold 0).
-        label_area: each image's label area in pixels (0: no structure).
-    """
-    presence, dice = np.asarray(presence, dtype=float), np.asarray(dice, dtype=float)
-    label_empty = np.asarray(label_area) == 0
-    if not len(presence) == len(dice) == len(label_empty) > 0:
-        raise ValueError(
-            f"Need one presence, dice and label_area per image, got {len(presence)}, {len(dice)}, {len(label_empty)}."
-        )
-    levels = np.unique(presence)
-    candidates = np.concatenate([[0.0], (levels[:-1] + levels[1:]) / 2, [(levels[-1] + 1.0) / 2]])
-    scores = [gated_dice(presence, dice, label_empty, t).mean() for t in candidates]
-    best = int(np.argmax(scores))
-    threshold = float(candidates[best])
-    gated = presence <= threshold
-    return GateChoice(
-        threshold=threshold,
-        mean_dice=float(scores[best]),
-        ungated_mean_dice=float(dice.mean()),
-        gated_images=int(gated.sum()),
-        gated_positives=int((gated & ~label_empty).sum()),
-    )
-
-
-def read_report(path: str | os.PathLike, column: str) -> dict[str, np.ndarray]:
-    """Read the ``dice``, ``label_area`` and ``column`` columns of an evaluation's per-image CSV."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"Evaluation report {path} does not exist; run the evaluating workflow first.")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"{path} has no rows.")
-    missing = {"dice", "label_area", column} - set(rows[0])
-    if missing:
-        raise ValueError(f"{path} lacks the column(s) {', '.join(sorted(missing))}; it has {', '.join(rows[0])}.")
-    try:
-        return {
-            "dice": np.array([float(row["dice"]) for row in rows]),
-            "label_area": np.array([int(row["label_area"]) for row in rows]),
-            column: np.array([float(row[column]) for row in rows]),
-        }
-    except ValueError as error:
-        raise ValueError(f"{path}: a value is not a number: {error}") from error
+__all__ = [
+    "PostprocessingChoice",
+    "choose_postprocessing",
+    "grid_dice",
+    "image_statistics",
+    "validation_probabilities",
+    "write_override",
+]
 
 
 def write_override(path: str | os.PathLike, values: dict) -> Path:
@@ -97,3 +34,160 @@ def write_override(path: str | os.PathLike, values: dict) -> Path:
     partial.write_text(json.dumps(values, indent=4) + "\n")
     os.replace(partial, path)
     return path
+
+
+@dataclass(frozen=True)
+class PostprocessingChoice:
+    """Post-processing settings and the challenge mean Dice they give on the images they were tuned on."""
+
+    threshold: float
+    min_area: int
+    gate_threshold: float
+    mean_dice: float
+
+
+def image_statistics(
+    probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray], thresholds: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per image and threshold: overlap and predicted area; per image: label area.
+
+    Everything the challenge Dice of any (threshold, min_area, gate) setting needs, computed once.
+
+    Returns:
+        ``overlap [I, T]``, ``pred_area [I, T]`` and ``label_area [I]`` in pixels.
+    """
+    if len(probabilities) != len(labels) or not labels:
+        raise ValueError(f"Need one label per probability map, got {len(probabilities)} and {len(labels)}.")
+    overlap = np.zeros((len(labels), len(thresholds)), dtype=np.int64)
+    pred_area = np.zeros_like(overlap)
+    label_area = np.zeros(len(labels), dtype=np.int64)
+    for i, (probability, label) in enumerate(zip(probabilities, labels, strict=True)):
+        probability = np.asarray(probability)
+        probability = probability / np.float32(255) if probability.dtype == np.uint8 else probability.astype(np.float32)
+        label = np.asarray(label) > 0
+        if probability.shape != label.shape:
+            raise ValueError(f"Image {i}: probability map {probability.shape} and label {label.shape} differ.")
+        label_area[i] = np.count_nonzero(label)
+        for j, threshold in enumerate(thresholds):
+            mask = probability > threshold
+            overlap[i, j] = np.count_nonzero(mask & label)
+            pred_area[i, j] = np.count_nonzero(mask)
+    return overlap, pred_area, label_area
+
+
+def grid_dice(
+    overlap: np.ndarray,
+    pred_area: np.ndarray,
+    label_area: np.ndarray,
+    min_areas: Sequence[int],
+    presence: np.ndarray | None = None,
+    gate_thresholds: Sequence[float] = (0.0,),
+) -> np.ndarray:
+    """Challenge mean Dice for every (threshold, min_area, gate) setting: ``[T, A, G]``.
+
+    A mask is emptied when its area is at most ``min_area`` or its image's presence probability is at most the
+    gate threshold; an emptied mask scores 1 on an empty label and 0 otherwise.
+    """
+    label_empty = label_area == 0
+    kept_dice = np.where(
+        pred_area + label_area[:, None] == 0, 1.0, 2 * overlap / np.maximum(pred_area + label_area[:, None], 1)
+    )  # [I, T]
+    scores = np.zeros((pred_area.shape[1], len(min_areas), len(gate_thresholds)))
+    for a, min_area in enumerate(min_areas):
+        small = pred_area <= min_area  # [I, T]
+        for g, gate in enumerate(gate_thresholds):
+            gated = np.zeros(len(label_area), bool) if presence is None else np.asarray(presence) <= gate
+            emptied = small | gated[:, None]
+            scores[:, a, g] = np.where(emptied, label_empty[:, None].astype(float), kept_dice).mean(axis=0)
+    return scores
+
+
+def choose_postprocessing(
+    probabilities: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    presence: Sequence[float] | None = None,
+    thresholds: Sequence[float] = tuple(np.round(np.arange(0.2, 0.81, 0.05), 2)),
+    min_areas: Sequence[int] = (0, 250, 500, 1000, 1500, 2000, 2500, 3000, 4000),
+    gate_thresholds: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
+) -> tuple[PostprocessingChoice, PostprocessingChoice]:
+    """The (threshold, min_area, gate) setting with the best challenge mean Dice, and the untuned default's score.
+
+    Ties go to the first setting in grid order (lowest threshold, then lowest min_area, then lowest gate). The
+    score is measured on the images tuned on, so it flatters the setting; confirm it on held-out data.
+
+    Args:
+        probabilities: per image, the foreground probability at the label's resolution (after the resize is
+            inverted, before thresholding).
+        labels: per image, the binary label.
+        presence: per image, a classifier's presence probability; ``None`` leaves the gate out of the search.
+        thresholds: probability thresholds to try.
+        min_areas: minimum total mask areas (pixels at the label's resolution) to try; 0 keeps every mask.
+        gate_thresholds: presence thresholds to try when ``presence`` is given; 0 keeps every mask.
+
+    Returns:
+        the best setting and the default one (threshold 0.5, no minimum area, no gate).
+    """
+    thresholds = sorted({*thresholds, 0.5})
+    gates = tuple(gate_thresholds) if presence is not None else (0.0,)
+    min_areas = sorted({*min_areas, 0})
+    overlap, pred_area, label_area = image_statistics(probabilities, labels, thresholds)
+    scores = grid_dice(
+        overlap, pred_area, label_area, min_areas, None if presence is None else np.asarray(presence), gates
+    )
+    t, a, g = np.unravel_index(int(np.argmax(scores)), scores.shape)
+    best = PostprocessingChoice(float(thresholds[t]), int(min_areas[a]), float(gates[g]), float(scores[t, a, g]))
+    default_index = thresholds.index(0.5)
+    default = PostprocessingChoice(0.5, 0, 0.0, float(scores[default_index, 0, 0]))
+    return best, default
+
+
+def validation_probabilities(
+    config_file: Sequence[str], overrides: Mapping[str, object] | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray], list[float] | None]:
+    """Run an evaluation config and keep, per validation image, the probability map, the label and the presence.
+
+    The config's ``probability_transforms`` (sigmoid, inversion of the resize) run with the gate open; its
+    ``mask_transforms`` and report do not, so nothing in ``outputs/eval`` is overwritten. Probabilities are kept as
+    8-bit (steps of 1/255) to hold a whole validation split in memory.
+
+    Args:
+        config_file: the stacked configs of an evaluation, e.g. train.json, evaluate.json and asme.json.
+        overrides: config ids and values, as on the ``monai.bundle`` command line.
+
+    Returns:
+        probability maps (uint8, 0-255), labels (bool) and, when the network gives one class logit, presence
+        probabilities, per image.
+    """
+    parser = ConfigParser()
+    parser.read_config(list(config_file))
+    for key, value in (overrides or {}).items():
+        parser[key] = value
+    if "probability_transforms" not in parser:
+        raise ValueError(f"{list(config_file)} has no 'probability_transforms'; stack configs/evaluate.json.")
+    parser["gate_threshold"] = 0.0
+    parser["validate#postprocessing"] = {"_target_": "Compose", "transforms": "$@probability_transforms"}
+    parser["validate#handlers"] = [h for h in parser["validate#handlers"] if h.get("_target_") == "CheckpointLoader"]
+    parser["validate#evaluator#key_val_metric"] = None
+    parser.get_parsed_content("initialize")
+    evaluator = parser.get_parsed_content("validate#evaluator")
+
+    probabilities, labels, presence, batch_presence = [], [], [], []
+
+    def keep_presence(engine) -> None:
+        logits = class_logits_of(engine.state.output["pred"])
+        batch_presence[:] = (
+            [] if logits is None or logits.shape[-1] != 1 else torch.sigmoid(logits.float()).flatten().tolist()
+        )
+
+    def keep_maps(engine) -> None:
+        for index, sample in enumerate(engine.state.output):
+            probability = torch.as_tensor(sample["pred"]).float().cpu().numpy()[0]
+            probabilities.append(np.round(np.clip(probability, 0, 1) * 255).astype(np.uint8))
+            labels.append(torch.as_tensor(sample["label"]).cpu().numpy()[0] > 0)
+            if batch_presence:
+                presence.append(batch_presence[index])
+
+    evaluator.add_event_handler(IterationEvents.FORWARD_COMPLETED, keep_presence)
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, keep_maps)
+    evaluator.run()
+    return probabilities, labels, presence if len(presence) == len(labels) else None

@@ -4,7 +4,9 @@ In ``eval()`` every network of this package returns one ``[B, C, H, W]`` tensor 
 inferers, metrics, export and MONAI Label work unchanged. Image-level logits (MUNet's class head, the two-stage
 model's presence classifier) travel in the output's metadata when the input is a ``MetaTensor``, as it is in every
 MONAI workflow: ``pred.meta[CLASS_LOGITS_KEY]`` is ``[B, K]`` on the batch and ``[K]`` per sample once MONAI
-decollates the batch, and it survives the post-processing transforms (activation, inversion of the resize).
+decollates the batch. It survives activation, but not ``Invertd``, which gives the prediction the image's metadata:
+transforms that read it (``PresenceGated``) go before the resize is inverted, and handlers read it from the batch
+output right after the forward pass.
 """
 
 from __future__ import annotations

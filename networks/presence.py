@@ -3,8 +3,8 @@
 Most nerve frames hold no nerve, and an empty prediction on an empty frame scores 1: a classifier that says
 "absent" with confidence saves more Dice than a segmenter's small false positives cost. The classifier is trained
 on its own (``configs/presence_classifier.json``); :class:`PresenceGatedSegmenter` joins the two trained networks
-into one network with one checkpoint (``nerveseg gate``), and ``nerveseg tune-gate`` picks its threshold on the
-validation split.
+into one network with one checkpoint (``nerveseg gate``); the gate itself is applied in post-processing
+(``PresenceGated``), with a threshold that ``nerveseg tune-postprocessing`` picks on the validation split.
 """
 
 from __future__ import annotations
@@ -58,11 +58,12 @@ class PresenceGatedSegmenter(nn.Module):
     Args:
         segmenter: a network returning ``[B, C, H, W]`` mask logits in eval mode.
         classifier: a network returning ``[B, 1]`` presence logits.
-        threshold: keep a mask when ``sigmoid(presence logit) > threshold``; 0 keeps every mask. Tune it on
-            validation data with ``nerveseg tune-gate`` rather than trusting the default.
+        threshold: keep a mask when ``sigmoid(presence logit) > threshold``; 0 (the default) keeps every mask and
+            leaves gating to the bundle's post-processing. Set it, to a value tuned on validation data, only to
+            deploy the network without that post-processing.
     """
 
-    def __init__(self, segmenter: nn.Module, classifier: nn.Module, threshold: float = 0.5) -> None:
+    def __init__(self, segmenter: nn.Module, classifier: nn.Module, threshold: float = 0.0) -> None:
         super().__init__()
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {threshold}; 0 keeps every mask.")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import functools
+import shlex
 
 import fire
 
-from nerveseg.bundle import tuning
+from nerveseg.bundle import submissions, tuning
 from nerveseg.bundle.data import prepare as preparation
 from nerveseg.bundle.data.synthetic import generate_dataset
 from nerveseg.networks.checkpoints import read_state_dict, save_atomically
@@ -63,27 +65,73 @@ def gate(segmenter: str, classifier: str, out: str) -> None:
     print(f"Two-stage checkpoint written to {out_path}")
 
 
-def tune_gate(metrics: str = "outputs/eval/metrics.csv", out: str = "outputs/eval/gate.json") -> None:
-    """Choose the presence-gate threshold that maximises the validation mean Dice, and write it as a config override.
+def tune_postprocessing(
+    config_file: str = "['configs/train.json','configs/evaluate.json']",
+    out: str = "outputs/eval/postprocessing.json",
+    overrides: str = "",
+) -> None:
+    """Choose threshold, minimum mask area and presence gate on the validation split; write them as an override.
 
-    ``metrics`` is the per-image report of an evaluation run with the gate open (``--network_def#threshold 0``), so
-    that it holds every image's presence probability and the Dice of its kept mask. Stack the written file on the
-    evaluate or inference configs.
+    Runs the evaluation config once, keeps every validation image's probability map at its original size, and
+    searches the grid for the best challenge mean Dice (the gate only when the network gives a presence logit:
+    MUNet, the two-stage model). Stack the written file on evaluate or inference configs.
 
     Args:
-        metrics: the evaluation report with a ``presence`` column.
-        out: the override file to write (``{"network_def#threshold": ...}``).
+        config_file: the evaluation's config stack, as for ``monai.bundle`` (add ``configs/asme.json`` to tune
+            for the ensemble).
+        out: the override file to write.
+        overrides: more ``monai.bundle`` arguments, as one string: ``--overrides="--ckpt_dir models/munet"``.
     """
-    report = tuning.read_report(metrics, column="presence")
-    choice = tuning.choose_gate_threshold(report["presence"], report["dice"], report["label_area"])
-    path = tuning.write_override(out, {"network_def#threshold": round(choice.threshold, 6)})
-    print(f"{'gate':<22}{'threshold':>10}{'mean Dice':>11}{'emptied':>9}{'positives emptied':>19}")
-    print(f"{'open':<22}{0.0:>10.4f}{choice.ungated_mean_dice:>11.4f}{0:>9}{0:>19}")
-    print(
-        f"{'tuned':<22}{choice.threshold:>10.4f}{choice.mean_dice:>11.4f}"
-        f"{choice.gated_images:>9}{choice.gated_positives:>19}"
+    arguments = shlex.split(overrides)
+    if len(arguments) % 2:
+        raise SystemExit(f"overrides must be pairs of --key value, got {arguments}.")
+    pairs = {key.lstrip("-"): _config_value(value) for key, value in zip(arguments[::2], arguments[1::2], strict=True)}
+    probabilities, labels, presence = tuning.validation_probabilities(_config_list(config_file), pairs)
+    best, default = tuning.choose_postprocessing(probabilities, labels, presence)
+    path = tuning.write_override(
+        out, {"threshold": best.threshold, "min_area": best.min_area, "gate_threshold": best.gate_threshold}
     )
-    print(f"Override written to {path}; the score above is on the images it was tuned on.")
+    print(f"{len(labels)} validation images; presence gate {'searched' if presence else 'not available'}")
+    print(f"{'setting':<10}{'threshold':>10}{'min_area':>10}{'gate':>7}{'mean Dice':>11}")
+    for name, choice in (("default", default), ("tuned", best)):
+        print(
+            f"{name:<10}{choice.threshold:>10.2f}{choice.min_area:>10}{choice.gate_threshold:>7.2f}{choice.mean_dice:>11.4f}"
+        )
+    print(f"Override written to {path}; the tuned score is measured on the images it was tuned on.")
+
+
+def submission(
+    masks: str = "outputs/predictions", out: str = "outputs/submission.csv", challenge: str = "nerve"
+) -> None:
+    """Write a challenge submission CSV from the masks the inference config saved.
+
+    Args:
+        masks: the inference output folder (``{id}_mask.tif`` at the original image size).
+        out: the CSV to write (through a temporary file).
+        challenge: ``nerve`` (``img,pixels``, ids sorted numerically, empty string for no nerve) or
+            ``pneumothorax`` (``ImageId,EncodedPixels``, ``-1`` for no pneumothorax).
+    """
+    writers = {"nerve": submissions.write_nerve_submission, "pneumothorax": submissions.write_siim_submission}
+    if challenge not in writers:
+        raise SystemExit(f"challenge {challenge!r} is unknown; choose one of {', '.join(writers)}.")
+    try:
+        read = submissions.read_masks_folder(masks)
+        path = writers[challenge](read, out)
+    except ValueError as error:
+        raise SystemExit(str(error)) from error
+    empty = sum(1 for mask in read.values() if not mask.any())
+    print(f"{challenge} submission of {len(read)} images ({empty} empty) written to {path}")
+
+
+def _config_list(config_file: str | list) -> list[str]:
+    return list(config_file) if isinstance(config_file, (list, tuple)) else list(ast.literal_eval(config_file))
+
+
+def _config_value(text: str) -> object:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def main() -> None:
@@ -92,7 +140,8 @@ def main() -> None:
             "synth": synth,
             "prepare": prepare,
             "gate": gate,
-            "tune-gate": tune_gate,
+            "tune-postprocessing": tune_postprocessing,
+            "submission": submission,
             "benchmark-networks": benchmarks.networks,
             "benchmark-recipe": benchmarks.recipe,
             "progressive": progressive,

@@ -84,11 +84,20 @@ def test_inference_restates_train_network_and_preprocessing():
     resize_image = {**resize, "keys": "image", "mode": resize["mode"][0], "anti_aliasing": resize["anti_aliasing"][0]}
     resize_image.pop("allow_missing_keys")
     assert infer["preprocessing"]["transforms"] == [load_image, scale_image, resize_image]
+    evaluate = ConfigParser()
+    evaluate.read_config(EVALUATE)
+    assert infer["mask_transforms"] == evaluate["mask_transforms"]
+    for key in ("threshold", "min_area", "min_component", "gate_threshold"):
+        assert infer[key] == train[key], key
 
 
-def test_override_files_only_set_existing_scalars():
-    train = ConfigParser()
-    train.read_config(TRAIN)
+def test_override_files_only_set_existing_keys():
+    """An override that names a key no base config has is a typo that MONAI would silently add."""
+    bases = []
+    for stack in ([TRAIN], EVALUATE, [INFERENCE]):
+        parser = ConfigParser()
+        parser.read_config(stack)
+        bases.append(parser)
     overrides = [
         p for p in CONFIG_FILES if p.name not in {"train.json", "evaluate.json", "inference.json", "metadata.json"}
     ]
@@ -97,8 +106,9 @@ def test_override_files_only_set_existing_scalars():
         for key in json.loads(text):
             defined_here = f"@{key}" in text  # a helper the file defines and uses itself
             parent = key.rpartition("#")[0]
-            new_argument = bool(parent) and parent in train and isinstance(train[parent], dict)
+            exists = any(key in base for base in bases)
+            new_argument = bool(parent) and any(parent in b and isinstance(b[parent], dict) for b in bases)
             workflow_step = key in {"finalize"}  # MONAI runs it after `run` when a config defines it
-            assert key in train or defined_here or new_argument or workflow_step, (
-                f"{path.name} sets {key!r}, which train.json does not define"
+            assert exists or defined_here or new_argument or workflow_step, (
+                f"{path.name} sets {key!r}, which neither train.json, evaluate.json nor inference.json defines"
             )

@@ -14,16 +14,12 @@ META = CONFIGS / "metadata.json"
 NETWORK_FILES = sorted((CONFIGS / "networks").glob("*.json"))
 STACKS = [[TRAIN]] + [[TRAIN, path] for path in NETWORK_FILES]
 IDS = ["default"] + [path.stem for path in NETWORK_FILES]
-# The two-stage model is trained in two parts; the test opens its gate so that the segmenter receives gradients.
-GATE_OPEN = {"presence_gated": {"network_def#threshold": 0.0}}
 
 
-def _parser(stack, name: str) -> ConfigParser:
+def _parser(stack) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config([str(path) for path in stack])
     parser.read_meta(str(META))
-    for key, value in GATE_OPEN.get(name, {}).items():
-        parser[key] = value
     return parser
 
 
@@ -41,7 +37,7 @@ def test_verify_net_in_out(stack, n):
 @pytest.mark.parametrize("stack, name", zip(STACKS, IDS, strict=True), ids=IDS)
 def test_forward_backward_and_train_postprocessing(stack, name):
     torch.manual_seed(0)
-    parser = _parser(stack, name)
+    parser = _parser(stack)
     network, loss = parser.get_parsed_content("network_def"), parser.get_parsed_content("loss")
     image = torch.rand(2, 1, 64, 96)
     label = torch.zeros(2, 1, 64, 96)
@@ -68,12 +64,11 @@ def test_forward_backward_and_train_postprocessing(stack, name):
 def test_torchscript_export_and_reload(stack, name, tmp_path):
     """``ckpt_export`` (traced in eval mode) of a saved checkpoint gives the eager network's output."""
     torch.manual_seed(0)
-    parser = _parser(stack, name)
+    parser = _parser(stack)
     network = parser.get_parsed_content("network_def").eval()
     checkpoint = tmp_path / "model.pt"
     torch.save(network.state_dict(), checkpoint)
     exported = tmp_path / "model.ts"
-    overrides = {f"--{key}": value for key, value in GATE_OPEN.get(name, {}).items()}
     ckpt_export(
         net_id="network_def",
         filepath=str(exported),
@@ -82,7 +77,6 @@ def test_torchscript_export_and_reload(stack, name, tmp_path):
         config_file=[str(p) for p in stack],
         use_trace=True,
         input_shape=[1, 1, 64, 96],
-        **{key.lstrip("-"): value for key, value in overrides.items()},
     )
     reloaded = torch.jit.load(str(exported))
     image = torch.rand(1, 1, 64, 96)

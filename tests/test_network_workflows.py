@@ -48,18 +48,19 @@ def test_two_stage_model(tiny_dataset, tmp_path):
     models = tmp_path / "models"
     gated = models / "gated" / "model.pt"
     _nerveseg("gate", models / "model.pt", models / "presence" / "model.pt", gated, cwd=tmp_path)
-    evaluate = _configs(TRAIN, CONFIGS / "evaluate.json", CONFIGS / "networks" / "presence_gated.json")
+    gated_configs = [TRAIN, CONFIGS / "evaluate.json", CONFIGS / "networks" / "presence_gated.json"]
     stacked = [*overrides, "--ckpt_dir", str(gated.parent)]
-    run_bundle("run", "evaluating", *evaluate, *stacked, "--network_def#threshold", "0.0", cwd=tmp_path)
+    run_bundle("run", "evaluating", *_configs(*gated_configs), *stacked, cwd=tmp_path)
     with open(tmp_path / "outputs" / "eval" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 and all(0.0 < float(row["presence"]) < 1.0 for row in rows)
 
-    printed = _nerveseg("tune-gate", "--metrics", tmp_path / "outputs" / "eval" / "metrics.csv", cwd=tmp_path)
-    assert "tuned" in printed
-    override = tmp_path / "outputs" / "eval" / "gate.json"
-    threshold = json.loads(override.read_text())["network_def#threshold"]
-    assert 0.0 <= threshold < 1.0
+    override = tmp_path / "outputs" / "eval" / "postprocessing.json"
+    tune = ["tune-postprocessing", "--config_file", json.dumps([str(p) for p in gated_configs]), "--out", override,
+            f"--overrides={' '.join(stacked)}"]  # fmt: skip
+    printed = _nerveseg(*tune, cwd=tmp_path)
+    assert "presence gate searched" in printed and "tuned" in printed
+    assert set(json.loads(override.read_text())) == {"threshold", "min_area", "gate_threshold"}
 
     inference = _configs(CONFIGS / "inference.json", CONFIGS / "networks" / "presence_gated.json", override)
     out = tmp_path / "predictions"

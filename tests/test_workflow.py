@@ -36,7 +36,9 @@ def test_evaluation_writes_per_image_csv(trained, tiny_dataset):
     run_bundle("run", "evaluating", "--config_file", configs, *overrides, cwd=work)
     with open(work / "outputs" / "eval" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["id", "dice", "pred_area", "label_area"]
+    assert list(rows[0]) == [
+        "id", "dice", "iou", "sensitivity", "specificity", "accuracy", "pred_area", "label_area"
+    ]  # fmt: skip
     for row in rows:
         label = np.asarray(Image.open(tiny_dataset / "train" / f"{row['id']}_mask.tif"))
         assert int(row["label_area"]) == np.count_nonzero(label)  # compared at the original size
@@ -44,6 +46,12 @@ def test_evaluation_writes_per_image_csv(trained, tiny_dataset):
         if int(row["label_area"]) == 0 and int(row["pred_area"]) == 0:
             assert float(row["dice"]) == 1.0
     assert "Mean Dice over" in (work / "outputs" / "eval" / "evaluate.log").read_text()
+    summary = json.loads((work / "outputs" / "eval" / "summary.json").read_text())
+    assert summary["images"] == len(rows)
+    assert summary["mean_dice"] == pytest.approx(np.mean([float(row["dice"]) for row in rows]))
+    assert sum(summary["presence_confusion"].values()) == len(rows)
+    for figure in ("dice_histogram.png", "worst_cases.png"):
+        assert Image.open(work / "outputs" / "eval" / figure).format == "PNG"
 
 
 def test_inference_writes_masks_at_input_size(trained, tiny_dataset):
@@ -59,3 +67,19 @@ def test_inference_writes_masks_at_input_size(trained, tiny_dataset):
         mask = Image.open(out / f"{stem}_mask.tif")
         assert mask.size == image.size and mask.mode == "L"
         assert set(np.unique(np.asarray(mask))) <= {0, 255}
+
+
+def test_inference_restores_each_original_size(trained, tmp_path):
+    """Images of two sizes in one folder: each mask comes back at its own image's size."""
+    work, overrides, _ = trained
+    inputs, out = tmp_path / "inputs", tmp_path / "masks"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    sizes = {"1": (70, 100), "2": (45, 130)}  # (height, width), neither a multiple of 32
+    for name, (height, width) in sizes.items():
+        Image.fromarray(rng.integers(0, 255, (height, width), dtype=np.uint8)).save(inputs / f"{name}.tif")
+    keep = [o for o in overrides if o not in ("--num_epochs", "2", "--batch_size", "4")]
+    configs = ["--config_file", str(BUNDLE_ROOT / "configs" / "inference.json")]
+    run_bundle("run", "inference", *configs, *keep, "--input_dir", str(inputs), "--output_dir", str(out), cwd=work)
+    for name, (height, width) in sizes.items():
+        assert np.asarray(Image.open(out / f"{name}_mask.tif")).shape == (height, width)
