@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser
 
+from nerveseg.bundle import tuning
 from nerveseg.networks.profile import count_parameters, forward_flops, forward_latency
 
 FLEXIBLE_UNET_BACKBONES = [f"efficientnet-b{i}" for i in range(8)]
@@ -177,6 +178,94 @@ def recipe(
         lines.append(f"| {variant} | {' | '.join(cells)} |")
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in (("recipe.md", "\n".join(lines) + "\n"), ("recipe.json", json.dumps(results, indent=2))):
+        partial = folder / f".{name}.partial"
+        partial.write_text(text)
+        os.replace(partial, folder / name)
+    print("\n".join(lines))
+
+
+INFERERS = {"single view": [], "flip TTA (mean)": ["configs/flip_tta.json"], "ASME": ["configs/asme.json"]}
+
+
+def inference(
+    datalist_file: str,
+    ckpt_dir: str,
+    bundle_root: str = ".",
+    image_size: tuple[int, int] = (128, 128),
+    out: str = "outputs/benchmarks/inference",
+) -> None:
+    """Mean Dice of one checkpoint with a single view, mean flip TTA and ASME, each with default and tuned
+    post-processing; and whether ASME's consistency predicts Dice.
+
+    The validation split is dealt in two halves: post-processing is tuned on the first (``nerveseg
+    tune-postprocessing``'s search) and every figure is measured on the second, so tuning does not flatter it.
+    The consistency analysis (Spearman correlation, scatter plot) uses the whole validation split.
+
+    Args:
+        datalist_file: the prepared datalist the checkpoint was trained with.
+        ckpt_dir: the folder holding its ``model.pt``.
+        bundle_root: the bundle folder holding ``configs/``.
+        image_size: the size the checkpoint was trained at.
+        out: folder for the split datalists, the evaluations, ``inference.json`` and ``inference.md``.
+    """
+    root, folder = Path(bundle_root).resolve(), Path(out).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    datalist = json.loads(Path(datalist_file).read_text())
+    base = Path(datalist_file).resolve().parent
+
+    def absolute(items: list[dict]) -> list[dict]:
+        return [{k: str(base / v) if k in ("image", "label") else v for k, v in item.items()} for item in items]
+
+    halves = {"tune": datalist["validation"][0::2], "report": datalist["validation"][1::2]}
+    files = {}
+    for name, items in {**halves, "all": datalist["validation"]}.items():
+        files[name] = folder / f"{name}.json"
+        files[name].write_text(json.dumps({"training": absolute(datalist["training"]), "validation": absolute(items)}))
+    common = {"bundle_root": str(root), "ckpt_dir": str(Path(ckpt_dir).resolve()), "image_size": list(image_size)}
+
+    def evaluate(extra: list[str], split: str, name: str, settings: dict) -> dict:
+        run = folder / name
+        configs = [str(root / "configs" / c) for c in ("train.json", "evaluate.json")] + [str(root / e) for e in extra]
+        arguments = {**common, "datalist_file": str(files[split]), "output_dir": str(run), **settings}
+        command = [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", json.dumps(configs)]
+        for key, value in arguments.items():
+            command += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+        finished = subprocess.run(command, capture_output=True, text=True)
+        if finished.returncode != 0:
+            raise SystemExit(f"evaluation {name} failed:\n{finished.stderr[-3000:]}")
+        return json.loads((run / "eval" / "summary.json").read_text())
+
+    rows = []
+    for inferer, extra in INFERERS.items():
+        configs = [str(root / "configs" / c) for c in ("train.json", "evaluate.json")] + [str(root / e) for e in extra]
+        overrides = {**common, "datalist_file": str(files["tune"]), "output_dir": str(folder / "tuning")}
+        probabilities, labels, presence = tuning.validation_probabilities(configs, overrides)
+        tuned, _ = tuning.choose_postprocessing(probabilities, labels, presence)
+        settings = {"threshold": tuned.threshold, "min_area": tuned.min_area, "gate_threshold": tuned.gate_threshold}
+        slug = inferer.split(" ")[0].lower()
+        default = evaluate(extra, "report", f"{slug}_default", {})
+        after = evaluate(extra, "report", f"{slug}_tuned", settings)
+        rows.append({"inferer": inferer, "default": default["mean_dice"], "tuned": after["mean_dice"], **settings})
+        print(json.dumps(rows[-1]), flush=True)
+    consistency = evaluate(INFERERS["ASME"], "all", "asme_all", {})
+
+    rho = consistency.get("consistency_dice_spearman", {})
+    lines = [
+        f"{Path(datalist_file)}, checkpoint {Path(ckpt_dir)}/model.pt at {list(image_size)}; tuned on "
+        f"{len(halves['tune'])} validation images, measured on the other {len(halves['report'])}; {_machine()}.",
+        "",
+        "| inferer | mean Dice, default post-processing | mean Dice, tuned | tuned threshold, min_area |",
+        "|---|---:|---:|---|",
+        *(
+            f"| {r['inferer']} | {r['default']:.4f} | {r['tuned']:.4f} | {r['threshold']}, {r['min_area']} |"
+            for r in rows
+        ),
+        "",
+        f"ASME consistency vs Dice over all {consistency['images']} validation images: Spearman rho "
+        f"{rho.get('rho', float('nan')):.3f} (p = {rho.get('p', float('nan')):.3g}); "
+        f"plot: {folder / 'asme_all' / 'eval' / 'consistency_vs_dice.png'}",
+    ]
+    for name, text in (("inference.md", "\n".join(lines) + "\n"), ("inference.json", json.dumps(rows, indent=2))):
         partial = folder / f".{name}.partial"
         partial.write_text(text)
         os.replace(partial, folder / name)

@@ -144,6 +144,7 @@ def main() -> None:
             "submission": submission,
             "benchmark-networks": benchmarks.networks,
             "benchmark-recipe": benchmarks.recipe,
+            "benchmark-inference": benchmarks.inference,
             "progressive": progressive,
         }
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 import subprocess
 import sys
 
@@ -57,7 +58,7 @@ def test_two_stage_model(tiny_dataset, tmp_path):
 
     override = tmp_path / "outputs" / "eval" / "postprocessing.json"
     tune = ["tune-postprocessing", "--config_file", json.dumps([str(p) for p in gated_configs]), "--out", override,
-            f"--overrides={' '.join(stacked)}"]  # fmt: skip
+            f"--overrides={shlex.join(stacked)}"]  # fmt: skip
     printed = _nerveseg(*tune, cwd=tmp_path)
     assert "presence gate searched" in printed and "tuned" in printed
     assert set(json.loads(override.read_text())) == {"threshold", "min_area", "gate_threshold"}
