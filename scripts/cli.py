@@ -101,7 +101,10 @@ def tune_postprocessing(
 
 
 def submission(
-    masks: str = "outputs/predictions", out: str = "outputs/submission.csv", challenge: str = "nerve"
+    masks: str = "outputs/predictions",
+    out: str = "outputs/submission.csv",
+    challenge: str = "nerve",
+    shape: tuple[int, int] | None = None,
 ) -> None:
     """Write a challenge submission CSV from the masks the inference config saved.
 
@@ -110,13 +113,14 @@ def submission(
         out: the CSV to write (through a temporary file).
         challenge: ``nerve`` (``img,pixels``, ids sorted numerically, empty string for no nerve) or
             ``pneumothorax`` (``ImageId,EncodedPixels``, ``-1`` for no pneumothorax).
+        shape: ``[height, width]`` every mask must have; by default the challenge's (420x580, 1024x1024).
     """
     writers = {"nerve": submissions.write_nerve_submission, "pneumothorax": submissions.write_siim_submission}
     if challenge not in writers:
         raise SystemExit(f"challenge {challenge!r} is unknown; choose one of {', '.join(writers)}.")
     try:
         read = submissions.read_masks_folder(masks)
-        path = writers[challenge](read, out)
+        path = writers[challenge](read, out, **({} if shape is None else {"shape": tuple(shape)}))
     except ValueError as error:
         raise SystemExit(str(error)) from error
     empty = sum(1 for mask in read.values() if not mask.any())

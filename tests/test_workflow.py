@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -83,3 +86,41 @@ def test_inference_restores_each_original_size(trained, tmp_path):
     run_bundle("run", "inference", *configs, *keep, "--input_dir", str(inputs), "--output_dir", str(out), cwd=work)
     for name, (height, width) in sizes.items():
         assert np.asarray(Image.open(out / f"{name}_mask.tif")).shape == (height, width)
+
+
+def test_asme_evaluation_tuning_inference_and_submission(trained, tiny_dataset):
+    """The ensemble and post-processing path end to end: evaluate with ASME, tune, infer, write the submission."""
+    work, overrides, _ = trained
+    configs = [str(BUNDLE_ROOT / "configs" / name) for name in ("train.json", "evaluate.json", "asme.json")]
+    run_bundle("run", "evaluating", "--config_file", json.dumps(configs), *overrides, "--output_dir",
+               str(work / "asme"), cwd=work)  # fmt: skip
+    with open(work / "asme" / "eval" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert all(0.0 <= float(row["asme_consistency"]) <= 1.0 for row in rows)
+    assert "consistency_dice_spearman" in json.loads((work / "asme" / "eval" / "summary.json").read_text())
+
+    tuned = work / "asme" / "postprocessing.json"
+    nerveseg = [sys.executable, "-m", "nerveseg.scripts.cli"]
+    tune = [*nerveseg, "tune-postprocessing", "--config_file", json.dumps(configs), "--out", str(tuned),
+            f"--overrides={shlex.join(overrides)}"]  # fmt: skip
+    result = subprocess.run(tune, cwd=work, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "default" in result.stdout and "tuned" in result.stdout
+    assert set(json.loads(tuned.read_text())) == {"threshold", "min_area", "gate_threshold"}
+
+    predictions = work / "asme_predictions"
+    inference = [
+        str(BUNDLE_ROOT / "configs" / "inference.json"),
+        str(BUNDLE_ROOT / "configs" / "asme.json"),
+        str(tuned),
+    ]
+    keep = [o for o in overrides if o not in ("--num_epochs", "2", "--batch_size", "4")]
+    run_bundle("run", "inference", "--config_file", json.dumps(inference), *keep, "--output_dir", str(predictions),
+               cwd=work)  # fmt: skip
+    submission = work / "submission.csv"
+    write = [*nerveseg, "submission", "--masks", str(predictions), "--out", str(submission), "--shape", "[64, 96]"]
+    result = subprocess.run(write, cwd=work, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = submission.read_text().splitlines()
+    test_ids = sorted(int(p.stem) for p in (tiny_dataset / "test").glob("*.tif"))
+    assert lines[0] == "img,pixels" and [int(line.split(",")[0]) for line in lines[1:]] == test_ids
