@@ -1,1 +1,7 @@
-"""Workflow components that the configs name (handlers, logs), the run-length codecs (``rle``), and the data side."""
+"""Workflow components the configs name, and the data side (``data``).
+
+Training: ``handlers`` (checkpoints and resume, SWA, TensorBoard panels, the evaluation report), ``losses``
+(MUNet's), ``schedules``, ``logs``. Inference and evaluation: ``inferers`` (ASME, flip TTA) over the maths of
+``ensemble``, ``metrics``, ``plots``, ``tuning`` (post-processing search), ``submissions`` and ``rle`` (the
+challenges' run-length codecs).
+"""

@@ -1,1 +1,2 @@
-"""The ``nerveseg`` command line (built with fire): thin wrappers over functions of the packages."""
+"""The ``nerveseg`` command line (built with fire, ``cli``): thin wrappers over functions of the packages, plus the
+benchmark runs (``benchmarks``) and progressive resizing (``progressive``)."""
