@@ -109,8 +109,9 @@ RECIPE_VARIANTS = {"default": [], "EMS": ["configs/training/ems.json"], "SWA": [
 
 def _read_run(log: str) -> dict[str, float | None]:
     """Validation mean Dice of a finished run, read from its train.log: best epoch, last epoch, SWA weights."""
-    epochs = [float(v) for v in re.findall(r"Epoch\[\d+\] Metrics -- val_mean_dice: ([\d.]+)", log)]
-    swa = re.search(r"SWA over epochs .*: val val_mean_dice ([\d.]+)", log)
+    training, _, after = log.partition("SWA: ")  # the SWA evaluation logs one more epoch line
+    epochs = [float(v) for v in re.findall(r"Epoch\[\d+\] Metrics -- val_mean_dice: ([\d.]+)", training)]
+    swa = re.search(r"SWA over epochs .*: val val_mean_dice ([\d.]+)", after)
     return {
         "best": max(epochs) if epochs else None,
         "last": epochs[-1] if epochs else None,
@@ -126,6 +127,7 @@ def recipe(
     learning_rate: float = 0.002,
     seeds: tuple[int, ...] = (0, 1, 2),
     out: str = "outputs/benchmarks/recipe",
+    reuse: bool = False,
 ) -> None:
     """Validation mean Dice of the default recipe, with EMS, and with SWA: same data, seeds and epochs.
 
@@ -139,6 +141,7 @@ def recipe(
         learning_rate: the runs' learning rate.
         seeds: one run per seed and variant.
         out: folder of the runs, ``recipe.json`` and ``recipe.md``.
+        reuse: keep runs whose log already shows the last epoch (to finish an interrupted benchmark).
     """
     root, folder = Path(bundle_root).resolve(), Path(out).resolve()
     results = []
@@ -153,12 +156,15 @@ def recipe(
                 "--image_size", json.dumps(list(image_size)), "--num_epochs", str(num_epochs),
                 "--learning_rate", str(learning_rate), "--seed", str(seed), "--num_workers", "0",
             ]  # fmt: skip
+            log = run / "outputs" / "train.log"
+            done = reuse and log.is_file() and f"Epoch[{num_epochs}] Metrics -- val_mean_dice" in log.read_text()
             start = time.perf_counter()
-            finished = subprocess.run(command, capture_output=True, text=True)
-            if finished.returncode != 0:
-                raise SystemExit(f"{variant} seed {seed} failed:\n{finished.stderr[-3000:]}")
-            row = {"variant": variant, "seed": seed, "seconds": time.perf_counter() - start}
-            row.update(_read_run((run / "outputs" / "train.log").read_text()))
+            if not done:
+                finished = subprocess.run(command, capture_output=True, text=True)
+                if finished.returncode != 0:
+                    raise SystemExit(f"{variant} seed {seed} failed:\n{finished.stderr[-3000:]}")
+            row = {"variant": variant, "seed": seed, "seconds": None if done else time.perf_counter() - start}
+            row.update(_read_run(log.read_text()))
             results.append(row)
             print(json.dumps(row), flush=True)
 

@@ -49,6 +49,8 @@ def test_recipe_benchmark_reads_best_last_and_swa_dice():
             "... - Epoch[1] Metrics -- val_mean_dice: 0.4000 ",
             "... - Epoch[2] Metrics -- val_mean_dice: 0.6500 ",
             "... - Epoch[3] Metrics -- val_mean_dice: 0.6000 ",
+            "... - SWA: saved the mean of 2 epochs to models/model_swa.pt",
+            "... - Epoch[3] Metrics -- val_mean_dice: 0.6700 ",
             "... - SWA over epochs 2-3 (2 snapshots, every 1): val val_mean_dice 0.6700 vs best epoch 2 0.6500",
         ]
     )
