@@ -43,6 +43,30 @@ def tiny_run_overrides(work: Path, num_epochs: int = 1, batch_size: int = 4, ima
     ]  # fmt: skip
 
 
+def assert_export_reloads(config_files: list[str], tmp_path: Path, **export_options) -> None:
+    """``ckpt_export`` a random-weight ``network_def`` from ``config_files``; the reloaded module matches eager."""
+    import torch
+    from monai.bundle import ConfigParser, ckpt_export
+
+    torch.manual_seed(0)
+    parser = ConfigParser()
+    parser.read_config(config_files)
+    network = parser.get_parsed_content("network_def").eval()
+    torch.save(network.state_dict(), tmp_path / "model.pt")
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(tmp_path / "model.ts"),
+        ckpt_file=str(tmp_path / "model.pt"),
+        meta_file=str(CONFIGS / "metadata.json"),
+        config_file=config_files,
+        **export_options,
+    )
+    reloaded = torch.jit.load(str(tmp_path / "model.ts"))
+    image = torch.rand(1, 1, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(image), network(image), rtol=1e-4, atol=1e-4)
+
+
 def run_bundle(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run ``python -m monai.bundle ARGS`` in ``cwd`` and fail with its output if it fails."""
     result = subprocess.run(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from monai.bundle import ConfigParser, ckpt_export, verify_net_in_out
+from monai.bundle import ConfigParser, verify_net_in_out
 from monai.data import decollate_batch
 
-from conftest import CONFIGS
+from conftest import CONFIGS, assert_export_reloads
 
 TRAIN = CONFIGS / "train.json"
 META = CONFIGS / "metadata.json"
@@ -66,22 +66,4 @@ def test_torchscript_export_and_reload(stack, tmp_path):
 
     The default network's export (scripted, from inference.json) is tested in test_metadata.py.
     """
-    torch.manual_seed(0)
-    parser = _parser(stack)
-    network = parser.get_parsed_content("network_def").eval()
-    checkpoint = tmp_path / "model.pt"
-    torch.save(network.state_dict(), checkpoint)
-    exported = tmp_path / "model.ts"
-    ckpt_export(
-        net_id="network_def",
-        filepath=str(exported),
-        ckpt_file=str(checkpoint),
-        meta_file=str(META),
-        config_file=[str(p) for p in stack],
-        use_trace=True,
-        input_shape=[1, 1, 64, 96],
-    )
-    reloaded = torch.jit.load(str(exported))
-    image = torch.rand(1, 1, 64, 96)
-    with torch.no_grad():
-        torch.testing.assert_close(reloaded(image), network(image), atol=1e-4, rtol=1e-4)
+    assert_export_reloads([str(p) for p in stack], tmp_path, use_trace=True, input_shape=[1, 1, 64, 96])
