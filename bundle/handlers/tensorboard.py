@@ -83,11 +83,13 @@ class ValidationPanel(TensorBoardHandler):
             case = Path(str(sample["image"].meta.get("filename_or_obj", len(self._candidates)))).stem
             if self.case_ids is not None and case not in self.case_ids:
                 continue
-            tile = overlay(sample["image"], sample["label"], sample["pred"])
-            if self.case_ids is None:
-                self._candidates.append((case, bool(sample["label"].any()), tile))
+            if self.case_ids is None:  # first validation: keep only as many candidates as could be chosen
+                positive = bool(sample["label"].any())
+                kept = sum(1 for c in self._candidates if c[1] == positive)
+                if kept < (self.num_cases // 2 if positive else self.num_cases):
+                    self._candidates.append((case, positive, overlay(sample["image"], sample["label"], sample["pred"])))
             else:
-                self._tiles[case] = tile
+                self._tiles[case] = overlay(sample["image"], sample["label"], sample["pred"])
 
     def _write(self, engine: Engine) -> None:
         if self.case_ids is None:
