@@ -14,6 +14,7 @@ from ignite.engine import Events
 from monai.bundle import ConfigParser
 from monai.engines.utils import IterationEvents
 
+from nerveseg.bundle.files import write_text_atomically
 from nerveseg.networks.outputs import class_logits_of
 
 __all__ = [
@@ -28,12 +29,7 @@ __all__ = [
 
 def write_override(path: str | os.PathLike, values: dict) -> Path:
     """Write a config override file (JSON) through a temporary name, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(values, indent=4) + "\n")
-    os.replace(partial, path)
-    return path
+    return write_text_atomically(path, json.dumps(values, indent=4) + "\n")
 
 
 @dataclass(frozen=True)

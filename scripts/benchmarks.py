@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import statistics
@@ -16,6 +15,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from nerveseg.bundle import tuning
+from nerveseg.bundle.files import write_text_atomically
 from nerveseg.networks.profile import count_parameters, forward_flops, forward_latency
 
 FLEXIBLE_UNET_BACKBONES = [f"efficientnet-b{i}" for i in range(8)]
@@ -98,9 +98,7 @@ def networks(
         ),
     ]
     for name, text in (("networks.md", "\n".join(table) + "\n"), ("networks.json", json.dumps(rows, indent=2))):
-        partial = folder / f".{name}.partial"
-        partial.write_text(text)
-        os.replace(partial, folder / name)
+        write_text_atomically(folder / name, text)
     print(f"Saved {folder / 'networks.md'} and {folder / 'networks.json'}")
 
 
@@ -184,9 +182,7 @@ def recipe(
         lines.append(f"| {variant} | {' | '.join(cells)} |")
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in (("recipe.md", "\n".join(lines) + "\n"), ("recipe.json", json.dumps(results, indent=2))):
-        partial = folder / f".{name}.partial"
-        partial.write_text(text)
-        os.replace(partial, folder / name)
+        write_text_atomically(folder / name, text)
     print("\n".join(lines))
 
 
@@ -272,7 +268,5 @@ def inference(
         f"plot: {folder / 'asme_all' / 'eval' / 'consistency_vs_dice.png'}",
     ]
     for name, text in (("inference.md", "\n".join(lines) + "\n"), ("inference.json", json.dumps(rows, indent=2))):
-        partial = folder / f".{name}.partial"
-        partial.write_text(text)
-        os.replace(partial, folder / name)
+        write_text_atomically(folder / name, text)
     print("\n".join(lines))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from monai.handlers import from_engine
 from monai.utils import CommonKeys
 
 from nerveseg.bundle import plots
+from nerveseg.bundle.files import write_text_atomically
 from nerveseg.bundle.metrics import image_scores, summarise
 from nerveseg.networks.outputs import class_logits_of
 
@@ -119,22 +121,18 @@ class PerImageReport:
         self._worst = sorted(self._worst, key=lambda case: case[1])[: self.num_worst]
 
     def _write(self, engine: Engine) -> None:
-        self.output_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.output_path.with_name(f".{self.output_path.name}.partial")
         columns = list(self.rows[0]) if self.rows else ["id", "dice", "pred_area", "label_area"]
-        with open(partial, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(partial, self.output_path)
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text_atomically(self.output_path, table.getvalue())
         if not self.rows:
             logger.warning(f"No images were evaluated; {self.output_path} has a header only.")
             return
         summary = summarise(self.rows, presence_score="presence")
         folder = self.output_path.parent
-        partial = folder / ".summary.json.partial"
-        partial.write_text(json.dumps(summary, indent=2) + "\n")
-        os.replace(partial, folder / "summary.json")
+        write_text_atomically(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
         if self.num_worst:
             plots.dice_histogram([row["dice"] for row in self.rows], folder / "dice_histogram.png")
             plots.worst_cases(self._worst, folder / "worst_cases.png")
