@@ -45,12 +45,6 @@ __all__ = [
     "RemoveSmallComponentsd",
 ]
 
-SEED_MIN_AREA = 2500
-"""The nerve seed's minimum mask area in pixels at 580x420 (the smallest real nerve mask has 2,684 px)."""
-
-SEED_MIN_SIZE = 2000
-"""The pneumothorax seed's largest removed component, in pixels at 1024x1024."""
-
 
 def _check_int(name: str, owner: str, value: int, hint: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
@@ -83,7 +77,8 @@ class EmptySmallMask(Transform):
 
     Args:
         min_area: largest foreground area, in pixels, of a mask that is emptied; ``0`` keeps every non-empty mask
-            (off: the input is returned as is). The seed used 2500 at 580x420 (:data:`SEED_MIN_AREA`).
+            (off: the input is returned as is). The seed used 2500 at 580x420 (the smallest real nerve mask:
+            2,684 px).
 
     Raises:
         ValueError: for a negative or non-integer ``min_area``, an input that is not ``[C, H, W]``, or one with
@@ -138,7 +133,7 @@ class RemoveSmallComponents(Transform):
 
     Args:
         min_size: largest component size, in pixels, that is removed; ``0`` keeps everything (off: the input is
-            returned as is). The seed used 2000 at 1024x1024 (:data:`SEED_MIN_SIZE`).
+            returned as is). The seed used 2000 at 1024x1024.
         connectivity: 1 for 4-neighbourhood (edges only), 2 for 8-neighbourhood (diagonal neighbours join too).
 
     Raises:

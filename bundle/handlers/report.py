@@ -20,13 +20,11 @@ from monai.utils import CommonKeys
 
 from nerveseg.bundle import plots
 from nerveseg.bundle.files import write_text_atomically
+from nerveseg.bundle.inferers import SCORE_KEYS
 from nerveseg.bundle.metrics import image_scores, summarise
 from nerveseg.networks.outputs import class_logits_of
 
 logger = logging.getLogger(__name__)
-
-ENSEMBLE_SCORES = ("asme_consistency", "asme_eigenvalue_ratio")
-"""Per-image scores an ensembling inferer attaches to its output's metadata (``nerveseg.bundle.inferers``)."""
 
 
 def _image_id(sample: dict, key: str) -> str:
@@ -95,7 +93,10 @@ class PerImageReport:
         if class_logits is not None and class_logits.shape[-1] == 1:
             scores["presence"] = torch.sigmoid(class_logits.float()).reshape(-1)
         meta = getattr(pred, "meta", {})
-        scores.update({key: torch.as_tensor(meta[key]).reshape(-1) for key in ENSEMBLE_SCORES if key in meta})
+        for key in SCORE_KEYS:  # one number per image becomes a column; the views' weights do not
+            values = torch.as_tensor(meta[key]) if key in meta else None
+            if values is not None and values.ndim == 1:
+                scores[key] = values
         self._batch_scores = scores
 
     def _collect(self, engine: Engine) -> None:
