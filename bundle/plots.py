@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only: evaluation runs on servers without a displa
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["consistency_vs_dice", "dice_histogram", "worst_cases"]
+__all__ = ["consistency_vs_dice", "dice_histogram", "learning_curves", "worst_cases"]
 
 
 def _save(figure, path: str | os.PathLike) -> Path:
@@ -63,4 +63,34 @@ def consistency_vs_dice(
     axis.scatter(consistency, dice, s=12, alpha=0.7)
     axis.set(xlabel="ASME consistency (mean pairwise Dice of views)", ylabel="Dice", xlim=(-0.02, 1.02))
     axis.set(ylim=(-0.02, 1.02), title="" if rho is None else f"Spearman rho {rho:.2f}")
+    return _save(figure, path)
+
+
+def learning_curves(
+    curves: dict[str, dict[float, Sequence[float]]],
+    path: str | os.PathLike,
+    xlabel: str = "labelled images",
+    ylabel: str = "mean Dice",
+    title: str = "",
+) -> Path:
+    """One line per curve: the mean over repeats at each x, with a band of one standard deviation.
+
+    Args:
+        curves: name to ``{x: [values of every repeat]}``.
+        path: the PNG to write.
+        xlabel: x-axis label.
+        ylabel: y-axis label.
+        title: figure title.
+    """
+    figure, axis = plt.subplots(figsize=(5.5, 3.8))
+    for name, curve in curves.items():
+        xs = sorted(curve)
+        means = np.array([np.mean(curve[x]) for x in xs])
+        sds = np.array([np.std(curve[x], ddof=1) if len(curve[x]) > 1 else 0.0 for x in xs])
+        repeats = max(len(curve[x]) for x in xs) if xs else 0
+        (line,) = axis.plot(xs, means, marker="o", label=f"{name} (n={repeats})")
+        axis.fill_between(xs, means - sds, means + sds, color=line.get_color(), alpha=0.2)
+    axis.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
     return _save(figure, path)

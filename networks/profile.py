@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_parameters", "forward_flops", "forward_latency"]
+__all__ = ["count_parameters", "forward_flops", "forward_latency", "time_side_by_side"]
 
 
 def count_parameters(network: nn.Module) -> int:
@@ -41,11 +42,29 @@ def forward_latency(
         raise ValueError(f"Need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}.")
     network.eval()
     image = torch.rand(*input_shape)
-    runs = []
-    with torch.no_grad():
-        for i in range(warmup + repeats):
-            start = time.perf_counter()
-            network(image)
-            if i >= warmup:
-                runs.append(time.perf_counter() - start)
-    return {"median": statistics.median(runs), "runs": runs}
+    timing = time_side_by_side({"forward": lambda: network(image)}, repeats=repeats, warmup=warmup)["forward"]
+    return {"median": timing["median"], "runs": timing["runs"]}
+
+
+def time_side_by_side(
+    calls: Mapping[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1
+) -> dict[str, dict[str, float | list[float]]]:
+    """Wall-clock seconds of each call, in inference mode, the calls interleaved so they share the machine's state.
+
+    Every call runs ``warmup`` untimed times first (allocation, kernel selection); then each round times every call
+    once, in order, ``repeats`` rounds. Interleaving keeps a ratio between two calls fair when something else
+    slows the machine for a while. Returns ``median``, ``min``, ``max`` and every ``runs`` time per call.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"Need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}.")
+    runs: dict[str, list[float]] = {name: [] for name in calls}
+    with torch.inference_mode():
+        for call in calls.values():
+            for _ in range(warmup):
+                call()
+        for _ in range(repeats):
+            for name, call in calls.items():
+                start = time.perf_counter()
+                call()
+                runs[name].append(time.perf_counter() - start)
+    return {name: {"median": statistics.median(r), "min": min(r), "max": max(r), "runs": r} for name, r in runs.items()}

@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -21,12 +22,19 @@ from nerveseg.networks.profile import count_parameters, forward_flops, forward_l
 FLEXIBLE_UNET_BACKBONES = [f"efficientnet-b{i}" for i in range(8)]
 
 
-def _network_variants(configs: Path) -> list[tuple[str, list[Path], dict]]:
-    """(name, config stack, overrides) for train.json's network at every EfficientNet size and each override file."""
+def network_variants(
+    configs: Path, backbones: Sequence[str] = FLEXIBLE_UNET_BACKBONES
+) -> list[tuple[str, list[Path], dict]]:
+    """(name, config stack, overrides) for train.json's network at each of ``backbones``, then each network override
+    file and the presence classifier."""
     train = configs / "train.json"
     variants = [
-        (f"FlexibleUNet {backbone}", [train], {"network_def#backbone": backbone})
-        for backbone in FLEXIBLE_UNET_BACKBONES
+        (
+            f"FlexibleUNet {backbone}",
+            [train],
+            {} if backbone == "efficientnet-b1" else {"network_def#backbone": backbone},
+        )
+        for backbone in backbones
     ]
     variants += [(f"networks/{p.name}", [train, p], {}) for p in sorted((configs / "networks").glob("*.json"))]
     variants.append(("presence_classifier.json", [train, configs / "presence_classifier.json"], {}))
@@ -68,7 +76,7 @@ def networks(
     print(f"Input {shape}; {machine}")
     print(f"{'network':<42}{'parameters':>14}{'GFLOPs':>9}{'latency s':>11}")
     rows = []
-    for name, stack, overrides in _network_variants(configs):
+    for name, stack, overrides in network_variants(configs):
         parser = ConfigParser()
         parser.read_config([str(p) for p in stack])
         for key, value in overrides.items():
@@ -100,6 +108,26 @@ def networks(
     for name, text in (("networks.md", "\n".join(table) + "\n"), ("networks.json", json.dumps(rows, indent=2))):
         write_text_atomically(folder / name, text)
     print(f"Saved {folder / 'networks.md'} and {folder / 'networks.json'}")
+
+
+def train_command(
+    root: Path,
+    configs: Sequence[str | Path],
+    datalist_file: str | Path,
+    run: Path,
+    image_size: Sequence[int],
+    num_epochs: int,
+    learning_rate: float,
+    seed: int,
+) -> list[str]:
+    """The ``monai.bundle run training`` command of one benchmark run: its models and outputs go under ``run``."""
+    return [
+        sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", json.dumps([str(c) for c in configs]),
+        "--bundle_root", str(root), "--datalist_file", str(Path(datalist_file).resolve()),
+        "--ckpt_dir", str(run / "models"), "--output_dir", str(run / "outputs"),
+        "--image_size", json.dumps(list(image_size)), "--num_epochs", str(num_epochs),
+        "--learning_rate", str(learning_rate), "--seed", str(seed), "--num_workers", "0",
+    ]  # fmt: skip
 
 
 RECIPE_VARIANTS = {"default": [], "EMS": ["configs/training/ems.json"], "SWA": ["configs/training/swa.json"]}
@@ -146,14 +174,8 @@ def recipe(
     for variant, overrides in RECIPE_VARIANTS.items():
         for seed in seeds:
             run = folder / variant.lower() / f"seed{seed}"
-            configs = [str(root / "configs" / "train.json"), *(str(root / o) for o in overrides)]
-            command = [
-                sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", json.dumps(configs),
-                "--bundle_root", str(root), "--datalist_file", str(Path(datalist_file).resolve()),
-                "--ckpt_dir", str(run / "models"), "--output_dir", str(run / "outputs"),
-                "--image_size", json.dumps(list(image_size)), "--num_epochs", str(num_epochs),
-                "--learning_rate", str(learning_rate), "--seed", str(seed), "--num_workers", "0",
-            ]  # fmt: skip
+            configs = [root / "configs" / "train.json", *(root / o for o in overrides)]
+            command = train_command(root, configs, datalist_file, run, image_size, num_epochs, learning_rate, seed)
             log = run / "outputs" / "train.log"
             done = reuse and log.is_file() and f"Epoch[{num_epochs}] Metrics -- val_mean_dice" in log.read_text()
             start = time.perf_counter()

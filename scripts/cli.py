@@ -13,7 +13,8 @@ from nerveseg.bundle.data import prepare as preparation
 from nerveseg.bundle.data.synthetic import generate_dataset
 from nerveseg.networks.checkpoints import read_state_dict, save_atomically
 from nerveseg.networks.presence import gated_state_dict
-from nerveseg.scripts import benchmarks
+from nerveseg.scripts import active_learning, benchmarks, performance
+from nerveseg.scripts.label_app.layout import label_app
 from nerveseg.scripts.progressive import progressive
 
 
@@ -146,9 +147,12 @@ def main() -> None:
             "gate": gate,
             "tune-postprocessing": tune_postprocessing,
             "submission": submission,
+            "bench": performance.bench,
             "benchmark-networks": benchmarks.networks,
             "benchmark-recipe": benchmarks.recipe,
             "benchmark-inference": benchmarks.inference,
+            "benchmark-active-learning": active_learning.simulate,
+            "label-app": label_app,
             "progressive": progressive,
         }
     )

@@ -7,8 +7,10 @@ from pydoc import locate
 
 import pytest
 from monai.bundle import ComponentLocator, ConfigParser, ConfigWorkflow
+from monai.inferers import SimpleInferer
 
 from conftest import CONFIGS
+from nerveseg.bundle.inferers import AcceleratedInferer, ASMEInferer, FlipTTAInferer
 
 TRAIN = str(CONFIGS / "train.json")
 EVALUATE = [TRAIN, str(CONFIGS / "evaluate.json")]
@@ -89,6 +91,28 @@ def test_inference_restates_train_network_and_preprocessing():
     assert infer["mask_transforms"] == evaluate["mask_transforms"]
     for key in ("threshold", "min_area", "min_component", "gate_threshold"):
         assert infer[key] == train[key], key
+    for key in ("inference_precision", "channels_last", "view_inferer", "inferer"):
+        assert infer[key] == evaluate[key], key
+
+
+@pytest.mark.parametrize(
+    "extra, view_inferer, precision, channels_last",
+    [
+        ([], SimpleInferer, "auto", True),
+        (["eager.json"], SimpleInferer, "float32", False),
+        (["asme.json"], ASMEInferer, "auto", True),
+        (["flip_tta.json", "eager.json"], FlipTTAInferer, "float32", False),
+    ],
+)
+def test_the_fast_path_wraps_every_view_inferer_and_eager_json_turns_it_off(
+    extra, view_inferer, precision, channels_last
+):
+    for base in (EVALUATE, [INFERENCE]):
+        parser = ConfigParser()
+        parser.read_config([*base, *(str(CONFIGS / e) for e in extra)])
+        inferer = parser.get_parsed_content("inferer")
+        assert isinstance(inferer, AcceleratedInferer) and type(inferer.inferer) is view_inferer
+        assert (inferer.precision, inferer.channels_last) == (precision, channels_last)
 
 
 def test_override_files_only_set_existing_keys():

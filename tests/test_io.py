@@ -45,7 +45,11 @@ def _dicom(path: Path, pixels: np.ndarray | None = None, **tags: object) -> Path
         ds.PixelData = pixels.astype(np.uint16).tobytes()
     for key, value in tags.items():
         setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
+    if pydicom.__version__.startswith("2."):  # the label extra's pydicom; 3.x reads the encoding from file_meta
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+        ds.save_as(path, write_like_original=False)
+    else:
+        ds.save_as(path, enforce_file_format=True)
     return path
 
 
