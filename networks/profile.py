@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_parameters", "forward_flops", "forward_latency", "time_side_by_side"]
+__all__ = ["count_parameters", "cpu_model", "forward_flops", "forward_latency", "time_side_by_side"]
 
 
 def count_parameters(network: nn.Module) -> int:
@@ -68,3 +70,13 @@ def time_side_by_side(
                 call()
                 runs[name].append(time.perf_counter() - start)
     return {name: {"median": statistics.median(r), "min": min(r), "max": max(r), "runs": r} for name, r in runs.items()}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux, else the architecture), for the record beside a timing."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()

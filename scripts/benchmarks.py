@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import re
 import statistics
 import subprocess
@@ -17,7 +16,7 @@ from monai.bundle import ConfigParser
 
 from nerveseg.bundle import tuning
 from nerveseg.bundle.files import write_text_atomically
-from nerveseg.networks.profile import count_parameters, forward_flops, forward_latency
+from nerveseg.networks.profile import count_parameters, cpu_model, forward_flops, forward_latency
 
 FLEXIBLE_UNET_BACKBONES = [f"efficientnet-b{i}" for i in range(8)]
 
@@ -43,12 +42,7 @@ def network_variants(
 
 def _machine() -> str:
     """The CPU model, the threads torch uses and the torch version, for the record next to every timing."""
-    cpu = platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
-        cpu = names[0] if names else cpu
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def networks(

@@ -41,7 +41,7 @@ from nerveseg.bundle.data.prepare import prepare
 from nerveseg.bundle.data.synthetic import generate_dataset
 from nerveseg.bundle.files import write_text_atomically
 from nerveseg.bundle.inferers import AcceleratedInferer, ASMEInferer, resolve_precision
-from nerveseg.networks.profile import count_parameters, forward_flops, time_side_by_side
+from nerveseg.networks.profile import count_parameters, cpu_model, forward_flops, time_side_by_side
 from nerveseg.scripts.benchmarks import network_variants, train_command
 
 PARTS = ("latency", "asme", "peer", "training", "quality")
@@ -135,11 +135,7 @@ def bench(
 
 def machine() -> dict[str, Any]:
     """The CPU, threads, device and library versions every timing belongs to."""
-    cpu = platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
-        cpu = names[0] if names else cpu
+    cpu = cpu_model()
     versions = {"torch": torch.__version__, "monai": monai.__version__}
     for package in ("onnxruntime", "segmentation-models-pytorch"):
         try:
