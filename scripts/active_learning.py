@@ -28,6 +28,7 @@ from nerveseg.bundle.active_learning import asme_consistency, least_consistent
 from nerveseg.bundle.data import prepare as preparation
 from nerveseg.bundle.data.datalist import load_datalist_file
 from nerveseg.bundle.files import write_text_atomically
+from nerveseg.bundle.metrics import image_scores
 from nerveseg.scripts.benchmarks import _machine
 
 STRATEGIES = ("asme", "random")
@@ -49,14 +50,6 @@ def _parser(bundle_root: Path, image_size: Sequence[int], features: Sequence[int
         "features": list(features),
     }
     return parser
-
-
-def _dice(pred: torch.Tensor, label: torch.Tensor) -> list[float]:
-    """Per-image Dice of binary ``[N, 1, H, W]`` masks; 1 when both are empty (the challenge's convention)."""
-    pred, label = pred.flatten(1).double(), label.flatten(1).double()
-    total = pred.sum(1) + label.sum(1)
-    dice = torch.where(total > 0, 2 * (pred * label).sum(1) / total.clamp_min(1), torch.ones_like(total))
-    return dice.tolist()
 
 
 def _train(
@@ -241,7 +234,8 @@ def _simulate_seed(run: dict, seed: int) -> list[dict]:
     def evaluate(network: torch.nn.Module) -> float:
         with torch.no_grad():
             pred = torch.cat([torch.sigmoid(network(x)) > 0.5 for x in torch.split(held_images, 16)])
-        return statistics.mean(_dice(pred, held_labels))
+        scores = [image_scores(p.numpy(), t.numpy())["dice"] for p, t in zip(pred, held_labels, strict=True)]
+        return statistics.mean(scores)
 
     rows: list[dict] = []
     first = sorted(random.Random(seed).sample(sorted(pool), run["initial"]))

@@ -13,7 +13,7 @@ from torch import nn
 
 from conftest import BUNDLE_ROOT
 from nerveseg.bundle.active_learning import BundleConsistencyScorer, asme_consistency, least_consistent
-from nerveseg.scripts.active_learning import _dice, _summary_lines
+from nerveseg.scripts.active_learning import _summary_lines
 from nerveseg.scripts.label_app.layout import OFFLINE_CONF, create_app, start_command
 
 TINY_NETWORK = {
@@ -158,15 +158,6 @@ def test_bundle_scorer_errors_name_the_fix(scorer_inputs, tmp_path):
         scorer({"bad": folder / "bad.png"})
     with pytest.raises(ValueError, match="configs/"):
         BundleConsistencyScorer(tmp_path / "no_bundle")
-
-
-def test_simulation_dice_counts_empty_pairs_as_one():
-    pred = torch.zeros(3, 1, 4, 4)
-    label = torch.zeros(3, 1, 4, 4)
-    pred[1, 0, :2] = 1
-    label[1, 0, :1] = 1
-    pred[2, 0, 0, 0] = 1
-    assert _dice(pred, label) == pytest.approx([1.0, 2 * 4 / (8 + 4), 0.0])
 
 
 def test_simulation_table_pairs_seeds():
