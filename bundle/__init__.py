@@ -1,7 +1,7 @@
-"""Workflow components the configs name, and the data side (``data``).
+"""What the configs name: workflow components, and the data side (``data``).
 
-Training: ``handlers`` (checkpoints and resume, SWA, TensorBoard panels, the evaluation report), ``losses``
-(MUNet's), ``schedules``, ``logs``. Inference and evaluation: ``inferers`` (ASME, flip TTA) over the maths of
-``ensemble``, ``metrics``, ``plots``, ``tuning`` (post-processing search), ``submissions`` and ``rle`` (the
-challenges' run-length codecs); ``files`` writes result files atomically.
+Inference and evaluation: ``inferers`` (ASME, flip TTA, the accelerated path) over the maths of ``ensemble``,
+``metrics``, ``plots``, ``tuning`` (the post-processing grid search), ``active_learning`` (ASME-consistency
+scoring and ranking). Training: ``handlers`` (checkpoints and resume, SWA, TensorBoard panels, the evaluation
+report), ``losses`` (MUNet's), ``logs`` (the run's log file).
 """

@@ -19,7 +19,7 @@ from monai.data import MetaTensor
 from torch import nn
 
 from nerveseg.bundle.inferers import ASMEInferer
-from nerveseg.networks.checkpoints import read_state_dict
+from nerveseg.utils.files import read_state_dict
 
 __all__ = ["BundleConsistencyScorer", "asme_consistency", "least_consistent"]
 

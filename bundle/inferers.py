@@ -20,7 +20,7 @@ from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 
 from nerveseg.bundle.ensemble import asme_weights, consistency_scores, dice_similarity_matrix
-from nerveseg.networks.outputs import CLASS_LOGITS_KEY, class_logits_of
+from nerveseg.utils.class_logits import CLASS_LOGITS_KEY, class_logits_of
 
 __all__ = [
     "ASMEInferer",
@@ -171,7 +171,7 @@ class ASMEInferer(Inferer):
     ``asme_eigenvalue_ratio`` ``[B]`` (principal eigenvalue / N) as float32 CPU tensors, which MONAI's
     ``decollate_batch`` splits per sample (the ``[B]`` scores become Python floats). The networks then see
     MetaTensor inputs too; if their outputs carry ``meta["class_logits"]`` ``[B, K]``
-    (:mod:`nerveseg.networks.outputs`), these are combined with the same per-sample weights, always as a weighted
+    (:mod:`nerveseg.utils.class_logits`), these are combined with the same per-sample weights, always as a weighted
     sum of logits, into the result's ``meta["class_logits"]``. The scores of the last call are also kept in
     :attr:`last_scores` for plain-tensor callers.
 

@@ -1,22 +1,38 @@
-"""Run logs: a file beside the TensorBoard events, so a finished run keeps its console output."""
+"""Run logs: a file beside the TensorBoard events, and a user's mistake told in the last line a run prints.
+
+A run keeps its console output in a log file (:func:`log_to_file`). When a run stops on an error about the user's
+input (a :class:`~nerveseg.utils.errors.UserInputError`, such as a ``DatasetError`` naming a bad file), the error's
+own message is printed last (:func:`report_errors`), below the traceback: MONAI wraps an error raised while it
+instantiates a component in ``RuntimeError: Failed to instantiate ...``, which Python would otherwise print last.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
+from types import TracebackType
 
 import torch
+from tqdm import tqdm
+
+from nerveseg.utils.errors import find_user_error
+
+__all__ = ["LOG_FORMAT", "log_to_file", "report_errors"]
 
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+_RUN_LOG = "nerveseg_run_log"  # marks the handlers log_to_file adds, which also receive an uncaught error
 
 
 def log_to_file(path: str | os.PathLike, level: int = logging.INFO) -> logging.Handler | None:
-    """Copy every log record of the root logger to ``path`` (appended), creating its folder.
+    """Copy every log record of the root logger to ``path`` (appended), creating its folder; report errors.
 
     Configs call it from ``initialize``; calling it twice for the same file adds no second copy. In a distributed
-    run only rank 0 writes (and ``None`` is returned elsewhere), so the processes do not interleave one file.
+    run only rank 0 writes (and ``None`` is returned elsewhere), so the processes do not interleave one file. It
+    also installs :func:`report_errors`, so that an uncaught error's traceback is kept in the file too.
     """
+    report_errors()
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
         return None
     path = Path(path).resolve()
@@ -28,7 +44,40 @@ def log_to_file(path: str | os.PathLike, level: int = logging.INFO) -> logging.H
     handler = logging.FileHandler(path)
     handler.setLevel(level)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    setattr(handler, _RUN_LOG, True)
     root.addHandler(handler)
     if root.getEffectiveLevel() > level:
         root.setLevel(level)
     return handler
+
+
+def report_errors() -> None:
+    """Install a ``sys.excepthook`` that ends an uncaught error's output with the bundle's own message.
+
+    The hook prints the traceback as before, copies it to the run's log files (:func:`log_to_file`), and then, when
+    a :class:`~nerveseg.utils.errors.UserInputError` is in the error's chain (``__cause__``, ``__context__``),
+    prints ``{ErrorType}: {message}`` as the last line: what is wrong, which file or key, and what to do. Configs
+    call it from ``initialize`` (``log_to_file`` does); the ``nerveseg`` command line before it runs a command.
+    Installing it again changes nothing.
+    """
+    previous = sys.excepthook
+    if getattr(previous, _RUN_LOG, False):
+        return
+
+    def hook(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> None:
+        previous(kind, error, traceback)
+        user_error = find_user_error(error)
+        message = f"{type(user_error).__name__}: {user_error}" if user_error is not None else None
+        record = logging.LogRecord(
+            "nerveseg", logging.ERROR, __file__, 0, message or "uncaught error", None, (kind, error, traceback)
+        )
+        for handler in logging.getLogger().handlers:
+            if getattr(handler, _RUN_LOG, False):
+                handler.handle(record)
+        for bar in list(getattr(tqdm, "_instances", ())):  # a bar the error left open would print after the message
+            bar.close()
+        if message is not None:
+            print(f"\n{message}", file=sys.stderr, flush=True)
+
+    setattr(hook, _RUN_LOG, True)
+    sys.excepthook = hook

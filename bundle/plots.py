@@ -12,17 +12,18 @@ matplotlib.use("Agg")  # files only: evaluation runs on servers without a displa
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from nerveseg.utils.files import atomic_path  # noqa: E402
+
 __all__ = ["consistency_vs_dice", "dice_histogram", "learning_curves", "worst_cases"]
 
 
 def _save(figure, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial.png")
-    figure.savefig(partial, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    os.replace(partial, path)
-    return path
+    try:
+        with atomic_path(path) as partial:
+            figure.savefig(partial, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(figure)
+    return Path(path)
 
 
 def dice_histogram(dice: Sequence[float], path: str | os.PathLike, title: str = "") -> Path:

@@ -1,35 +1,33 @@
-"""Choosing post-processing settings on the validation split: the presence gate, threshold and minimum area."""
+"""Choosing post-processing settings on the validation split: the presence gate, threshold and minimum area.
+
+Pure maths over probability maps and labels; the evaluator handler
+:class:`~nerveseg.bundle.handlers.PostprocessingSearch` collects them (``configs/tune.json``) and calls it.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import torch
-from ignite.engine import Events
-from monai.bundle import ConfigParser
-from monai.engines.utils import IterationEvents
-
-from nerveseg.bundle.files import write_text_atomically
-from nerveseg.networks.outputs import class_logits_of
 
 __all__ = [
+    "GATE_THRESHOLDS",
+    "MIN_AREAS",
+    "THRESHOLDS",
     "PostprocessingChoice",
+    "choice_table",
     "choose_postprocessing",
     "grid_dice",
     "image_statistics",
-    "validation_probabilities",
-    "write_override",
 ]
 
-
-def write_override(path: str | os.PathLike, values: dict) -> Path:
-    """Write a config override file (JSON) through a temporary name, so a reader never sees half a file."""
-    return write_text_atomically(path, json.dumps(values, indent=4) + "\n")
+THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.2, 0.81, 0.05), 2))
+"""Probability thresholds searched by default (0.5, the untuned default, is always added)."""
+MIN_AREAS = (0, 250, 500, 1000, 1500, 2000, 2500, 3000, 4000)
+"""Minimum mask areas searched by default, in pixels at the label's resolution (2500 px was the nerve seed's)."""
+GATE_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+"""Presence-gate thresholds searched by default, when the network gives a presence probability."""
 
 
 @dataclass(frozen=True)
@@ -102,9 +100,9 @@ def choose_postprocessing(
     probabilities: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
     presence: Sequence[float] | None = None,
-    thresholds: Sequence[float] = tuple(np.round(np.arange(0.2, 0.81, 0.05), 2)),
-    min_areas: Sequence[int] = (0, 250, 500, 1000, 1500, 2000, 2500, 3000, 4000),
-    gate_thresholds: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
+    thresholds: Sequence[float] = THRESHOLDS,
+    min_areas: Sequence[int] = MIN_AREAS,
+    gate_thresholds: Sequence[float] = GATE_THRESHOLDS,
 ) -> tuple[PostprocessingChoice, PostprocessingChoice]:
     """The (threshold, min_area, gate) setting with the best challenge mean Dice, and the untuned default's score.
 
@@ -137,53 +135,12 @@ def choose_postprocessing(
     return best, default
 
 
-def validation_probabilities(
-    config_file: Sequence[str], overrides: Mapping[str, object] | None = None
-) -> tuple[list[np.ndarray], list[np.ndarray], list[float] | None]:
-    """Run an evaluation config and keep, per validation image, the probability map, the label and the presence.
-
-    The config's ``probability_transforms`` (sigmoid, inversion of the resize) run with the gate open; its
-    ``mask_transforms`` and report do not, so nothing in ``outputs/eval`` is overwritten. Probabilities are kept as
-    8-bit (steps of 1/255) to hold a whole validation split in memory.
-
-    Args:
-        config_file: the stacked configs of an evaluation, e.g. train.json, evaluate.json and asme.json.
-        overrides: config ids and values, as on the ``monai.bundle`` command line.
-
-    Returns:
-        probability maps (uint8, 0-255), labels (bool) and, when the network gives one class logit, presence
-        probabilities, per image.
-    """
-    parser = ConfigParser()
-    parser.read_config(list(config_file))
-    for key, value in (overrides or {}).items():
-        parser[key] = value
-    if "probability_transforms" not in parser:
-        raise ValueError(f"{list(config_file)} has no 'probability_transforms'; stack configs/evaluate.json.")
-    parser["gate_threshold"] = 0.0
-    parser["validate#postprocessing"] = {"_target_": "Compose", "transforms": "$@probability_transforms"}
-    parser["validate#handlers"] = [h for h in parser["validate#handlers"] if h.get("_target_") == "CheckpointLoader"]
-    parser["validate#evaluator#key_val_metric"] = None
-    parser.get_parsed_content("initialize")
-    evaluator = parser.get_parsed_content("validate#evaluator")
-
-    probabilities, labels, presence, batch_presence = [], [], [], []
-
-    def keep_presence(engine) -> None:
-        logits = class_logits_of(engine.state.output["pred"])
-        batch_presence[:] = (
-            [] if logits is None or logits.shape[-1] != 1 else torch.sigmoid(logits.float()).flatten().tolist()
+def choice_table(best: PostprocessingChoice, default: PostprocessingChoice) -> str:
+    """The default and the tuned setting side by side, one row each, as a fixed-width text table."""
+    lines = [f"{'setting':<10}{'threshold':>10}{'min_area':>10}{'gate':>7}{'mean Dice':>11}"]
+    for name, choice in (("default", default), ("tuned", best)):
+        lines.append(
+            f"{name:<10}{choice.threshold:>10.2f}{choice.min_area:>10}{choice.gate_threshold:>7.2f}"
+            f"{choice.mean_dice:>11.4f}"
         )
-
-    def keep_maps(engine) -> None:
-        for index, sample in enumerate(engine.state.output):
-            probability = torch.as_tensor(sample["pred"]).float().cpu().numpy()[0]
-            probabilities.append(np.round(np.clip(probability, 0, 1) * 255).astype(np.uint8))
-            labels.append(torch.as_tensor(sample["label"]).cpu().numpy()[0] > 0)
-            if batch_presence:
-                presence.append(batch_presence[index])
-
-    evaluator.add_event_handler(IterationEvents.FORWARD_COMPLETED, keep_presence)
-    evaluator.add_event_handler(Events.ITERATION_COMPLETED, keep_maps)
-    evaluator.run()
-    return probabilities, labels, presence if len(presence) == len(labels) else None
+    return "\n".join(lines)

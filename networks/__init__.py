@@ -2,7 +2,7 @@
 configured in JSON.
 
 Networks: ``munet`` (MUNet), ``unetplusplus`` (MONAI's UNet++ with one eval output, and the pneumothorax seed's
-simplified UNet++), ``presence`` (NerveCeg's presence classifier and two-stage model). Helpers: ``encoders``
-(MONAI's encoder registry, local ImageNet weights), ``initialise`` (device, starting weights, batch-norm momentum),
-``outputs`` (the class-logit side channel), ``checkpoints``, ``batchnorm``, ``profile`` (parameters, FLOPs, latency).
+simplified UNet++), ``presence_gated`` (NerveCeg's presence classifier and two-stage model). Helpers: ``encoders``
+(MONAI's encoder registry, local ImageNet weights), ``initialise`` (device, starting weights, batch-norm
+momentum), ``batchnorm``, ``profile`` (parameters, FLOPs, latency).
 """

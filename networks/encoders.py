@@ -15,7 +15,7 @@ import torch
 from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 from torch import nn
 
-from nerveseg.networks.checkpoints import read_state_dict
+from nerveseg.utils.files import read_state_dict
 
 __all__ = [
     "ENCODER_NAMES",

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from nerveseg.networks.batchnorm import set_batchnorm_momentum
-from nerveseg.networks.checkpoints import read_state_dict
 from nerveseg.networks.encoders import load_encoder_weights
+from nerveseg.utils.files import read_state_dict
 
 __all__ = ["initialise_network"]
 

@@ -15,7 +15,7 @@ from monai.networks.blocks import Convolution
 from torch import nn
 
 from nerveseg.networks.encoders import build_encoder, check_input_size
-from nerveseg.networks.outputs import with_class_logits
+from nerveseg.utils.class_logits import with_class_logits
 
 __all__ = ["DEFAULT_DECODER_CHANNELS", "MUNet", "fuse_branches"]
 

@@ -1,2 +1,2 @@
-"""The ``nerveseg`` command line (built with fire, ``cli``): thin wrappers over functions of the packages, plus the
-benchmark runs (``benchmarks``) and progressive resizing (``progressive``)."""
+"""The ``nerveseg`` command line (``cli``, built with fire): thin commands over the packages' functions, plus
+``progressive`` (progressive resizing), ``bench`` (one module per benchmark part) and ``label_app`` (MONAI Label)."""

@@ -7,15 +7,16 @@ import functools
 import shlex
 
 import fire
+from monai.bundle import ConfigWorkflow
 
-from nerveseg.bundle import submissions, tuning
 from nerveseg.bundle.data import prepare as preparation
+from nerveseg.bundle.data import submissions
 from nerveseg.bundle.data.synthetic import generate_dataset
-from nerveseg.networks.checkpoints import read_state_dict, save_atomically
-from nerveseg.networks.presence import gated_state_dict
-from nerveseg.scripts import active_learning, benchmarks, performance
+from nerveseg.networks.presence_gated import gated_state_dict
+from nerveseg.scripts.bench import bench
 from nerveseg.scripts.label_app.layout import label_app
 from nerveseg.scripts.progressive import progressive
+from nerveseg.utils.files import read_state_dict, save_state_dict
 
 
 def synth(out: str, num_subjects: int = 16, frames_per_subject: int = 30, num_test_images: int = 40, seed: int = 0):
@@ -62,46 +63,48 @@ def gate(segmenter: str, classifier: str, out: str) -> None:
         classifier_state = read_state_dict(classifier, "Classifier checkpoint")
     except ValueError as error:
         raise SystemExit(str(error)) from error
-    out_path = save_atomically(gated_state_dict(segmenter_state, classifier_state), out)
+    out_path = save_state_dict(gated_state_dict(segmenter_state, classifier_state), out)
     print(f"Two-stage checkpoint written to {out_path}")
 
 
-def tune_postprocessing(
-    config_file: str = "['configs/train.json','configs/evaluate.json']",
-    out: str = "outputs/eval/postprocessing.json",
+def tune(
+    config_file: str = "['configs/train.json','configs/evaluate.json','configs/tune.json']",
+    out: str | None = None,
     overrides: str = "",
 ) -> None:
     """Choose threshold, minimum mask area and presence gate on the validation split; write them as an override.
 
-    Runs the evaluation config once, keeps every validation image's probability map at its original size, and
-    searches the grid for the best challenge mean Dice (the gate only when the network gives a presence logit:
-    MUNet, the two-stage model). Stack the written file on evaluate or inference configs.
+    Runs the ``tuning`` workflow of ``configs/tune.json`` in this process, as ``python -m monai.bundle run tuning``
+    would: the evaluation keeps every validation image's probability map at its original size, and the grid is
+    searched for the best challenge mean Dice (the gate only when the network gives a presence logit: MUNet, the
+    two-stage model). Stack the written file on evaluate or inference configs.
 
     Args:
-        config_file: the evaluation's config stack, as for ``monai.bundle`` (add ``configs/asme.json`` to tune
-            for the ensemble).
-        out: the override file to write.
+        config_file: the evaluation's config stack with ``configs/tune.json`` on it, as for ``monai.bundle`` (add
+            ``configs/asme.json`` to tune for the ensemble, a network override for another network).
+        out: the override file to write (config key ``tuned_postprocessing_path``); by default
+            ``eval/postprocessing.json`` under the config's ``output_dir``.
         overrides: more ``monai.bundle`` arguments, as one string: ``--overrides="--ckpt_dir models/munet"``.
     """
     arguments = shlex.split(overrides)
     if len(arguments) % 2:
         raise SystemExit(f"overrides must be pairs of --key value, got {arguments}.")
     pairs = {key.lstrip("-"): _config_value(value) for key, value in zip(arguments[::2], arguments[1::2], strict=True)}
-    probabilities, labels, presence = tuning.validation_probabilities(_config_list(config_file), pairs)
-    best, default = tuning.choose_postprocessing(probabilities, labels, presence)
-    path = tuning.write_override(
-        out, {"threshold": best.threshold, "min_area": best.min_area, "gate_threshold": best.gate_threshold}
-    )
-    print(f"{len(labels)} validation images; presence gate {'searched' if presence else 'not available'}")
-    print(f"{'setting':<10}{'threshold':>10}{'min_area':>10}{'gate':>7}{'mean Dice':>11}")
-    for name, choice in (("default", default), ("tuned", best)):
-        print(
-            f"{name:<10}{choice.threshold:>10.2f}{choice.min_area:>10}{choice.gate_threshold:>7.2f}{choice.mean_dice:>11.4f}"
-        )
-    print(f"Override written to {path}; the tuned score is measured on the images it was tuned on.")
+    if out is not None:
+        pairs["tuned_postprocessing_path"] = str(out)
+    configs = _config_list(config_file)
+    workflow = ConfigWorkflow(config_file=configs, workflow_type="eval", run_id="tuning", **pairs)
+    if "tuning" not in workflow.parser:
+        raise SystemExit(f"{configs} define no 'tuning' workflow; stack configs/tune.json on them.")
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    search = workflow.parser.get_parsed_content("validate#postprocessing_search")
+    print(search.summary())
+    print(f"Override written to {search.output_path}")
 
 
-def submission(
+def submit(
     masks: str = "outputs/predictions",
     out: str = "outputs/submission.csv",
     challenge: str = "nerve",
@@ -140,20 +143,20 @@ def _config_value(text: str) -> object:
 
 
 def main() -> None:
+    """Run one command; an error about the user's input ends the output with its own message."""
+    from nerveseg.bundle.logs import report_errors
+
+    report_errors()
     fire.Fire(
         {
             "synth": synth,
             "prepare": prepare,
+            "tune": tune,
             "gate": gate,
-            "tune-postprocessing": tune_postprocessing,
-            "submission": submission,
-            "bench": performance.bench,
-            "benchmark-networks": benchmarks.networks,
-            "benchmark-recipe": benchmarks.recipe,
-            "benchmark-inference": benchmarks.inference,
-            "benchmark-active-learning": active_learning.simulate,
-            "label-app": label_app,
+            "submit": submit,
             "progressive": progressive,
+            "label-app": label_app,
+            "bench": bench,
         }
     )
 

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,17 +34,60 @@ def tiny_dataset(tmp_path_factory) -> Path:
     )
 
 
+def tiny_overrides(work: Path, num_epochs: int = 1, batch_size: int = 4, image_size=(64, 96)) -> dict[str, Any]:
+    """Config overrides for a CPU-sized run that keeps models and outputs under ``work``."""
+    return {
+        "bundle_root": str(BUNDLE_ROOT),
+        "ckpt_dir": str(work / "models"),
+        "output_dir": str(work / "outputs"),
+        "image_size": list(image_size),
+        "num_epochs": num_epochs,
+        "batch_size": batch_size,
+        "num_workers": 0,
+    }
+
+
 def tiny_run_overrides(work: Path, num_epochs: int = 1, batch_size: int = 4, image_size: str = "[64, 96]") -> list[str]:
-    """``monai.bundle`` overrides for a CPU-sized run that keeps models and outputs under ``work``."""
-    return [
-        "--bundle_root", str(BUNDLE_ROOT),
-        "--ckpt_dir", str(work / "models"),
-        "--output_dir", str(work / "outputs"),
-        "--image_size", image_size,
-        "--num_epochs", str(num_epochs),
-        "--batch_size", str(batch_size),
-        "--num_workers", "0",
-    ]  # fmt: skip
+    """:func:`tiny_overrides` as ``monai.bundle`` command-line arguments."""
+    size = json.loads(image_size)
+    return as_arguments(tiny_overrides(work, num_epochs, batch_size, size))
+
+
+def as_arguments(overrides: dict[str, Any]) -> list[str]:
+    """``{"num_epochs": 2}`` as ``["--num_epochs", "2"]``, lists as JSON, for a ``monai.bundle`` command line."""
+    arguments = []
+    for key, value in overrides.items():
+        arguments += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    return arguments
+
+
+def run_workflow(run_id: str, config_files: Sequence[str | Path], **overrides: Any) -> Any:
+    """Run a bundle workflow in this process, as ``python -m monai.bundle run RUN_ID`` would, and return its result.
+
+    ``config_files`` are stacked as with ``--config_file``; ``overrides`` are config ids and parsed values. The log
+    file handlers the run's ``initialize`` adds are removed afterwards, so runs in one process do not share logs.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    workflow = ConfigWorkflow(
+        config_file=[str(path) for path in config_files],
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=False,
+        run_id=run_id,
+        workflow_type=None,
+        **overrides,
+    )
+    try:
+        workflow.initialize()
+        result = workflow.run()
+        workflow.finalize()
+    finally:
+        for handler in set(root.handlers) - set(handlers):
+            root.removeHandler(handler)
+            handler.close()
+    return result
 
 
 def assert_export_reloads(config_files: list[str], tmp_path: Path, **export_options) -> None:

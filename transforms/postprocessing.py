@@ -28,7 +28,7 @@ from monai.utils import TransformBackends
 from monai.utils.type_conversion import convert_data_type, convert_to_dst_type
 from scipy import ndimage
 
-from nerveseg.networks.outputs import CLASS_LOGITS_KEY, class_logits_of
+from nerveseg.utils.class_logits import CLASS_LOGITS_KEY, class_logits_of
 
 __all__ = [
     "EmptySmallMask",
@@ -200,7 +200,7 @@ class PresenceGate(Transform):
     """Empty a prediction whose presence probability ``sigmoid(class_logits[0])`` is ``<= threshold``.
 
     The presence logit is read from the prediction's own metadata (``pred.meta["class_logits"]``, see
-    :mod:`nerveseg.networks.outputs`), which MUNet and the presence-gated network attach; after MONAI decollates
+    :mod:`nerveseg.utils.class_logits`), which MUNet and the presence-gated network attach; after MONAI decollates
     the batch each sample carries its own ``[K]`` logits, of which the first is the presence logit. This is
     NerveCeg's gate, with a tunable threshold in place of the classifier's argmax (threshold 0.5).
 

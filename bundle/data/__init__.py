@@ -1,3 +1,8 @@
-"""The data side: readers (``io``, ``formats``), checks and datalists (``datalist``), duplicate cleaning
-(``duplicates``), subject-grouped splits (``splits``), ``nerveseg prepare`` (``prepare``), the synthetic default
-data (``synthetic``) and image writers (``writers``)."""
+"""The data side: everything between the user's files and a datalist, and back to files.
+
+Reading: ``io`` (images, masks, DICOM), ``layouts`` (the dataset layouts ``prepare`` reads: nerve challenge,
+pneumothorax, image/mask folders), ``rle`` (the challenges' run-length codecs). Datalists: ``datalist`` (pairs,
+checks, the subject-held-out validation), ``splits`` (test subjects, folds, balancing), ``duplicates``,
+``prepare`` (``nerveseg prepare``). Writing: ``writers`` (mask images), ``submissions`` (challenge CSVs).
+``synthetic``: the Quick start's generated dataset, used only where a config names it.
+"""

@@ -1,8 +1,10 @@
 """Datalists for the bundle: find image/mask pairs, check them, hold out validation subjects.
 
 A datalist is MONAI's decathlon-style dictionary ``{"training": [...], "validation": [...], "test": [...]}``
-whose items are ``{"image": path, "label": path, "subject": str}`` (test items have no label). Every file is
-checked here, before any training starts, so that a bad file stops the run with one error naming it.
+whose items are ``{"image": path, "label": path, "subject": str}`` (test items have no label). The files of the
+splits a run reads are checked here, before any training starts, so that a bad file stops the run with one error
+naming it; :mod:`nerveseg.bundle.data.checks` keeps that cheap by not reading again what was checked and has not
+changed. There is no default data set: ``configs/quickstart.json`` names the synthetic one.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 from monai.data import load_decathlon_datalist
-from tqdm import tqdm
 
-from nerveseg.bundle.data.io import PIL_EXTENSIONS, DatasetError, check_same_size, extension, read_image, read_mask
-from nerveseg.bundle.data.synthetic import default_dataset_dir
+from nerveseg.bundle.data.checks import DataChecker
+from nerveseg.bundle.data.io import PIL_EXTENSIONS, DatasetError, extension
+from nerveseg.utils.errors import UserInputError
 
 MASK_SUFFIX = "_mask"
 _STRATIFIED_DRAWS = 64
@@ -116,33 +118,6 @@ def split_by_subject(
     return training, validation
 
 
-def check_item(item: dict) -> int | None:
-    """Check that an item's image (and mask, if any) can be read, match in size, and that the mask is binary.
-
-    Files are read as the training pipeline's PIL reader will read them. A binary mask holds 0 and at most one
-    other value (1 or 255, say); class and instance maps must be converted first (``nerveseg prepare``) so that
-    the target class is chosen explicitly.
-
-    Returns:
-        the mask's foreground pixel count, or ``None`` for an item without mask.
-
-    Raises:
-        DatasetError: naming the file and the problem.
-    """
-    for key in ("image", "label"):
-        if key in item and extension(item[key]) not in PIL_EXTENSIONS:
-            raise DatasetError(
-                f"{item[key]}: the bundle reads {', '.join(PIL_EXTENSIONS)} files; convert other formats "
-                "(DICOM, NIfTI, ...) with `nerveseg prepare`."
-            )
-    image = read_image(item["image"])
-    if "label" not in item:
-        return None
-    mask = read_mask(item["label"])
-    check_same_size(image, mask, item["image"], item["label"])
-    return int(np.count_nonzero(mask))
-
-
 def load_datalist_file(datalist_file: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> dict:
     """Read a decathlon-style datalist JSON; relative paths resolve against ``base_dir`` or the file's folder."""
     path = Path(datalist_file)
@@ -164,30 +139,71 @@ def load_datalist_file(datalist_file: str | os.PathLike, base_dir: str | os.Path
     return datalist
 
 
+SPLITS = ("training", "validation", "test")
+
+
 def build_datalist(
     dataset_dir: str | os.PathLike | None = None,
     datalist_file: str | os.PathLike | None = None,
     val_fraction: float = 0.2,
     seed: int = 0,
+    splits: Sequence[str] = ("training", "validation"),
 ) -> dict[str, list[dict]]:
-    """Training, validation and test lists for the bundle, every file checked.
+    """Training, validation and test lists for the bundle, the files of ``splits`` checked.
+
+    Files are checked as :mod:`nerveseg.bundle.data.checks` describes: a file that ``nerveseg prepare`` or an
+    earlier run checked, and that has not changed since, is not read again.
 
     Args:
         dataset_dir: a folder in the nerve-challenge layout (``train/{subject}_{frame}.tif`` with
-            ``_mask.tif``, optional ``test/``), or the base folder of ``datalist_file``. ``None`` uses the
-            embedded synthetic dataset, generated on first use.
+            ``_mask.tif``, optional ``test/``), or the base folder of ``datalist_file``'s relative paths.
+            ``configs/quickstart.json`` sets it to the synthetic dataset.
         datalist_file: a decathlon-style datalist JSON. Without a ``validation`` list, one is split off the
             training list by subject.
         val_fraction: share of subjects held out for validation when the split is made here, stratified by
             positive rate (``split_by_subject``).
         seed: seed of that split.
+        splits: the lists whose files are checked: the ones the run reads (training: training and validation;
+            evaluation: validation). A split made here also needs the training list's mask areas, so its masks
+            are checked then too.
 
     Raises:
-        DatasetError: a missing folder or file, an image without mask, an unreadable image, a size mismatch,
-            a non-binary mask; the message names the file.
+        DatasetError: no data set given, a missing folder or file, an image without mask, an unreadable image, a
+            size mismatch, a non-binary mask; the message names the file.
     """
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown or isinstance(splits, str):
+        raise UserInputError(f"splits must name some of {list(SPLITS)}, got {splits!r}.")
     if dataset_dir is None and datalist_file is None:
-        dataset_dir = default_dataset_dir()
+        raise DatasetError(
+            "no data set: set dataset_dir (a folder in the challenge layout, train/{subject}_{frame}.tif with "
+            "_mask.tif) or datalist_file (a datalist JSON, e.g. from `nerveseg prepare`), e.g. --dataset_dir "
+            "/data/ultrasound-nerve; for the Quick start's synthetic data stack configs/quickstart.json: "
+            "--config_file \"['configs/train.json','configs/quickstart.json']\"."
+        )
+    datalist = _find_items(dataset_dir, datalist_file)
+    folder = dataset_dir if dataset_dir is not None else Path(datalist_file).parent
+    checker = DataChecker.for_folder(folder, datalist_file)
+    try:
+        checked = set()
+        if "validation" not in datalist:
+            training = datalist["training"]
+            if "training" in splits:
+                areas, checked = checker.items(training, "Checking training"), {"training", "validation"}
+            else:
+                areas = checker.foregrounds(training)
+            positive = [area > 0 for area in areas]
+            datalist["training"], datalist["validation"] = split_by_subject(training, val_fraction, seed, positive)
+        for split in SPLITS:
+            if split in splits and split not in checked:
+                checker.items(datalist[split], f"Checking {split}")
+    finally:
+        checker.save()
+    return datalist
+
+
+def _find_items(dataset_dir: str | os.PathLike | None, datalist_file: str | os.PathLike | None) -> dict:
+    """The datalist's items, not yet checked: from ``datalist_file`` or the challenge layout of ``dataset_dir``."""
     if dataset_dir is not None and not Path(dataset_dir).is_dir():
         raise DatasetError(f"dataset_dir {dataset_dir}: no such folder.")
     if datalist_file is not None:
@@ -201,30 +217,33 @@ def build_datalist(
         if (root / "test").is_dir():
             datalist["test"] = [{"image": str(path)} for path in list_images(root / "test")]
     datalist.setdefault("test", [])
-    training = datalist["training"]
-    items = training + datalist.get("validation", []) + datalist["test"]
-    areas = [check_item(item) for item in tqdm(items, desc="Checking images")]
-    if "validation" not in datalist:
-        positive = [area > 0 for area in areas[: len(training)]]
-        datalist["training"], datalist["validation"] = split_by_subject(training, val_fraction, seed, positive)
     return datalist
 
 
 def build_inference_list(
     input_dir: str | os.PathLike | None = None, dataset_dir: str | os.PathLike | None = None
 ) -> list[dict[str, str]]:
-    """Images to predict: those in ``input_dir``, else in ``dataset_dir/test``, else the synthetic test set.
+    """Images to predict: those in ``input_dir``, else in ``dataset_dir/test``; each checked (or unchanged since).
 
     Raises:
-        DatasetError: when the folder does not exist, holds no image, or an image cannot be read.
+        DatasetError: when neither is given, the folder does not exist, holds no image, or an image cannot be read.
     """
+    if input_dir is None and dataset_dir is None:
+        raise DatasetError(
+            "no images to predict: set input_dir (a folder of images), or dataset_dir (its test/ folder is read), "
+            "e.g. --input_dir /data/ultrasound-nerve/test; for the Quick start's synthetic test images stack "
+            "configs/quickstart.json: --config_file \"['configs/inference.json','configs/quickstart.json']\"."
+        )
     if input_dir is None:
-        input_dir = Path(dataset_dir if dataset_dir is not None else default_dataset_dir()) / "test"
+        input_dir = Path(dataset_dir) / "test"
     images = list_images(input_dir)
     if not images:
         kinds = ", ".join(PIL_EXTENSIONS)
         raise DatasetError(f"{input_dir}: no images found ({kinds}; files ending in _mask are skipped).")
     items = [{"image": str(path)} for path in images]
-    for item in items:
-        check_item(item)
+    checker = DataChecker.for_folder(input_dir)
+    try:
+        checker.items(items)
+    finally:
+        checker.save()
     return items

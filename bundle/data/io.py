@@ -20,11 +20,13 @@ import numpy as np
 import pydicom
 from PIL import Image
 
+from nerveseg.utils.errors import UserInputError
+
 PIL_EXTENSIONS = (".png", ".tif", ".tiff", ".gif", ".jpg", ".jpeg", ".bmp")
 ITK_EXTENSIONS = (".nrrd", ".mha", ".mhd")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserInputError):
     """A dataset file or folder that the bundle cannot use; the message names the path and the problem."""
 
 
@@ -292,8 +294,18 @@ def check_same_size(
     image: np.ndarray, mask: np.ndarray, image_path: str | os.PathLike, mask_path: str | os.PathLike
 ) -> None:
     """Raise a :class:`DatasetError` naming the mask when its ``(H, W)`` differs from its image's."""
-    if image.shape != mask.shape:
+    check_same_shape(image.shape, mask.shape, image_path, mask_path)
+
+
+def check_same_shape(
+    image_shape: tuple[int, ...],
+    mask_shape: tuple[int, ...],
+    image_path: str | os.PathLike,
+    mask_path: str | os.PathLike,
+) -> None:
+    """:func:`check_same_size` on recorded ``(H, W)`` shapes, for files that need not be read again."""
+    if tuple(image_shape) != tuple(mask_shape):
         raise DatasetError(
-            f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from its image {image_path} "
-            f"({image.shape[1]}x{image.shape[0]}, width x height)."
+            f"{mask_path}: mask size {mask_shape[1]}x{mask_shape[0]} differs from its image {image_path} "
+            f"({image_shape[1]}x{image_shape[0]}, width x height)."
         )

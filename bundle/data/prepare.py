@@ -2,9 +2,14 @@
 
 The steps: list the samples of a format, load and convert each (8-bit grayscale image, 0/255 mask), clean
 duplicate frames whose masks conflict, hold out test subjects, assign subject-grouped stratified folds,
-optionally balance positives 1:1 in training, then write ``datalist.json``, ``report.json`` and
-``report.png``. Everything is written into a temporary sibling folder that replaces the output folder only
+optionally balance positives 1:1 in training, then write ``datalist.json``, ``report.json``, ``report.png`` and
+``checked.json``. Everything is written into a temporary sibling folder that replaces the output folder only
 when complete, so an interrupted run leaves the previous output intact and a rerun gives the same result.
+
+Every image and mask is checked as it is converted (readable, 2D, a binary mask of its image's size).
+``checked.json`` records each file written (path relative to the folder, byte size, modification time, shape, and
+the mask's foreground pixel count), so that training and evaluation runs on the datalist trust the files that
+have not changed since instead of reading them again (:mod:`nerveseg.bundle.data.checks`).
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,17 +25,19 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from nerveseg.bundle.data import formats
+from nerveseg.bundle.data import layouts
+from nerveseg.bundle.data.checks import RECORD_NAME, CheckRecord
 from nerveseg.bundle.data.duplicates import POLICIES, drop_duplicates, find_duplicates
 from nerveseg.bundle.data.io import DatasetError
 from nerveseg.bundle.data.splits import assign_folds, balance_positives, hold_out_subjects
+from nerveseg.utils.files import atomic_path
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402 - the backend must be chosen before pyplot is imported
 
 logger = logging.getLogger(__name__)
 
-READERS = {"nerve": formats.read_nerve, "pneumothorax": formats.read_pneumothorax, "folders": formats.read_folders}
+READERS = {"nerve": layouts.read_nerve, "pneumothorax": layouts.read_pneumothorax, "folders": layouts.read_folders}
 REPORT = "report.json"
 
 
@@ -51,7 +57,7 @@ def prepare(
     """Prepare a dataset; return the report (also written to ``report.json`` beside the datalist).
 
     Args:
-        fmt: ``"nerve"``, ``"pneumothorax"`` or ``"folders"`` (see ``nerveseg.bundle.data.formats``).
+        fmt: ``"nerve"``, ``"pneumothorax"`` or ``"folders"`` (see ``nerveseg.bundle.data.layouts``).
         src: the dataset's root folder.
         out: the datalist to write, ``{folder}/datalist.json``; ``{folder}`` receives ``images/``, ``masks/``
             and the report, and must be new, empty, or an earlier output of this command.
@@ -86,17 +92,9 @@ def prepare(
         raise FileExistsError(
             f"{root} holds files that `nerveseg prepare` did not write; choose a new or empty folder."
         )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    partial = root.parent / f".{root.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        options = (num_folds, val_fold, test_fraction, seed, balance, duplicates, skip_bad, reader_options)
-        report = _prepare_into(partial, root / out.name, fmt, Path(src), *options)
-        _replace(partial, root)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return report
+    options = (num_folds, val_fold, test_fraction, seed, balance, duplicates, skip_bad, reader_options)
+    with atomic_path(root) as partial:
+        return _prepare_into(partial, root / out.name, fmt, Path(src), *options)
 
 
 def _prepare_into(
@@ -115,6 +113,7 @@ def _prepare_into(
 ) -> dict:
     for name in ("images", "masks"):
         (folder / name).mkdir(parents=True)
+    record = CheckRecord(folder, folder / RECORD_NAME)
     labelled, unlabelled, bad = [], [], []
     seen: dict[str, str] = {}
     for sample in tqdm(READERS[fmt](src, **reader_options), desc=f"Converting {fmt}", unit="image"):
@@ -130,6 +129,7 @@ def _prepare_into(
             logger.warning(f"skipped: {e}")
             continue
         item = {"image": _save(folder, "images", sample.id, image), "subject": sample.subject}
+        record.add(item["image"], image.shape)
         if "fov" in meta:
             item["fov"] = _save(folder, "fov", sample.id, meta.pop("fov"))
         item.update(meta)
@@ -138,6 +138,7 @@ def _prepare_into(
             continue
         item["label"] = _save(folder, "masks", sample.id, mask)
         item["area"] = int(np.count_nonzero(mask))
+        record.add(item["label"], mask.shape, item["area"])
         labelled.append(item)
     if not labelled:
         raise DatasetError(f"{src}: no labelled image could be prepared ({len(bad)} bad).")
@@ -179,6 +180,7 @@ def _prepare_into(
     relative = {name: [_relative(item, folder) for item in items] for name, items in datalist.items()}
     (folder / datalist_path.name).write_text(json.dumps(relative, indent=1) + "\n")
     (folder / REPORT).write_text(json.dumps(report, indent=1) + "\n")
+    record.save()
     return report
 
 
@@ -227,12 +229,3 @@ def _plot(items: Sequence[dict], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     plt.close(figure)
-
-
-def _replace(partial: Path, root: Path) -> None:
-    """Put ``partial`` in place of ``root``; the old output is removed only once the new one is in place."""
-    old = root.parent / f".{root.name}.old-{os.getpid()}"
-    if root.exists():
-        os.replace(root, old)
-    os.replace(partial, root)
-    shutil.rmtree(old, ignore_errors=True)

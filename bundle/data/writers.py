@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from monai.data import PILWriter
+
+from nerveseg.utils.files import atomic_path
 
 
 class RowMajorPILWriter(PILWriter):
@@ -18,11 +19,6 @@ class RowMajorPILWriter(PILWriter):
     """
 
     def write(self, filename: str | os.PathLike, verbose: bool = False, **kwargs) -> None:
-        path = Path(filename)
-        partial = path.with_name(f".{path.stem}.partial{path.suffix}")
         kwargs.setdefault("reverse_indexing", False)
-        try:
+        with atomic_path(filename) as partial:
             super().write(partial, verbose=verbose, **kwargs)
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)

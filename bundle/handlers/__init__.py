@@ -1,6 +1,7 @@
 """Ignite handlers that MONAI does not have, one module each; configs name them as ``nerveseg.bundle.handlers.X``."""
 
 from nerveseg.bundle.handlers.checkpoints import TrainingCheckpoints
+from nerveseg.bundle.handlers.postprocessing_search import PostprocessingSearch
 from nerveseg.bundle.handlers.report import PerImageReport
 from nerveseg.bundle.handlers.swa import StochasticWeightAveraging
 from nerveseg.bundle.handlers.tensorboard import LearningRateLogger, ValidationPanel
@@ -8,6 +9,7 @@ from nerveseg.bundle.handlers.tensorboard import LearningRateLogger, ValidationP
 __all__ = [
     "LearningRateLogger",
     "PerImageReport",
+    "PostprocessingSearch",
     "StochasticWeightAveraging",
     "TrainingCheckpoints",
     "ValidationPanel",

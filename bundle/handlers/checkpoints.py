@@ -15,7 +15,7 @@ from ignite.engine import Engine, Events
 from monai.transforms import Compose, Randomizable
 from torch import nn
 
-from nerveseg.networks.checkpoints import save_atomically
+from nerveseg.utils.files import save_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class TrainingCheckpoints:
         state = self.validator.state if self.validator is not None else None
         improved = state is None or getattr(state, "best_metric_epoch", -1) == engine.state.epoch
         if improved:
-            save_atomically(self._unwrapped().state_dict(), self.best_path)
+            save_state_dict(self._unwrapped().state_dict(), self.best_path)
         checkpoint = {
             "trainer": engine.state_dict(),
             "network": self._unwrapped().state_dict(),
@@ -96,7 +96,7 @@ class TrainingCheckpoints:
         }
         if state is not None:
             checkpoint["best_metric"] = {"value": state.best_metric, "epoch": state.best_metric_epoch}
-        save_atomically(checkpoint, self.last_path)
+        save_state_dict(checkpoint, self.last_path)
 
     def _restore(self, engine: Engine) -> None:
         if not self.last_path.is_file():

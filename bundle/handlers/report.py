@@ -19,10 +19,10 @@ from monai.handlers import from_engine
 from monai.utils import CommonKeys
 
 from nerveseg.bundle import plots
-from nerveseg.bundle.files import write_text_atomically
 from nerveseg.bundle.inferers import SCORE_KEYS
 from nerveseg.bundle.metrics import image_scores, summarise
-from nerveseg.networks.outputs import class_logits_of
+from nerveseg.utils.class_logits import class_logits_of
+from nerveseg.utils.files import write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class PerImageReport:
     pass (inverting the resize in post-processing replaces the prediction's metadata with the image's):
 
     - ``presence``: the probability of a single class logit (MUNet's head, the two-stage model; see
-      :mod:`nerveseg.networks.outputs`), which ranks images for the presence AUC;
+      :mod:`nerveseg.utils.class_logits`), which ranks images for the presence AUC;
     - ``asme_consistency`` and ``asme_eigenvalue_ratio``: the agreement of an ensemble's views.
 
     ``summary.json`` holds the means, the image-level presence confusion and AUC, and the Spearman correlation

@@ -16,7 +16,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 from torch.optim.swa_utils import SWALR, AveragedModel
 
-from nerveseg.networks.checkpoints import save_atomically
+from nerveseg.utils.files import save_state_dict
 
 if TYPE_CHECKING:
     from monai.engines import Evaluator
@@ -236,7 +236,7 @@ class StochasticWeightAveraging:
             return
         self._recalibrate_batchnorm()
         if self.output_path is not None and idist.get_rank() == 0:
-            save_atomically(self._averaged.module.state_dict(), self.output_path)
+            save_state_dict(self._averaged.module.state_dict(), self.output_path)
             logger.info(f"SWA: saved the mean of {len(self._averaged_epochs)} epochs to {self.output_path}")
         if self.validator is not None:
             self._validate(engine.state.epoch)

@@ -35,8 +35,8 @@ from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.generic import get_bundle_models, strtobool
 
-from nerveseg.scripts.label_app.active_learning import ASMEConsistencyScoring, LeastConsistent
 from nerveseg.scripts.label_app.datastore import IMAGE_EXTENSIONS, SafeLocalDatastore, check_id, image_size_of
+from nerveseg.scripts.label_app.strategies import ASMEConsistencyScoring, LeastConsistent
 from nerveseg.scripts.label_app.tasks import NervesegInferTask, NervesegTrainTask
 
 __all__ = ["NervesegApp"]

@@ -10,7 +10,6 @@ No MONAI Label import here, so the command works (and is tested) without the ``l
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shlex
 import shutil
@@ -21,7 +20,7 @@ from typing import Any
 
 from monai.bundle import ConfigParser
 
-from nerveseg.bundle.files import write_text_atomically
+from nerveseg.utils.files import atomic_path, write_json_atomically
 
 __all__ = ["OFFLINE_CONF", "create_app", "label_app", "start_command"]
 
@@ -86,25 +85,22 @@ def create_app(
     if images is not None and studies is None:
         raise ValueError("images needs studies: the folder to copy them into.")
 
-    bundle = app / "model" / name
-    partial = bundle.with_name(f".{name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    for item in BUNDLE_FILES:
-        source = root / item
-        if source.is_dir():
-            shutil.copytree(source, partial / item)
-        elif source.is_file():
-            (partial / item).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, partial / item)
-    overrides = dict(overrides or {})
-    for config, stack in (("inference.json", [*configs, *infer_configs]), ("train.json", list(configs))):
-        merged = _merged_config([root / "configs" / config, *(root / s for s in stack)], overrides)
-        write_text_atomically(partial / "configs" / config, json.dumps(merged, indent=4) + "\n")
-    (partial / "models").mkdir(parents=True, exist_ok=True)
-    if weights.is_file():
-        shutil.copyfile(weights, partial / "models" / "model.pt")
-    shutil.rmtree(bundle, ignore_errors=True)
-    os.replace(partial, bundle)
+    with atomic_path(app / "model" / name) as partial:
+        partial.mkdir()
+        for item in BUNDLE_FILES:
+            source = root / item
+            if source.is_dir():
+                shutil.copytree(source, partial / item)
+            elif source.is_file():
+                (partial / item).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, partial / item)
+        overrides = dict(overrides or {})
+        for config, stack in (("inference.json", [*configs, *infer_configs]), ("train.json", list(configs))):
+            merged = _merged_config([root / "configs" / config, *(root / s for s in stack)], overrides)
+            write_json_atomically(partial / "configs" / config, merged)
+        (partial / "models").mkdir(parents=True, exist_ok=True)
+        if weights.is_file():
+            shutil.copyfile(weights, partial / "models" / "model.pt")
     shutil.copyfile(Path(__file__).with_name("main.py"), app / "main.py")
 
     if studies is not None:

@@ -1,0 +1,251 @@
+"""Dataset layouts users bring, each listed as samples that load one image and its mask on demand.
+
+A reader only finds files and pairs them; loading (and every check of a file's content) happens in
+``Sample.load``, so that ``nerveseg prepare`` can report or skip a bad file and keep going.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom import dcmread
+
+from nerveseg.bundle.data import rle
+from nerveseg.bundle.data.datalist import MASK_SUFFIX, list_images, natural_key, subject_of
+from nerveseg.bundle.data.io import (
+    IMAGE_EXTENSIONS,
+    DatasetError,
+    check_same_size,
+    extension,
+    read_dicom,
+    read_image,
+    read_mask,
+    to_uint8,
+)
+
+FORMATS = ("nerve", "pneumothorax", "folders")
+
+
+@dataclass
+class Sample:
+    """One image of a dataset, with what is needed to load it and its mask.
+
+    Attributes:
+        id: unique name, used for the converted files (``images/{id}.png``).
+        subject: the patient or sequence the image belongs to; splits never separate a subject.
+        source: the file (and CSV row) to name in messages.
+        load: returns ``(image uint8 [H, W], mask bool [H, W] or None, metadata)``; the mask is ``None`` for
+            an unlabelled image (a challenge's test set).
+    """
+
+    id: str
+    subject: str
+    source: str
+    load: Callable[[], tuple[np.ndarray, np.ndarray | None, dict]]
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(extension(path))]
+
+
+def read_nerve(src: str | os.PathLike, csv_file: str | os.PathLike | None = None) -> Iterator[Sample]:
+    """The ultrasound nerve challenge: ``train/{subject}_{img}.tif`` with ``_mask.tif`` or ``train_masks.csv``.
+
+    Masks come from the ``_mask.tif`` files, or from the run-length CSV (``subject,img,pixels``) when
+    ``csv_file`` is given or the mask files are absent and ``src/train_masks.csv`` exists. ``test/{id}.tif``
+    images are listed unlabelled.
+    """
+    src = Path(src)
+    train = list_images(src / "train", IMAGE_EXTENSIONS)
+    if not train:
+        raise DatasetError(f"{src / 'train'}: no images found (expected {{subject}}_{{img}}.tif).")
+    if csv_file is None and not train[0].with_name(f"{_stem(train[0])}{MASK_SUFFIX}.tif").exists():
+        csv_file = src / "train_masks.csv" if (src / "train_masks.csv").is_file() else None
+    runs = rle.read_runs(csv_file, "nerve") if csv_file is not None else None
+
+    for path in train:
+        sample_id = _stem(path)
+        if runs is not None:
+            missing = DatasetError(f"{path}: image has no row in {csv_file}.")
+            load = _loader(path, runs=runs[sample_id]) if sample_id in runs else _fail(missing)
+            yield Sample(sample_id, subject_of(path), str(path), load)
+        else:
+            mask_path = path.with_name(f"{sample_id}{MASK_SUFFIX}{path.suffix}")
+            yield Sample(sample_id, subject_of(path), str(path), _loader(path, mask_path=mask_path))
+    if (src / "test").is_dir():
+        for path in list_images(src / "test", IMAGE_EXTENSIONS):
+            yield Sample(f"test_{_stem(path)}", f"test_{_stem(path)}", str(path), _loader(path))
+
+
+def _fail(error: DatasetError) -> Callable[[], tuple[np.ndarray, np.ndarray | None, dict]]:
+    """A loader that raises a problem found while listing, so that ``--skip-bad`` can skip the sample."""
+
+    def load() -> tuple[np.ndarray, np.ndarray | None, dict]:
+        raise error
+
+    return load
+
+
+def _loader(
+    image_path: Path,
+    mask_path: Path | None = None,
+    runs: list[tuple[str, str]] | None = None,
+    target_class: int | None = None,
+    instances: bool = False,
+    window: tuple[float, float] | None = None,
+    clahe: bool = False,
+) -> Callable[[], tuple[np.ndarray, np.ndarray | None, dict]]:
+    def load() -> tuple[np.ndarray, np.ndarray | None, dict]:
+        image = to_uint8(read_image(image_path), window=window, clahe=clahe)
+        if mask_path is not None:
+            if not mask_path.exists():
+                raise DatasetError(f"{image_path}: image has no mask (expected {mask_path}).")
+            mask = read_mask(mask_path, target_class=target_class, instances=instances)
+            check_same_size(image, mask, image_path, mask_path)
+            return image, mask, {}
+        if runs is not None:
+            return image, rle.decode_runs(runs, image.shape, "nerve").astype(bool), {}
+        return image, None, {}
+
+    return load
+
+
+def _find(folder: Path, stem: str) -> Path:
+    """The file ``{folder}/{stem}.{ext}`` with a supported extension."""
+    for path in folder.glob(f"{glob.escape(stem)}.*"):
+        if _stem(path) == stem and extension(path) in IMAGE_EXTENSIONS:
+            return path
+    raise DatasetError(f"{folder / stem}.*: no such file (with one of the extensions {IMAGE_EXTENSIONS}).")
+
+
+def _with_fov(load: Callable, image_path: Path, fov_dir: Path, fov_stem: str) -> Callable:
+    def load_with_fov() -> tuple[np.ndarray, np.ndarray | None, dict]:
+        image, mask, meta = load()
+        fov_path = _find(fov_dir, fov_stem)
+        fov = read_mask(fov_path)
+        check_same_size(image, fov, image_path, fov_path)
+        return image, mask, {**meta, "fov": fov}
+
+    return load_with_fov
+
+
+def read_pneumothorax(
+    src: str | os.PathLike,
+    csv_file: str | os.PathLike | None = None,
+    window: tuple[float, float] | None = None,
+    clahe: bool = False,
+) -> Iterator[Sample]:
+    """The SIIM-ACR pneumothorax layout: DICOM files (any depth below ``src``) and ``ImageId,EncodedPixels``.
+
+    The image id is the DICOM file's stem (the SOP Instance UID in the challenge), the subject its PatientID.
+    Several CSV rows of one image are several regions (their union is the mask); ``-1`` is an empty mask.
+    Patient id, sex and age are kept in the datalist.
+
+    Args:
+        src: folder holding the ``.dcm`` files.
+        csv_file: the run-length CSV; default ``src/train-rle.csv``.
+        window: ``(center, width)`` for 8-bit conversion; default the DICOM's own window, else min-max.
+        clahe: contrast-limited adaptive histogram equalisation after conversion (the pneumothorax seed's
+            "contrast correction").
+    """
+    src = Path(src)
+    csv_file = Path(csv_file) if csv_file is not None else src / "train-rle.csv"
+    if not csv_file.is_file():
+        raise DatasetError(f"{csv_file}: no such file.")
+    runs = rle.read_runs(csv_file, "siim")
+    files = sorted(src.rglob("*.dcm"), key=natural_key)
+    if not files:
+        raise DatasetError(f"{src}: no .dcm files found.")
+    for path in files:
+        try:
+            subject = _patient_id(path)
+            if path.stem not in runs:
+                raise DatasetError(f"{path}: image has no row in {csv_file}.")
+        except DatasetError as error:
+            yield Sample(path.stem, path.stem, str(path), _fail(error))
+            continue
+
+        def load(path: Path = path) -> tuple[np.ndarray, np.ndarray, dict]:
+            pixels, meta = read_dicom(path)
+            image = to_uint8(pixels, window=window or meta.get("window"), clahe=clahe)
+            mask = rle.decode_runs(runs[path.stem], image.shape, "siim").astype(bool)
+            keep = {key: meta[key] for key in ("patient_id", "patient_sex", "patient_age") if meta.get(key)}
+            return image, mask, keep
+
+        yield Sample(path.stem, subject, str(path), load)
+
+
+def _patient_id(path: Path) -> str:
+    try:
+        return str(dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"]).get("PatientID", path.stem))
+    except Exception as e:  # noqa: BLE001 - any parse failure is reported the same way
+        raise DatasetError(f"{path}: cannot read DICOM header ({e}).") from e
+
+
+def read_folders(
+    src: str | os.PathLike,
+    images: str = "images",
+    masks: str = "masks",
+    image_suffix: str = "",
+    mask_suffix: str = "",
+    subject_regex: str | None = None,
+    target_class: int | None = None,
+    instances: bool = False,
+    fov: str | None = None,
+    fov_suffix: str = "",
+) -> Iterator[Sample]:
+    """Image and mask folders paired by name: USGRA-style, DRIVE-style, nuclei-style, NIfTI/ITK slices.
+
+    An image ``{images}/{id}{image_suffix}.{ext}`` pairs with ``{masks}/{id}{mask_suffix}.{ext2}`` (any
+    supported extension, e.g. DRIVE's ``21_training.tif`` with ``21_manual1.gif``), or with a folder
+    ``{masks}/{id}/`` of per-instance masks (the original nuclei layout), whose union is the mask.
+
+    Args:
+        src: root folder; ``images`` and ``masks`` are relative to it.
+        images: folder of images.
+        masks: folder of masks.
+        image_suffix: part of the image name after the id (``"_training"`` for DRIVE).
+        mask_suffix: part of the mask name after the id (``"_manual1"`` for DRIVE).
+        subject_regex: a regular expression whose first group, searched in the id, names the subject
+            (frames of one patient); default: each image is its own subject.
+        target_class: keep this class of a class-index (palette) mask, e.g. ``1`` for the nerve in USGRA-seg.
+        instances: treat any nonzero value as foreground (instance label maps).
+        fov: optional folder of field-of-view masks (DRIVE's ``mask/``), kept beside each image.
+        fov_suffix: part of the field-of-view mask's name after the id (``"_training_mask"`` for DRIVE).
+    """
+    src = Path(src)
+    image_dir, mask_dir = src / images, src / masks
+    mask_files: dict[str, Path] = {}
+    if not mask_dir.is_dir():
+        raise DatasetError(f"{mask_dir}: no such folder.")
+    for path in mask_dir.iterdir():
+        name = path.name if path.is_dir() else _stem(path)
+        if path.is_dir() or extension(path) in IMAGE_EXTENSIONS:
+            if name.endswith(mask_suffix):
+                mask_files[name[: len(name) - len(mask_suffix)] if mask_suffix else name] = path
+    found = False
+    for path in list_images(image_dir, IMAGE_EXTENSIONS):
+        stem = _stem(path)
+        if image_suffix and not stem.endswith(image_suffix):
+            continue
+        found = True
+        sample_id = stem[: len(stem) - len(image_suffix)] if image_suffix else stem
+        subject = sample_id
+        if subject_regex is not None:
+            match = re.search(subject_regex, sample_id)
+            if match is None:
+                raise DatasetError(f"{path}: subject_regex {subject_regex!r} does not match the id {sample_id!r}.")
+            subject = match.group(1) if match.groups() else match.group(0)
+        mask_path = mask_files.get(sample_id, mask_dir / f"{sample_id}{mask_suffix}.png")
+        loader = _loader(path, mask_path=mask_path, target_class=target_class, instances=instances)
+        if fov is not None:
+            loader = _with_fov(loader, path, src / fov, f"{sample_id}{fov_suffix}")
+        yield Sample(sample_id, subject, str(path), loader)
+    if not found:
+        raise DatasetError(f"{image_dir}: no images found ending in {image_suffix!r} with a supported extension.")

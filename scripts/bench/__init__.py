@@ -1,0 +1,82 @@
+"""``nerveseg bench [PART]``: the benchmarks, one module per part; no part runs the full suite.
+
+Every part that builds, trains or evaluates the bundle does it through :mod:`.run_builder` (config files plus
+overrides, run in this process); each writes ``{name}.json`` and ``{name}.md`` through :mod:`.results`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["PARTS", "bench", "part_function"]
+
+PARTS = {
+    "networks": "network_table:network_table",
+    "latency": "suite:latency",
+    "asme": "suite:asme",
+    "peer": "suite:peer",
+    "training": "suite:training",
+    "quality": "suite:quality",
+    "recipe": "recipe_variants:recipe",
+    "inference": "inference_comparison:inference_comparison",
+    "active-learning": "active_learning_simulation:simulate",
+}
+"""Part name to ``module:function`` in this package (imported when the part runs, so other commands start fast)."""
+
+
+def part_function(part: str | None) -> Callable[..., Any]:
+    """The function that runs ``part`` (``None``: the full suite)."""
+    if part is None:
+        module, name = "suite", "full_suite"
+    elif part in PARTS:
+        module, name = PARTS[part].split(":")
+    else:
+        raise SystemExit(f"bench part {part!r} is unknown; choose one of {', '.join(PARTS)} (or none for the suite).")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def bench(part: str | None = None, **options: Any) -> None:
+    """Run one benchmark part, or with no part the full suite. Every part prints its table and writes
+    ``{name}.json`` and ``{name}.md`` into ``--out`` (default ``outputs/bench``).
+
+    Usage: ``nerveseg bench [PART] [--option value ...]``.
+
+    No part, the suite: latency, asme, peer, training and quality (quality only where ``--data`` exists and not
+    with ``--quick``) into ``bench.json`` (headline ratios at the top level) and ``bench.md``.
+    Options: --out, --quick (a smoke run in about a minute; do not quote it), --bundle_root, --data (USGRA-seg,
+    default ../shared/data/usgra_seg), --seeds (quality's training seeds), --threads (torch CPU threads).
+
+    Parts:
+        latency: forward time per image of every network config on every execution path (eager, channels-last,
+            bfloat16, torch.compile, ONNX Runtime). Options: --out, --quick, --bundle_root, --threads.
+        asme: the ASME ensemble's 4 views batched and one by one against 1 view. Options: as latency.
+        peer: FlexibleUNet-b1 against segmentation_models_pytorch's Unet-b1. Options: as latency.
+        training: training images/s with train.json and the share spent waiting for data. Options: as latency.
+        quality: the default recipe trained on USGRA-seg, validation Dice of the eager and the default inference
+            path. Options: --out, --quick, --bundle_root, --data, --seeds, --threads.
+        networks: parameters, GFLOPs and CPU latency of every selectable network.
+            Options: --bundle_root, --image_size, --repeats, --out.
+        recipe: validation Dice of the default recipe, with EMS and with SWA, per seed. Options: --datalist_file
+            (required), --bundle_root, --image_size, --num_epochs, --learning_rate, --seeds, --out, --reuse.
+        inference: one checkpoint's Dice with a single view, flip TTA and ASME, default and tuned post-processing
+            (tuned on one half of the validation split, measured on the other), and ASME consistency against
+            Dice. Options: --datalist_file, --ckpt_dir (both required), --bundle_root, --image_size, --out.
+        active-learning: simulated annotation rounds on USGRA-seg, ASME-consistency selection against random,
+            each round trained with train.json's trainer. Options: --src, --out, --bundle_root, --network,
+            --features, --image_size, --initial, --step, --max_labelled, --num_epochs, --batch_size,
+            --learning_rate, --seeds, --strategies, --figure, --processes, --threads, --quick.
+
+    Args:
+        part: one of the parts above; none runs the suite.
+        options: the part's options.
+    """
+    function = part_function(part)
+    try:
+        inspect.signature(function).bind(**options)
+    except TypeError as error:
+        accepted = ", ".join(f"--{name}" for name in inspect.signature(function).parameters)
+        raise SystemExit(f"bench {part or '(suite)'}: {error}; its options are {accepted}.") from error
+    function(**options)  # the part prints and saves its results; fire would print a returned value again

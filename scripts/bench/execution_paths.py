@@ -1,0 +1,131 @@
+"""The execution paths a network is timed on (eager, channels-last, bfloat16, ``torch.compile``, ONNX Runtime), and
+which of them configs/inference.json selects on this machine."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.inferers import SimpleInferer
+from torch import nn
+
+from nerveseg.bundle.inferers import AcceleratedInferer, resolve_precision
+from nerveseg.scripts.bench.run_builder import config_files, read_config
+
+__all__ = [
+    "DEFAULT_NETWORK",
+    "PATHS",
+    "compiled_call",
+    "default_path",
+    "inference_settings",
+    "missing",
+    "onnx_session",
+    "path_call",
+]
+
+PATHS = {
+    "eager fp32": {"precision": "float32", "channels_last": False},
+    "channels_last fp32": {"precision": "float32", "channels_last": True},
+    "bf16 autocast": {"precision": "bfloat16", "channels_last": False},
+    "channels_last + bf16": {"precision": "bfloat16", "channels_last": True},
+}
+"""The execution paths every network is timed on, as :class:`AcceleratedInferer` settings."""
+
+DEFAULT_NETWORK = "FlexibleUNet efficientnet-b1"
+
+
+def inference_settings(bundle_root: str | os.PathLike) -> dict[str, Any]:
+    """configs/inference.json's ``inference_precision`` and ``channels_last``, as :class:`AcceleratedInferer` takes."""
+    parser = read_config(config_files(bundle_root, "configs/inference.json"))
+    return {"precision": parser["inference_precision"], "channels_last": bool(parser["channels_last"])}
+
+
+def default_path(bundle_root: str | os.PathLike) -> dict[str, Any]:
+    """The execution path configs/inference.json selects on this machine, and its name in :data:`PATHS`."""
+    settings = inference_settings(bundle_root)
+    precision, channels_last = resolve_precision(settings["precision"], "cpu"), settings["channels_last"]
+    name = next(
+        (
+            n
+            for n, p in PATHS.items()
+            if resolve_precision(p["precision"], "cpu") == precision and p["channels_last"] == channels_last
+        ),
+        None,
+    )
+    if name is None:
+        raise SystemExit(
+            f"inference.json's path ({precision}, channels_last={channels_last}) is not one of {list(PATHS)}."
+        )
+    return {"name": name, "precision": str(precision).removeprefix("torch."), "channels_last": channels_last}
+
+
+def path_call(network: nn.Module, images: torch.Tensor, path: str) -> Callable[[], torch.Tensor]:
+    """A no-argument call of ``network`` on ``images`` through one execution path (on its own copy)."""
+    inferer = AcceleratedInferer(SimpleInferer(), **PATHS[path])
+    own = copy.deepcopy(network)
+    return lambda: inferer(images, own)
+
+
+def missing(module: str) -> str | None:
+    """Why ``module`` cannot be imported (it comes with the benchmark extra), or ``None``."""
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        return f"{error}; install the benchmark extra: pip install -e '.[benchmark]'"
+    return None
+
+
+def compiled_call(network: nn.Module, images: torch.Tensor) -> tuple[Callable[[], torch.Tensor], float]:
+    """``torch.compile`` (inductor) of the channels-last bf16 path; returns the call and the compile seconds."""
+    inferer = AcceleratedInferer(SimpleInferer(), precision="bfloat16", channels_last=True)
+    compiled = torch.compile(copy.deepcopy(network).to(memory_format=torch.channels_last))
+    start = time.perf_counter()
+    with torch.inference_mode():
+        inferer(images, compiled)
+    return (lambda: inferer(images, compiled)), time.perf_counter() - start
+
+
+def onnx_session(
+    files: Sequence[str], overrides: Mapping[str, Any], network: nn.Module, size: tuple[int, int], folder: Path
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], float]:
+    """ONNX Runtime (CPU, float32) of ``network`` exported by ``monai.bundle onnx_export`` (traced, any batch size).
+
+    Returns the run function and the export seconds. The export is traced at ``size``, which the graph keeps.
+    """
+    import onnxruntime
+    from monai.bundle import onnx_export
+
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        weights, model = Path(scratch) / "model.pt", Path(scratch) / "model.onnx"
+        torch.save(network.state_dict(), weights)
+        start = time.perf_counter()
+        onnx_export(
+            net_id="network_def",
+            filepath=str(model),
+            ckpt_file=str(weights),
+            config_file=list(files),
+            use_trace=True,
+            input_shape=[1, 1, *size],
+            converter_kwargs={
+                "dynamo": False,
+                "input_names": ["image"],
+                "output_names": ["logits"],
+                "dynamic_axes": {"image": {0: "batch"}, "logits": {0: "batch"}},
+            },
+            **overrides,
+        )
+        export_s = time.perf_counter() - start
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        # Planned and pooled buffers would hold the largest networks' batch-8 activations (>20 GiB) between runs.
+        options.enable_cpu_mem_arena, options.enable_mem_pattern = False, False
+        session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return (lambda images: torch.from_numpy(session.run(None, {"image": images.numpy()})[0])), export_s

@@ -1,0 +1,67 @@
+"""``nerveseg bench peer``: our FlexibleUNet-b1 against segmentation_models_pytorch's ``Unet`` (EfficientNet-b1)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+
+from nerveseg.networks.profile import count_parameters, forward_flops, time_side_by_side
+from nerveseg.scripts.bench.execution_paths import path_call
+from nerveseg.scripts.bench.results import ms
+from nerveseg.scripts.bench.run_builder import build_network, config_files
+
+__all__ = ["measure_peer", "peer_markdown"]
+
+
+def measure_peer(bundle_root: str | os.PathLike, default_path: str, quick: bool) -> dict[str, Any]:
+    """smp ``Unet(efficientnet-b1)`` against our FlexibleUNet-b1, interleaved, same input, at 448x576 batch 1.
+
+    Both run eager and channels-last in float32 and on ``default_path``; ``peer_ratio`` is ours on the default
+    path over smp on its faster float32 format. Without segmentation_models_pytorch the result says why it skipped.
+    """
+    try:
+        import segmentation_models_pytorch as smp
+    except ImportError as error:
+        reason = f"{error}; the peer comes with the benchmark extra: pip install -e '.[benchmark]'"
+        print(f"peer skipped: {reason}", flush=True)
+        return {"skipped": reason}
+    torch.manual_seed(0)
+    theirs = smp.Unet(encoder_name="efficientnet-b1", encoder_weights=None, in_channels=1, classes=1).eval()
+    ours = build_network(config_files(bundle_root, "configs/train.json"))
+    image = torch.rand(1, 1, 448, 576)
+    calls = {}
+    for path in ("eager fp32", "channels_last fp32", default_path):
+        calls[f"ours {path}"] = path_call(ours, image, path)
+        calls[f"smp {path}"] = path_call(theirs, image, path)
+    timings = time_side_by_side(calls, repeats=2 if quick else 7, warmup=1)
+    best_format = min(("eager fp32", "channels_last fp32"), key=lambda p: timings[f"smp {p}"]["median"])
+    result = {name: {k: timing[k] for k in ("median", "min", "max")} for name, timing in timings.items()}
+    result.update(
+        smp_best_fp32_path=best_format,
+        peer_ratio=timings[f"ours {default_path}"]["median"] / timings[f"smp {best_format}"]["median"],
+        peer_ratio_same_path=timings[f"ours {default_path}"]["median"] / timings[f"smp {default_path}"]["median"],
+        peer_ratio_eager=timings["ours eager fp32"]["median"] / timings["smp eager fp32"]["median"],
+        parameters={"ours": count_parameters(ours), "smp": count_parameters(theirs)},
+        gflops={"ours": forward_flops(ours, image.shape) / 1e9, "smp": forward_flops(theirs, image.shape) / 1e9},
+    )
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def peer_markdown(result: dict[str, Any]) -> list[str]:
+    """Both networks' latency per path, their size and cost, and the same-path ratio."""
+    lines = ["Peer: smp Unet(efficientnet-b1) and our FlexibleUNet-b1 at 448x576, batch 1, interleaved.", ""]
+    lines += ["| path | ours, ms: median [min, max] | smp, ms |", "|---|---:|---:|"]
+    for path in dict.fromkeys(k.split(" ", 1)[1] for k in result if k.startswith("ours ")):
+        lines.append(f"| {path} | {ms(result['ours ' + path])} | {ms(result['smp ' + path])} |")
+    lines += [
+        "",
+        f"Parameters: ours {result['parameters']['ours'] / 1e6:.2f} M, smp {result['parameters']['smp'] / 1e6:.2f} M. "
+        f"GFLOPs: ours {result['gflops']['ours']:.1f}, smp {result['gflops']['smp']:.1f}. smp's faster float32 "
+        f"format: {result['smp_best_fp32_path']}. Ours on the default path over smp on the same path: "
+        f"{result['peer_ratio_same_path']:.3f}.",
+    ]
+    return lines

@@ -1,0 +1,186 @@
+"""``nerveseg bench``: speed and quality of the bundle, measured side by side in one run on one machine.
+
+The suite's parts, each also runnable alone (``nerveseg bench PART``):
+
+- ``latency``: forward time per image of every network config, at each size and batch, for every execution path
+  (eager float32, channels-last, bfloat16 autocast, both, ``torch.compile`` for the default network, ONNX Runtime).
+- ``asme``: the default network's ASME ensemble with 4 views in one batch, 4 views one at a time, and 1 view.
+- ``peer``: segmentation_models_pytorch's ``Unet`` (EfficientNet-b1) against our FlexibleUNet-b1, same input.
+- ``training``: training throughput at 448x576 with train.json's transforms and loader, and the share of each step
+  spent waiting for data.
+- ``quality``: the default recipe trained on the USGRA nerve images at a reduced size, evaluated with the eager and
+  the default (accelerated) inference paths.
+
+The suite writes ``bench.json`` (with the headline ratios at the top level) and ``bench.md``; a part run alone
+writes the same keys for that part into ``{part}.json`` and ``{part}.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nerveseg.scripts.bench.asme_timing import asme_markdown, measure_asme
+from nerveseg.scripts.bench.execution_paths import default_path
+from nerveseg.scripts.bench.latency import fast_vs_eager_ratio, latency_markdown, measure_latency
+from nerveseg.scripts.bench.machine import describe_machine
+from nerveseg.scripts.bench.peer_comparison import measure_peer, peer_markdown
+from nerveseg.scripts.bench.quality import measure_quality, quality_markdown
+from nerveseg.scripts.bench.results import write_results
+from nerveseg.scripts.bench.run_builder import config_files
+from nerveseg.scripts.bench.training_throughput import measure_training, training_markdown
+
+__all__ = ["SUITE_PARTS", "asme", "full_suite", "latency", "markdown", "peer", "quality", "run_suite", "training"]
+
+SUITE_PARTS = ("latency", "asme", "peer", "training", "quality")
+
+HEADLINES = {
+    "peer_ratio": "peer",
+    "fast_vs_eager_ratio": "latency",
+    "asme_ratio_cpu": "asme",
+    "data_wait_fraction": "training",
+    "quality_mean_dice": "quality",
+}
+"""The top-level numbers of ``bench.json``, in their order, and the part that fills each."""
+
+HEADLINE_ROWS = (*list(HEADLINES)[:3], "asme_ratio_gpu", *list(HEADLINES)[3:])
+"""The headline table's rows: the GPU's ASME ratio (measured where there is a GPU) beside the CPU's."""
+
+USGRA = "../shared/data/usgra_seg"
+
+
+def run_suite(
+    parts: Sequence[str] = (),
+    name: str = "bench",
+    out: str = "outputs/bench",
+    quick: bool = False,
+    bundle_root: str = ".",
+    data: str = USGRA,
+    seeds: Sequence[int] = (0, 1, 2),
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Run the suite's ``parts``; write ``{name}.json`` and ``{name}.md`` into ``out``.
+
+    Args:
+        parts: any of :data:`SUITE_PARTS`; none runs them all (quality only where ``data`` exists, and in quick
+            mode only when named).
+        name: the stem of the two files written.
+        out: folder for them and the runs behind them (``training/``, ``quality/``).
+        quick: a smoke run in about a minute: the default network only, 448x576 batch 1, two timed repetitions,
+            no ``torch.compile`` or ONNX, a few training steps, and a tiny quality run. Fills the same top-level
+            numbers from fewer measurements; do not quote them.
+        bundle_root: the bundle folder holding ``configs/``.
+        data: the USGRA-seg folder (``../shared/data/usgra_seg``) for the quality part.
+        seeds: training seeds of the quality part (quick mode uses the first).
+        threads: CPU threads for torch and ONNX Runtime; by default torch's (the machine's cores).
+    """
+    unknown = [p for p in parts if p not in SUITE_PARTS]
+    if unknown:
+        raise SystemExit(f"Unknown parts {unknown}; choose from {', '.join(SUITE_PARTS)}.")
+    root, folder = Path(bundle_root).resolve(), Path(out).resolve()
+    config_files(root, "configs/inference.json", "configs/train.json")
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    selected = list(parts) or [p for p in SUITE_PARTS if p != "quality" or (not quick and Path(data).is_dir())]
+    if "quality" in selected and not Path(data).is_dir():
+        raise SystemExit(f"{data} not found; pass --data, the USGRA-seg folder, for the quality part.")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    path = default_path(root)
+    results: dict[str, Any] = {"machine": describe_machine(), "quick": bool(quick), "default_path": path}
+    results.update({key: None for key, part in HEADLINES.items() if not parts or part in selected})
+    print(f"{results['machine']['summary']}; default path {path['name']}", flush=True)
+    if "latency" in selected:
+        results["latency"] = measure_latency(root, folder, quick)
+        results["fast_vs_eager_ratio"] = fast_vs_eager_ratio(results["latency"], path["name"])
+    if "asme" in selected:
+        results["asme"] = measure_asme(root, quick)
+        results["asme_ratio_cpu"] = results["asme"]["ratio_batched_vs_single"]
+        if torch.cuda.is_available():
+            results["asme_gpu"] = measure_asme(root, quick, "cuda")
+            results["asme_ratio_gpu"] = results["asme_gpu"]["ratio_batched_vs_single"]
+    if "peer" in selected:
+        results["peer"] = measure_peer(root, path["name"], quick)
+        results["peer_ratio"] = results["peer"].get("peer_ratio")
+    if "training" in selected:
+        results["training"] = measure_training(root, folder / "training", quick)
+        results["data_wait_fraction"] = results["training"]["data_wait_fraction"]
+    if "quality" in selected:
+        results["quality"] = measure_quality(root, Path(data), folder / "quality", seeds[:1] if quick else seeds, quick)
+        results["quality_mean_dice"] = results["quality"]["mean_dice_default_path"]
+    write_results(folder, name, results, markdown(results, "nerveseg bench" + ("" if name == "bench" else f" {name}")))
+    return results
+
+
+def markdown(results: dict[str, Any], title: str = "nerveseg bench") -> str:
+    """The tables of ``results`` for docs/README.md, headed by the machine they were measured on."""
+    quick = " (quick mode: few repetitions, do not quote)" if results["quick"] else ""
+    lines = [f"# {title}", "", f"Measured {results['machine']['summary']}{quick}.", ""]
+    lines += ["| headline | value |", "|---|---:|"]
+    for key in HEADLINE_ROWS:
+        if key not in results:
+            continue
+        lines.append(f"| `{key}` | {'-' if results[key] is None else f'{results[key]:.3f}'} |")
+    lines += [
+        "",
+        f"Default inference path (configs/inference.json on this machine): {results['default_path']['name']}.",
+    ]
+    tables = (
+        ("latency", latency_markdown),
+        ("asme", asme_markdown),
+        ("asme_gpu", asme_markdown),
+        ("peer", peer_markdown),
+        ("training", training_markdown),
+        ("quality", quality_markdown),
+    )
+    for part, table in tables:
+        if part in results and "skipped" not in results[part]:
+            lines += ["", *table(results[part])]
+    return "\n".join(lines) + "\n"
+
+
+def full_suite(
+    out: str = "outputs/bench",
+    quick: bool = False,
+    bundle_root: str = ".",
+    data: str = USGRA,
+    seeds: Sequence[int] = (0, 1, 2),
+    threads: int | None = None,
+):
+    """Every part of the suite (quality where ``data`` exists, not in quick mode) into ``bench.json``/``bench.md``."""
+    return run_suite((), "bench", out, quick, bundle_root, data, seeds, threads)
+
+
+def latency(out: str = "outputs/bench", quick: bool = False, bundle_root: str = ".", threads: int | None = None):
+    """Forward latency of every network config on every execution path (``latency.json``, ``latency.md``)."""
+    return run_suite(["latency"], "latency", out, quick, bundle_root, threads=threads)
+
+
+def asme(out: str = "outputs/bench", quick: bool = False, bundle_root: str = ".", threads: int | None = None):
+    """ASME's 4 views batched and one by one against 1 view, on the CPU (and the GPU) (``asme.json``, ``asme.md``)."""
+    return run_suite(["asme"], "asme", out, quick, bundle_root, threads=threads)
+
+
+def peer(out: str = "outputs/bench", quick: bool = False, bundle_root: str = ".", threads: int | None = None):
+    """FlexibleUNet-b1 against segmentation_models_pytorch's Unet-b1 (``peer.json``, ``peer.md``)."""
+    return run_suite(["peer"], "peer", out, quick, bundle_root, threads=threads)
+
+
+def training(out: str = "outputs/bench", quick: bool = False, bundle_root: str = ".", threads: int | None = None):
+    """Training images/s and the data-wait share with train.json (``training.json``, ``training.md``)."""
+    return run_suite(["training"], "training", out, quick, bundle_root, threads=threads)
+
+
+def quality(
+    out: str = "outputs/bench",
+    quick: bool = False,
+    bundle_root: str = ".",
+    data: str = USGRA,
+    seeds: Sequence[int] = (0, 1, 2),
+    threads: int | None = None,
+):
+    """The default recipe's validation Dice on USGRA-seg, eager and default path (``quality.json``, ``quality.md``)."""
+    return run_suite(["quality"], "quality", out, quick, bundle_root, data, seeds, threads)

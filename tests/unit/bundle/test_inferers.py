@@ -1,0 +1,299 @@
+"""ASME and flip-TTA inferers: exactness, per-sample weights, batching, members, combine modes, metadata, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.data import MetaTensor, decollate_batch, list_data_collate
+from torch import nn
+
+from nerveseg.bundle.ensemble import asme_weights, dice_similarity_matrix
+from nerveseg.bundle.inferers import (
+    FLIP_VIEWS,
+    SCORE_KEYS,
+    AcceleratedInferer,
+    ASMEInferer,
+    FlipTTAInferer,
+    resolve_precision,
+)
+from nerveseg.utils.class_logits import CLASS_LOGITS_KEY, with_class_logits
+
+ALL_VIEWS = ("identity", "lr", "ud", "both")
+
+
+def conv_net(seed: int = 0, out_channels: int = 1) -> nn.Conv2d:
+    """A 3x3 convolution with random (so not flip-symmetric) weights."""
+    torch.manual_seed(seed)
+    return nn.Conv2d(1, out_channels, 3, padding=1).requires_grad_(False)
+
+
+def images(batch: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def members_by_hand(networks, views, x: torch.Tensor) -> list[torch.Tensor]:
+    """Each member's logits, one view and one network at a time, flipped back."""
+    members = []
+    for net in networks:
+        for view in views:
+            dims = FLIP_VIEWS[view]
+            flipped = torch.flip(x, dims) if dims else x
+            out = net(flipped)
+            members.append(torch.flip(out, dims) if dims else out)
+    return members
+
+
+def asme_by_hand(networks, views, x, base=100.0, threshold=0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """ASME per sample with batch size 1 and one forward per view: the logits and the ``[B, N]`` weights."""
+    outputs, weights = [], []
+    for b in range(x.shape[0]):
+        members = members_by_hand(networks, views, x[b : b + 1])
+        similarity = dice_similarity_matrix(torch.stack([z[0].sigmoid() > threshold for z in members]))
+        w = asme_weights(similarity, base)
+        outputs.append(sum(wi.float() * z for wi, z in zip(w, members, strict=True)))
+        weights.append(w)
+    return torch.cat(outputs), torch.stack(weights).float()
+
+
+class Recorder(nn.Module):
+    """Wraps a network and records the batch size of every forward."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.batch_sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batch_sizes.append(x.shape[0])
+        return self.net(x)
+
+
+class WithClassLogits(nn.Module):
+    """A conv net that also returns view-dependent ``[B, 2]`` class logits in the metadata, as MUNet does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = conv_net(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plain = x.as_tensor() if isinstance(x, MetaTensor) else x
+        return with_class_logits(self.net(plain), plain[:, 0, 0, :2], x)
+
+
+@pytest.mark.parametrize("views", [("identity",), ("identity", "lr"), ("lr", "ud", "both"), ALL_VIEWS])
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_identity_network_returns_its_input_exactly(views, adaptive):
+    x = images(2)
+    inferer = ASMEInferer(views=views, adaptive=adaptive)
+    out = inferer(x, nn.Identity())
+    assert torch.equal(out, x)
+    torch.testing.assert_close(inferer.last_scores["asme_weights"], torch.full((2, len(views)), 1 / len(views)))
+
+
+def test_equal_views_give_uniform_weights():
+    symmetric = nn.Conv2d(1, 1, 3, padding=1, bias=False).requires_grad_(False)
+    symmetric.weight.copy_(torch.tensor([[1.0, 2, 1], [2, 4, 2], [1, 2, 1]]).view(1, 1, 3, 3))
+    inferer = ASMEInferer()
+    out = inferer(images(3), symmetric)
+    torch.testing.assert_close(inferer.last_scores["asme_weights"], torch.full((3, 4), 0.25))
+    torch.testing.assert_close(inferer.last_scores["asme_consistency"], torch.ones(3))
+    torch.testing.assert_close(inferer.last_scores["asme_eigenvalue_ratio"], torch.ones(3))
+    torch.testing.assert_close(out, symmetric(images(3)))
+
+
+def test_batch_of_three_equals_three_batches_of_one():
+    net, x, inferer = conv_net(), images(3), ASMEInferer()
+    batched = inferer(x, net)
+    weights = inferer.last_scores["asme_weights"]
+    assert not torch.allclose(weights, torch.full_like(weights, 0.25), atol=1e-3)  # the views disagree
+    assert not torch.allclose(weights[0], weights[1])  # and differently per sample
+    singles = []
+    for b in range(3):
+        singles.append(inferer(x[b : b + 1], net))
+        torch.testing.assert_close(inferer.last_scores["asme_weights"][0], weights[b])
+    torch.testing.assert_close(batched, torch.cat(singles))
+
+
+def test_batched_and_chunked_equals_view_by_view():
+    net, x = Recorder(conv_net()), images(2)
+    inferer = ASMEInferer(max_batch=3)
+    out = inferer(x, net)
+    assert net.batch_sizes == [3, 3, 2]  # 4 views x 2 samples in forwards of at most 3
+    expected, weights = asme_by_hand([net.net], ALL_VIEWS, x)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(inferer.last_scores["asme_weights"], weights)
+
+
+def test_non_adaptive_is_the_plain_mean_of_the_members():
+    net, x = conv_net(), images(2)
+    expected = torch.stack(members_by_hand([net], ALL_VIEWS, x)).mean(0)
+    torch.testing.assert_close(ASMEInferer(adaptive=False)(x, net), expected)
+    flip_tta = FlipTTAInferer()
+    torch.testing.assert_close(flip_tta(x, net), expected)
+    assert not flip_tta.adaptive
+    torch.testing.assert_close(flip_tta.last_scores["asme_weights"], torch.full((2, 4), 0.25))
+
+
+def test_two_networks_times_two_views_are_four_members():
+    first, second, x = conv_net(0), conv_net(1), images(2)
+    second.train()
+    inferer = ASMEInferer(views=("identity", "ud"), networks=[second])
+    out = inferer(x, first.eval())
+    assert not second.training  # the extra networks follow the main network's mode
+    assert inferer.last_scores["asme_weights"].shape == (2, 4)
+    expected, weights = asme_by_hand([first, second], ("identity", "ud"), x)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(inferer.last_scores["asme_weights"], weights)
+
+
+def test_combine_probabilities_is_the_logit_of_the_weighted_mean_probability():
+    net, x = conv_net(out_channels=2), images(2)
+    inferer = ASMEInferer(combine="probabilities")
+    out = inferer(x, net)
+    assert out.shape == (2, 2, 16, 16)
+    weights = inferer.last_scores["asme_weights"]
+    members = torch.stack(members_by_hand([net], ALL_VIEWS, x))  # [N, B, C, H, W]
+    for b in range(2):
+        # two channels are compared jointly: one [C, H, W] mask per member
+        similarity = dice_similarity_matrix(members[:, b].sigmoid() > 0.5)
+        torch.testing.assert_close(weights[b], asme_weights(similarity).float())
+    mean = (weights.T.reshape(4, 2, 1, 1, 1) * members.sigmoid()).sum(0)
+    torch.testing.assert_close(out, torch.logit(mean, eps=1e-6), atol=1e-4, rtol=1e-5)
+    assert not torch.allclose(out, ASMEInferer()(x, net), atol=1e-3)
+
+
+def test_metadata_and_scores_decollate_per_sample():
+    batch = list_data_collate(
+        [{"image": MetaTensor(images(1, seed=i)[0], meta={"filename_or_obj": f"{i}.tif"})} for i in range(2)]
+    )
+    net, inferer = WithClassLogits(), ASMEInferer()
+    out = inferer(batch["image"], net)
+    assert isinstance(out, MetaTensor) and out.shape == (2, 1, 16, 16)
+    plain = batch["image"].as_tensor()
+    expected, weights = asme_by_hand([lambda x: net.net(x)], ALL_VIEWS, plain)
+    torch.testing.assert_close(out.as_tensor(), expected)
+    torch.testing.assert_close(out.meta["asme_weights"], weights)
+    for key in SCORE_KEYS:
+        assert out.meta[key].dtype == torch.float32 and out.meta[key].shape[0] == 2
+        assert key not in batch["image"].meta
+    # class logits: each view's [B, 2], weighted per sample with the mask weights
+    views = [torch.flip(plain, FLIP_VIEWS[v]) if FLIP_VIEWS[v] else plain for v in ALL_VIEWS]
+    class_logits = torch.stack([v[:, 0, 0, :2] for v in views])  # [N, B, 2]
+    expected_class = (weights.T.unsqueeze(-1) * class_logits).sum(0)
+    torch.testing.assert_close(out.meta[CLASS_LOGITS_KEY], expected_class)
+
+    samples = decollate_batch(out)
+    assert [s.meta["filename_or_obj"] for s in samples] == ["0.tif", "1.tif"]
+    for b, sample in enumerate(samples):
+        assert sample.shape == (1, 16, 16)
+        torch.testing.assert_close(sample.meta["asme_weights"], weights[b])
+        # decollate_batch turns the 0-d per-sample scores into Python floats
+        assert sample.meta["asme_consistency"] == pytest.approx(inferer.last_scores["asme_consistency"][b].item())
+        assert sample.meta["asme_eigenvalue_ratio"] == pytest.approx(out.meta["asme_eigenvalue_ratio"][b].item())
+        assert 0 < sample.meta["asme_consistency"] < 1
+        torch.testing.assert_close(sample.meta[CLASS_LOGITS_KEY], expected_class[b])
+
+
+def test_plain_network_on_metatensor_input_keeps_metadata():
+    x = MetaTensor(images(2), meta={"filename_or_obj": ["a.tif", "b.tif"]})
+    out = FlipTTAInferer(views=("identity", "lr"))(x, conv_net())
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == ["a.tif", "b.tif"]
+    assert CLASS_LOGITS_KEY not in out.meta and out.meta["asme_weights"].shape == (2, 2)
+
+
+def test_members_that_disagree_on_class_logits_are_refused():
+    x = MetaTensor(images(1))
+    with pytest.raises(ValueError, match="Some ensemble members carry meta"):
+        ASMEInferer(views=("identity",), networks=[conv_net()])(x, WithClassLogits())
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"views": ("lr", "rot90")}, r"Unknown views \['rot90'\]; choose from \['both', 'identity', 'lr', 'ud'\]"),
+        ({"views": ()}, r"at least one view"),
+        ({"views": ("lr", "lr")}, r"distinct"),
+        ({"combine": "mean"}, r"Unknown combine 'mean'; choose from \['logits', 'probabilities'\]"),
+        ({"threshold": 1.0}, r"threshold must be in \(0, 1\), got 1\.0"),
+        ({"threshold": 0.0}, r"threshold must be in \(0, 1\), got 0\.0"),
+        ({"max_batch": 0}, r"max_batch must be >= 1, got 0"),
+        ({"base": 0.0}, r"base must be > 0, got 0\.0"),
+    ],
+)
+def test_argument_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ASMEInferer(**kwargs)
+
+
+def test_call_errors():
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\], got shape \(1, 16, 16\)"):
+        ASMEInferer()(torch.zeros(1, 16, 16), nn.Identity())
+    with pytest.raises(ValueError, match=r"at the input size \(16, 16\)"):
+        ASMEInferer()(images(1), nn.MaxPool2d(2))
+    with pytest.raises(ValueError, match=r"returned list"):
+        ASMEInferer()(images(1), lambda x: [x, x])
+
+
+class ConvNet(nn.Module):
+    """Two convolutions with a batch norm between: 4D weights to put in channels-last order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 1, 1))
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_accelerated_float32_without_channels_last_is_the_wrapped_inferer_exactly():
+    x, net = images(2), ConvNet()
+    out = AcceleratedInferer(precision="float32", channels_last=False)(x, net)
+    assert torch.equal(out, net(x))
+    assert net.net[0].weight.is_contiguous()
+    asme = AcceleratedInferer(ASMEInferer(), precision="float32", channels_last=False)(x, net)
+    assert torch.equal(asme, ASMEInferer()(x, net))
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float32"])
+def test_accelerated_path_returns_float32_close_to_eager_and_converts_the_weights_once(precision):
+    x, net = images(2), ConvNet()
+    with torch.no_grad():
+        eager = net(x)
+        out = AcceleratedInferer(precision=precision)(x, net)
+    assert out.dtype == torch.float32 and out.shape == eager.shape
+    tolerance = 0.05 if precision == "bfloat16" else 1e-5
+    torch.testing.assert_close(out, eager, atol=tolerance, rtol=tolerance)
+    if precision == "bfloat16":
+        assert not torch.equal(out, eager)  # it really ran in reduced precision
+    assert net.net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    converted = net.net[0].weight
+    AcceleratedInferer(precision=precision)(x, net)
+    assert net.net[0].weight is converted
+
+
+def test_accelerated_asme_keeps_metadata_scores_and_class_logits_in_float32():
+    x = MetaTensor(images(2), meta={"filename_or_obj": ["a.tif", "b.tif"]})
+    inner = ASMEInferer()
+    out = AcceleratedInferer(inner, precision="bfloat16")(x, WithClassLogits())
+    assert isinstance(out, MetaTensor) and out.dtype == torch.float32
+    assert out.meta["filename_or_obj"] == ["a.tif", "b.tif"]
+    assert out.meta[CLASS_LOGITS_KEY].dtype == torch.float32 and out.meta[CLASS_LOGITS_KEY].shape == (2, 2)
+    for key in SCORE_KEYS:
+        assert out.meta[key].dtype == torch.float32 and out.meta[key].shape[0] == 2
+    torch.testing.assert_close(out.meta["asme_weights"], inner.last_scores["asme_weights"])
+
+
+def test_precision_names_and_auto(monkeypatch):
+    import nerveseg.bundle.inferers as inferers
+
+    assert resolve_precision("bfloat16", "cpu") == torch.bfloat16
+    assert resolve_precision("float32", "cuda") == torch.float32
+    monkeypatch.setattr(inferers, "_cpu_has_bf16", lambda: False)
+    assert resolve_precision("auto", "cpu") == torch.float32
+    monkeypatch.setattr(inferers, "_cpu_has_bf16", lambda: True)
+    expected = torch.bfloat16 if torch.backends.mkldnn.is_available() else torch.float32
+    assert resolve_precision("auto", "cpu") == expected
+    with pytest.raises(ValueError, match=r"Unknown precision 'fp8'; choose 'auto' or one of \['float32', 'bfloat16'"):
+        AcceleratedInferer(precision="fp8")

@@ -1,0 +1,63 @@
+"""Run logs: the log file, and the bundle's own message as the last line of an uncaught error."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+
+from nerveseg.bundle import logs
+from nerveseg.bundle.data.io import DatasetError
+from nerveseg.utils.errors import UserInputError, find_user_error
+
+
+def _wrapped(error: Exception) -> RuntimeError:
+    """``error`` as MONAI re-raises it from a component it failed to instantiate."""
+    try:
+        try:
+            raise error
+        except Exception as cause:
+            raise RuntimeError("Failed to instantiate component 'build_datalist'") from cause
+    except RuntimeError as outer:
+        return outer
+
+
+def test_find_user_error_walks_causes_and_contexts():
+    bad = DatasetError("/data/1_1_mask.tif: has values [0, 1, 2]")
+    assert find_user_error(_wrapped(bad)) is bad
+    try:
+        try:
+            raise UserInputError("splits must name some of ['training']")
+        except UserInputError:
+            raise KeyError("while handling")  # noqa: B904 - an implicit __context__ is what is tested
+    except KeyError as error:
+        assert str(find_user_error(error)).startswith("splits")
+    assert find_user_error(_wrapped(OSError("disk full"))) is None
+
+
+@pytest.fixture
+def hook(monkeypatch, tmp_path):
+    """:func:`logs.report_errors` over a stand-in for Python's own hook; a run log in ``tmp_path``."""
+    monkeypatch.setattr(sys, "excepthook", lambda kind, error, traceback: print("TRACEBACK", file=sys.stderr))
+    handler = logs.log_to_file(tmp_path / "train.log")
+    yield sys.excepthook
+    logging.getLogger().removeHandler(handler)
+    handler.close()
+
+
+def test_last_line_is_the_bundle_message(hook, capsys, tmp_path):
+    error = _wrapped(DatasetError("no data set: set dataset_dir or datalist_file"))
+    hook(type(error), error, error.__traceback__)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines == ["TRACEBACK", "DatasetError: no data set: set dataset_dir or datalist_file"]
+    log = (tmp_path / "train.log").read_text()
+    assert "DatasetError: no data set" in log and "RuntimeError: Failed to instantiate" in log  # the traceback too
+    logs.report_errors()
+    assert sys.excepthook is hook  # installed once
+
+
+def test_other_errors_end_as_before(hook, capsys):
+    error = _wrapped(OSError("disk full"))
+    hook(type(error), error, error.__traceback__)
+    assert capsys.readouterr().err.strip() == "TRACEBACK"

@@ -1,0 +1,365 @@
+"""``nerveseg prepare``: real folders in, checked PNGs and a leakage-free datalist out."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import BUNDLE_ROOT, SHARED_DATA, run_bundle, tiny_run_overrides
+from nerveseg.bundle.data import checks, rle
+from nerveseg.bundle.data.datalist import build_datalist
+from nerveseg.bundle.data.io import DatasetError
+from nerveseg.bundle.data.prepare import prepare
+
+USGRA = SHARED_DATA / "usgra_seg"
+DSB = SHARED_DATA / "dsb2018"
+needs_usgra = pytest.mark.skipif(not USGRA.is_dir(), reason=f"USGRA-seg real data not found at {USGRA}")
+needs_dsb = pytest.mark.skipif(not DSB.is_dir(), reason=f"DSB2018 real data not found at {DSB}")
+
+
+def _all_items(datalist: dict) -> list[dict]:
+    return datalist["training"] + datalist["validation"] + datalist["test"]
+
+
+def _check_pairs(root: Path, datalist: dict) -> None:
+    for item in _all_items(datalist):
+        image = Image.open(root / item["image"])
+        assert image.mode == "L"
+        if "label" in item:
+            mask = np.asarray(Image.open(root / item["label"]))
+            assert mask.shape == (image.height, image.width)
+            assert set(np.unique(mask)) <= {0, 255}
+            assert int(np.count_nonzero(mask)) == item["area"]
+
+
+def _check_grouping(datalist: dict) -> None:
+    folds_of: dict[str, set] = {}
+    for item in datalist["training"] + datalist["validation"]:
+        folds_of.setdefault(item["subject"], set()).add(item["fold"])
+    assert all(len(folds) == 1 for folds in folds_of.values()), "a subject sits in two folds"
+    test_subjects = {item["subject"] for item in datalist["test"]}
+    assert not test_subjects & set(folds_of), "a test subject also sits in a fold"
+    images = [item["image"] for item in _all_items(datalist)]
+    assert len(images) == len(set(images)), "an image appears twice"
+
+
+@pytest.fixture(scope="module")
+def usgra(tmp_path_factory) -> Path:
+    if not USGRA.is_dir():
+        pytest.skip(f"USGRA-seg real data not found at {USGRA}")
+    out = tmp_path_factory.mktemp("prepared") / "usgra" / "datalist.json"
+    prepare("folders", USGRA, out, num_folds=5, test_fraction=0.1, seed=0, target_class=1)
+    return out
+
+
+@needs_usgra
+def test_usgra_nerve_class(usgra):
+    datalist = json.loads(usgra.read_text())
+    report = json.loads((usgra.parent / "report.json").read_text())
+    assert len(_all_items(datalist)) + len(report["dropped_duplicates"]) == 204
+    assert report["converted"] == 204 and report["bad_files"] == []
+    _check_pairs(usgra.parent, datalist)
+    _check_grouping(datalist)
+    source = np.asarray(Image.open(USGRA / "masks" / "0000.png"))
+    prepared = next(i for i in _all_items(datalist) if Path(i["image"]).stem == "0000")
+    np.testing.assert_array_equal(np.asarray(Image.open(usgra.parent / prepared["label"])) > 0, source == 1)
+    assert (usgra.parent / "report.png").stat().st_size > 0
+    assert {item["fold"] for item in datalist["training"]} == {1, 2, 3, 4}
+
+
+@needs_usgra
+def test_usgra_rerun_is_identical(usgra, tmp_path):
+    again = tmp_path / "usgra" / "datalist.json"
+    prepare("folders", USGRA, again, num_folds=5, test_fraction=0.1, seed=0, target_class=1)
+    assert again.read_text() == usgra.read_text()
+    prepare("folders", USGRA, again, num_folds=5, test_fraction=0.1, seed=0, target_class=1)  # over its own output
+    assert again.read_text() == usgra.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["usgra"]  # no partial or old folder left
+
+
+@needs_usgra
+def test_usgra_class_map_needs_a_target_class(tmp_path):
+    with pytest.raises(DatasetError, match="a class or instance map"):
+        prepare("folders", USGRA, tmp_path / "out" / "datalist.json")
+    assert list(tmp_path.iterdir()) == []  # the failed run left nothing behind
+
+
+@needs_usgra
+def test_training_runs_on_a_prepared_datalist(usgra, tmp_path):
+    """The spine's configs train on a prepared real datalist with only the datalist override."""
+    overrides = ["--datalist_file", str(usgra), *tiny_run_overrides(tmp_path, 2, batch_size=8, image_size="[64, 64]")]
+    run_bundle(
+        "run", "training", "--config_file", str(BUNDLE_ROOT / "configs" / "train.json"), *overrides, cwd=tmp_path
+    )
+    assert (tmp_path / "models" / "model.pt").is_file()
+    assert len(build_datalist(datalist_file=usgra)["validation"]) == len(json.loads(usgra.read_text())["validation"])
+
+
+@needs_dsb
+def test_dsb2018_instance_maps(tmp_path):
+    out = tmp_path / "dsb" / "datalist.json"
+    prepare("folders", DSB, out, masks="labels", instances=True, num_folds=3, seed=1)
+    datalist = json.loads(out.read_text())
+    report = json.loads((out.parent / "report.json").read_text())
+    assert report["converted"] == 500
+    assert len(_all_items(datalist)) + len(report["dropped_duplicates"]) == 500
+    _check_pairs(out.parent, datalist)
+    _check_grouping(datalist)
+    for item in datalist["validation"][:5]:  # the union of instances is the provided binary mask
+        union = np.asarray(Image.open(out.parent / item["label"])) > 0
+        np.testing.assert_array_equal(union, np.asarray(Image.open(DSB / "masks" / Path(item["image"]).name)) > 0)
+
+
+def test_nerve_layout_cleans_conflicting_duplicates(tiny_dataset, tmp_path):
+    out = tmp_path / "nerve" / "datalist.json"
+    report = prepare("nerve", tiny_dataset, out, num_folds=2, seed=0)
+    expected = json.loads((tiny_dataset / "dataset.json").read_text())["duplicate_pairs"]
+    exact = [pair for pair in report["duplicate_pairs"] if pair["kind"] == "exact"]
+    assert {(p["first"], p["second"]) for p in exact} >= {
+        tuple(sorted((d["with_mask"], d["without_mask"]), key=lambda s: int(s.split("_")[1]))) for d in expected
+    }
+    assert sorted(report["dropped_duplicates"]) == sorted(d["without_mask"] for d in expected)
+    datalist = json.loads(out.read_text())
+    _check_pairs(out.parent, datalist)
+    _check_grouping(datalist)
+    assert sum("label" not in item for item in datalist["test"]) == 3  # the unlabelled test/ images
+
+
+def test_nerve_csv_masks_give_the_same_datalist(tiny_dataset, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(tiny_dataset / "train", src / "train", ignore=shutil.ignore_patterns("*_mask.tif"))
+    with open(src / "train_masks.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["subject", "img", "pixels"])
+        for mask_path in sorted((tiny_dataset / "train").glob("*_mask.tif")):
+            subject, img, _ = mask_path.stem.split("_")
+            writer.writerow([subject, img, rle.encode(np.asarray(Image.open(mask_path)), "nerve")])
+    from_files = prepare("nerve", tiny_dataset, tmp_path / "a" / "datalist.json", num_folds=2)
+    from_csv = prepare("nerve", src, tmp_path / "b" / "datalist.json", num_folds=2)
+    assert from_csv["splits"]["training"] == from_files["splits"]["training"]
+    first = json.loads((tmp_path / "a" / "datalist.json").read_text())["training"]
+    second = json.loads((tmp_path / "b" / "datalist.json").read_text())["training"]
+    assert [(i["image"], i["area"], i["fold"]) for i in first] == [(i["image"], i["area"], i["fold"]) for i in second]
+
+
+def _folders(root: Path, count: int = 6) -> Path:
+    rng = np.random.default_rng(0)
+    for name in ("images", "masks"):
+        (root / name).mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (24, 32), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+        mask = np.zeros((24, 32), dtype=np.uint8)
+        mask[4:12, 4 + i : 12 + i] = 255 * (i % 2)
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda r: (r / "images" / "2.png").write_bytes(b"\x89PNG broken"), r"2\.png"),
+        (lambda r: Image.fromarray(np.zeros((25, 32), np.uint8)).save(r / "masks" / "3.png"), r"3\.png.*differs"),
+        (lambda r: Image.fromarray(np.arange(24 * 32).reshape(24, 32).astype(np.uint8) % 3).save(r / "masks" / "1.png"),
+         r"1\.png.*a class or instance map"),
+        (lambda r: (r / "masks" / "4.png").unlink(), r"4\.png"),
+    ],
+    ids=["corrupt-image", "size-mismatch", "values-outside-classes", "image-without-mask"],
+)  # fmt: skip
+def test_bad_files_stop_or_are_skipped(tmp_path, damage, message):
+    src = _folders(tmp_path / "src")
+    damage(src)
+    with pytest.raises(DatasetError, match=message):
+        prepare("folders", src, tmp_path / "out" / "datalist.json", num_folds=2)
+    assert not (tmp_path / "out").exists()
+    report = prepare("folders", src, tmp_path / "out" / "datalist.json", num_folds=2, skip_bad=True)
+    assert len(report["bad_files"]) == 1 and report["converted"] == 5
+
+
+def test_prepare_records_what_it_checked_and_runs_trust_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("NERVESEG_CACHE", str(tmp_path / "cache"))
+    reads = []
+    for name in ("read_image", "read_mask"):
+        read = getattr(checks, name)
+        monkeypatch.setattr(
+            checks, name, lambda path, *a, _read=read, **k: reads.append(Path(path).name) or _read(path)
+        )
+    out = tmp_path / "out" / "datalist.json"
+    prepare("folders", _folders(tmp_path / "src"), out, num_folds=2)
+    record = json.loads((out.parent / checks.RECORD_NAME).read_text())["files"]
+    datalist = json.loads(out.read_text())
+    for item in _all_items(datalist):
+        for key in ("image", "label"):
+            stat = (out.parent / item[key]).stat()
+            expected = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "shape": [24, 32]}
+            if key == "label":
+                expected["foreground"] = item["area"]
+            assert record[item[key]] == expected
+    moved = tmp_path / "moved"
+    out.parent.rename(moved)  # the record holds relative paths: it stays valid where the folder goes
+    assert len(build_datalist(datalist_file=moved / "datalist.json")["training"]) == len(datalist["training"])
+    assert reads == [] and not (tmp_path / "cache").exists()  # nothing read, so nothing cached
+    mask = moved / datalist["validation"][0]["label"]
+    Image.fromarray((np.arange(24 * 32).reshape(24, 32) % 3).astype(np.uint8)).save(mask)
+    later = mask.stat().st_mtime_ns + 10**9
+    os.utime(mask, ns=(later, later))  # changed after prepare, whatever the clock's resolution
+    with pytest.raises(DatasetError, match=rf"{mask.name}: has values \[0, 1, 2\]"):
+        build_datalist(datalist_file=moved / "datalist.json", splits=["validation"])
+    assert reads == [mask.name]
+
+
+def test_malformed_csv_row(tiny_dataset, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(tiny_dataset / "train", src / "train", ignore=shutil.ignore_patterns("*_mask.tif"))
+    rows = ["subject,img,pixels"] + [
+        f"{p.stem.split('_')[0]},{p.stem.split('_')[1]}," for p in (src / "train").iterdir()
+    ]
+    rows[3] = rows[3] + "5 10 7"  # an odd count of numbers
+    (src / "train_masks.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=r"train_masks\.csv row 4"):
+        prepare("nerve", src, tmp_path / "out" / "datalist.json", num_folds=2)
+
+
+def test_output_folder_of_other_files_is_refused(tmp_path):
+    src = _folders(tmp_path / "src")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="did not write"):
+        prepare("folders", src, tmp_path / "mine" / "datalist.json", num_folds=2)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_command_line(tmp_path):
+    src = _folders(tmp_path / "src")
+    nerveseg = Path(sys.executable).with_name("nerveseg")
+    out = tmp_path / "out" / "datalist.json"
+    (src / "images" / "5.png").write_bytes(b"not a png")
+    args = ["prepare", "folders", "--src", str(src), "--out", str(out), "--num_folds", "2", "--balance", "--skip-bad"]
+    result = subprocess.run([nerveseg, *args], capture_output=True, text=True, check=True)
+    assert "training" in result.stdout and "validation" in result.stdout and "duplicates:" in result.stdout
+    assert "skipped:" in result.stdout and "5.png" in result.stdout
+    datalist = json.loads(out.read_text())
+    positive = [item["area"] > 0 for item in datalist["training"]]
+    assert sum(positive) == len(positive) - sum(positive)  # balanced 1:1
+
+
+def _dicoms(root: Path) -> dict[str, np.ndarray]:
+    """Four chest-like DICOMs of three patients (pydicom's bundled CT_small.dcm) and their expected masks."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    source = get_testdata_file("CT_small.dcm", download=False)
+    if source is None:
+        pytest.skip("pydicom's bundled test file CT_small.dcm is not installed")
+    root.mkdir(parents=True)
+    expected = {}
+    for number, (name, patient) in enumerate([("a", "P1"), ("b", "P1"), ("c", "P2"), ("d", "P3")]):
+        dataset = dcmread(source)
+        dataset.PatientID = patient
+        dataset.save_as(root / f"{name}.dcm")
+        mask = np.zeros((dataset.Rows, dataset.Columns), dtype=bool)
+        if name != "b":
+            mask[10 + number : 30, 40:60] = True
+        expected[name] = mask
+    expected["a"][90:100, 5:9] = True  # a second region: a second CSV row
+    return expected
+
+
+def test_pneumothorax_dicom_and_csv(tmp_path):
+    expected = _dicoms(tmp_path / "dicom")
+    rows = ["ImageId, EncodedPixels"]  # the stage-1 header's leading space
+    for name, mask in expected.items():
+        regions = [mask.copy(), np.zeros_like(mask)] if name == "a" else [mask]
+        if name == "a":
+            regions[0][90:, :], regions[1][90:100, 5:9] = False, True
+        rows += [f"{name},{rle.encode(region, 'siim')}" for region in regions]
+    (tmp_path / "dicom" / "train-rle.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out" / "datalist.json"
+    report = prepare("pneumothorax", tmp_path / "dicom", out, num_folds=2, clahe=True)
+    datalist = json.loads(out.read_text())
+    items = {Path(item["image"]).stem: item for item in _all_items(datalist)}
+    assert report["converted"] == 4
+    assert report["dropped_duplicates"] == ["b"]  # the same pixels as a (same patient), with an empty mask
+    assert set(items) == {"a", "c", "d"}
+    for name, mask in expected.items():
+        if name == "b":
+            continue
+        np.testing.assert_array_equal(np.asarray(Image.open(out.parent / items[name]["label"])) > 0, mask)
+        assert items[name]["patient_sex"] == "O" and items[name]["patient_age"] == "000Y"
+    assert items["a"]["subject"] == "P1" and items["c"]["subject"] == "P2"
+    _check_grouping(datalist)
+
+
+def test_dicom_without_pixel_data(tmp_path):
+    from pydicom import dcmread
+
+    expected = _dicoms(tmp_path / "dicom")
+    broken = dcmread(tmp_path / "dicom" / "c.dcm")
+    del broken.PixelData
+    broken.save_as(tmp_path / "dicom" / "c.dcm")
+    rows = ["ImageId,EncodedPixels"] + [f"{name},{rle.encode(mask, 'siim')}" for name, mask in expected.items()]
+    (tmp_path / "dicom" / "train-rle.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DatasetError, match=r"c\.dcm.*no pixel data"):
+        prepare("pneumothorax", tmp_path / "dicom", tmp_path / "out" / "datalist.json", num_folds=2)
+    report = prepare("pneumothorax", tmp_path / "dicom", tmp_path / "out" / "datalist.json", num_folds=2, skip_bad=True)
+    assert report["converted"] == 3 and "no pixel data" in report["bad_files"][0]
+
+
+def test_drive_style_names_and_field_of_view(tmp_path):
+    """DRIVE: ``21_training.tif`` pairs with ``manual/21_manual1.gif``; the field-of-view mask is kept too."""
+    rng = np.random.default_rng(1)
+    for name in ("images", "manual", "fov"):
+        (tmp_path / "drive" / name).mkdir(parents=True)
+    for i in (21, 22, 23, 24):
+        Image.fromarray(rng.integers(0, 255, (20, 22, 3), dtype=np.uint8)).save(
+            tmp_path / f"drive/images/{i}_training.tif"
+        )
+        vessels = (rng.random((20, 22)) > 0.8).astype(np.uint8) * 255
+        Image.fromarray(vessels).save(tmp_path / f"drive/manual/{i}_manual1.gif")
+        Image.fromarray(np.pad(np.full((16, 18), 255, np.uint8), 2)).save(tmp_path / f"drive/fov/{i}_training_mask.gif")
+    out = tmp_path / "out" / "datalist.json"
+    prepare("folders", tmp_path / "drive", out, num_folds=2, masks="manual", image_suffix="_training",
+            mask_suffix="_manual1", fov="fov", fov_suffix="_training_mask")  # fmt: skip
+    items = _all_items(json.loads(out.read_text()))
+    assert sorted(Path(item["image"]).stem for item in items) == ["21", "22", "23", "24"]
+    for item in items:
+        source = np.asarray(Image.open(tmp_path / "drive" / "manual" / f"{Path(item['image']).stem}_manual1.gif")) > 0
+        np.testing.assert_array_equal(np.asarray(Image.open(out.parent / item["label"])) > 0, source)
+        assert np.count_nonzero(np.asarray(Image.open(out.parent / item["fov"]))) == 16 * 18
+
+
+def test_nuclei_instance_folders(tmp_path):
+    """The original nuclei layout: ``masks/{id}/`` holds one PNG per nucleus; the mask is their union."""
+    src = _folders(tmp_path / "src", count=4)
+    for i in range(4):
+        (src / "masks" / f"{i}.png").unlink()
+        (src / "masks" / str(i)).mkdir()
+        for k in range(3):
+            nucleus = np.zeros((24, 32), np.uint8)
+            nucleus[2 + 6 * k : 6 + 6 * k, 3 + i : 9 + i] = 255
+            Image.fromarray(nucleus).save(src / "masks" / str(i) / f"nucleus_{k}.png")
+    out = tmp_path / "out" / "datalist.json"
+    prepare("folders", src, out, num_folds=2)
+    for item in _all_items(json.loads(out.read_text())):
+        assert item["area"] == 3 * 4 * 6
+
+
+def test_image_without_csv_row_is_skippable(tiny_dataset, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(tiny_dataset / "train", src / "train", ignore=shutil.ignore_patterns("*_mask.tif"))
+    rows = ["subject,img,pixels"] + [
+        f"{p.stem.split('_')[0]},{p.stem.split('_')[1]}," for p in (src / "train").iterdir()
+    ]
+    (src / "train_masks.csv").write_text("\n".join(row for row in rows if row != "1,3,") + "\n")
+    with pytest.raises(DatasetError, match=r"1_3\.tif: image has no row in"):
+        prepare("nerve", src, tmp_path / "out" / "datalist.json", num_folds=2)
+    report = prepare("nerve", src, tmp_path / "out" / "datalist.json", num_folds=2, skip_bad=True)
+    assert len(report["bad_files"]) == 1 and "1_3.tif" in report["bad_files"][0]

@@ -1,0 +1,209 @@
+"""``nerveseg bench``: the part dispatcher, the run builder and the pieces the parts share (in-process, no runs)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+
+import pytest
+import torch
+
+from conftest import BUNDLE_ROOT
+from nerveseg.networks.profile import time_side_by_side
+from nerveseg.scripts.bench import PARTS, bench, part_function, run_builder
+from nerveseg.scripts.bench.active_learning_simulation import _summary_lines
+from nerveseg.scripts.bench.execution_paths import default_path
+from nerveseg.scripts.bench.recipe_variants import read_run_log
+from nerveseg.scripts.bench.results import mean_sd, ms, write_results
+from nerveseg.scripts.bench.suite import HEADLINES, SUITE_PARTS, markdown
+
+TINY_BASIC_UNET = {"network_def#features": [4, 4, 8, 8, 16, 4]}
+
+
+def test_every_part_and_its_options_are_in_the_help():
+    doc = inspect.getdoc(bench)
+    for part in PARTS:
+        assert f"    {part}: " in doc, part
+        for option in inspect.signature(part_function(part)).parameters:
+            assert f"--{option}" in doc, (part, option)
+    for option in inspect.signature(part_function(None)).parameters:
+        assert f"--{option}" in doc
+    assert set(SUITE_PARTS) <= set(PARTS)
+
+
+def test_unknown_parts_options_and_missing_data_are_refused(tmp_path):
+    with pytest.raises(SystemExit, match=r"bench part 'speed' is unknown; choose one of networks, latency, asme"):
+        bench("speed", out=str(tmp_path))
+    with pytest.raises(SystemExit, match=r"bench latency: .*'speed'.*its options are --out, --quick"):
+        bench("latency", speed=1)
+    with pytest.raises(SystemExit, match=r"nowhere not found; pass --data"):
+        bench("quality", out=str(tmp_path), bundle_root=str(BUNDLE_ROOT), data="nowhere")
+    with pytest.raises(SystemExit, match=r"configs/inference.json not found; pass --bundle_root"):
+        bench("asme", out=str(tmp_path), bundle_root=str(tmp_path))
+    from nerveseg.scripts.bench.suite import run_suite
+
+    with pytest.raises(SystemExit, match=r"Unknown parts \['speed'\]; choose from latency, asme"):
+        run_suite(["speed"], out=str(tmp_path))
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_config_files_resolve_against_the_bundle_root_and_name_the_fix(tmp_path):
+    train = BUNDLE_ROOT / "configs" / "train.json"
+    assert run_builder.config_files(BUNDLE_ROOT, "configs/train.json", train) == [str(train)] * 2
+    with pytest.raises(SystemExit, match=rf"{tmp_path}/configs/train.json not found; pass --bundle_root"):
+        run_builder.config_files(tmp_path, "configs/train.json")
+
+
+def test_read_config_stacks_files_and_overrides():
+    files = run_builder.config_files(BUNDLE_ROOT, "configs/train.json", "configs/networks/basic_unet.json")
+    parser = run_builder.read_config(files, {"image_size": [32, 48], **TINY_BASIC_UNET})
+    assert parser["image_size"] == [32, 48]
+    assert parser["network_def"]["_target_"] == "BasicUNet" and parser["network_def"]["features"] == [4, 4, 8, 8, 16, 4]
+
+
+def test_build_network_is_seeded_and_in_eval_mode():
+    files = run_builder.config_files(BUNDLE_ROOT, "configs/train.json", "configs/networks/basic_unet.json")
+    first, second = (run_builder.build_network(files, TINY_BASIC_UNET) for _ in range(2))
+    assert not first.training
+    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    other = run_builder.build_network(files, TINY_BASIC_UNET, seed=1)
+    assert any(not torch.equal(a, b) for a, b in zip(first.parameters(), other.parameters(), strict=True))
+
+
+def test_network_variants_name_every_selectable_network():
+    variants = run_builder.network_variants(BUNDLE_ROOT)
+    names = [name for name, _, _ in variants]
+    assert names[:8] == [f"FlexibleUNet efficientnet-b{i}" for i in range(8)]
+    networks = sorted(p.name for p in (BUNDLE_ROOT / "configs" / "networks").glob("*.json"))
+    assert names[8:-1] == [f"networks/{name}" for name in networks] and names[-1] == "presence_classifier.json"
+    assert variants[0][2] == {"network_def#backbone": "efficientnet-b0"} and variants[1][2] == {}
+    for _, files, _ in variants:
+        assert files[0] == str(BUNDLE_ROOT / "configs" / "train.json")
+
+
+def test_tune_reads_the_override_file_the_tuning_run_writes():
+    """The run builder's contract with configs/tune.json: the id it reads names the file the handler writes."""
+    files = run_builder.config_files(
+        BUNDLE_ROOT, "configs/train.json", "configs/evaluate.json", run_builder.TUNE_CONFIG
+    )
+    parser = run_builder.read_config(files, {"output_dir": "/runs/x"})
+    assert parser.get_parsed_content(run_builder.TUNED_OVERRIDE_ID) == "/runs/x/eval/postprocessing.json"
+    assert "tuning" in parser
+
+
+def test_run_workflow_refuses_an_unknown_run_id():
+    with pytest.raises(ValueError, match="run_id 'fitting' is not one of training, evaluating, tuning"):
+        run_builder.run_workflow([str(BUNDLE_ROOT / "configs" / "train.json")], "fitting")
+
+
+def test_a_run_leaves_the_root_logger_as_it_found_it(tmp_path):
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    with run_builder._own_log_handlers():
+        added = logging.FileHandler(tmp_path / "run.log")
+        root.addHandler(added)
+        root.setLevel(logging.DEBUG)
+    assert root.handlers == before and root.level == level
+    assert added.stream is None  # closed
+
+
+def test_default_path_is_what_inference_json_selects_on_this_cpu(monkeypatch):
+    import nerveseg.bundle.inferers as inferers
+
+    monkeypatch.setattr(inferers, "_cpu_has_bf16", lambda: False)
+    assert default_path(BUNDLE_ROOT)["name"] == "channels_last fp32"
+    monkeypatch.setattr(inferers, "_cpu_has_bf16", lambda: True)
+    expected = "channels_last + bf16" if inferers.torch.backends.mkldnn.is_available() else "channels_last fp32"
+    assert default_path(BUNDLE_ROOT)["name"] == expected
+
+
+def test_time_side_by_side_interleaves_the_calls_after_their_warmup():
+    order = []
+    calls = {name: (lambda name=name: order.append(name)) for name in ("a", "b", "c")}
+    timings = time_side_by_side(calls, repeats=3, warmup=2)
+    assert order == ["a", "a", "b", "b", "c", "c"] + ["a", "b", "c"] * 3
+    for timing in timings.values():
+        assert len(timing["runs"]) == 3 and timing["min"] <= timing["median"] <= timing["max"]
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        time_side_by_side(calls, repeats=0)
+
+
+def test_results_are_written_as_json_and_markdown(tmp_path, capsys):
+    json_path, md_path = write_results(tmp_path / "out", "part", {"a": [1, 2]}, "| a |\n")
+    assert json.loads(json_path.read_text()) == {"a": [1, 2]} and md_path.read_text() == "| a |\n"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["part.json", "part.md"]  # no temporary left
+    assert f"Saved {json_path} and {md_path}" in capsys.readouterr().out
+    assert ms({"median": 0.0125, "min": 0.01, "max": 0.02}) == "12 [10, 20]"
+    assert mean_sd([0.5, 0.7]) == "0.6000 ± 0.1414" and mean_sd([0.1], signed=True) == "+0.1000 ± 0.0000"
+    assert mean_sd([]) == "-"
+
+
+def test_bench_md_keeps_its_headline_table():
+    results = {
+        "machine": {"summary": "today, a CPU"},
+        "quick": True,
+        "default_path": {"name": "channels_last fp32"},
+        **dict.fromkeys(HEADLINES),
+        "fast_vs_eager_ratio": 0.5,
+        "asme_ratio_gpu": 1.25,
+    }
+    lines = markdown(results).splitlines()
+    assert lines[:4] == [
+        "# nerveseg bench",
+        "",
+        "Measured today, a CPU (quick mode: few repetitions, do not quote).",
+        "",
+    ]
+    assert lines[4:11] == [
+        "| headline | value |",
+        "|---|---:|",
+        "| `peer_ratio` | - |",
+        "| `fast_vs_eager_ratio` | 0.500 |",
+        "| `asme_ratio_cpu` | - |",
+        "| `asme_ratio_gpu` | 1.250 |",
+        "| `data_wait_fraction` | - |",
+    ]
+    assert "Default inference path (configs/inference.json on this machine): channels_last fp32." in lines
+    part = markdown({**results, "quick": False, "asme_ratio_gpu": None}, "nerveseg bench latency").splitlines()
+    assert part[0] == "# nerveseg bench latency" and part[2] == "Measured today, a CPU."
+
+
+def test_recipe_benchmark_reads_best_last_and_swa_dice():
+    log = "\n".join(
+        [
+            "... - Epoch[1] Metrics -- val_mean_dice: 0.4000 ",
+            "... - Epoch[2] Metrics -- val_mean_dice: 0.6500 ",
+            "... - Epoch[3] Metrics -- val_mean_dice: 0.6000 ",
+            "... - SWA: saved the mean of 2 epochs to models/model_swa.pt",
+            "... - Epoch[3] Metrics -- val_mean_dice: 0.6700 ",
+            "... - SWA over epochs 2-3 (2 snapshots, every 1): val val_mean_dice 0.6700 vs best epoch 2 0.6500",
+        ]
+    )
+    assert read_run_log(log) == {"best": 0.65, "last": 0.6, "swa": 0.67}
+    assert read_run_log("") == {"best": None, "last": None, "swa": None}
+
+
+def test_simulation_table_pairs_seeds():
+    rows = [
+        {"seed": s, "strategy": k, "labelled": n, "dice": d}
+        for s, k, n, d in [(0, "asme", 20, 0.5), (0, "random", 20, 0.5), (0, "asme", 40, 0.7), (0, "random", 40, 0.6)]
+        + [(1, "asme", 20, 0.4), (1, "random", 20, 0.4), (1, "asme", 40, 0.5), (1, "random", 40, 0.6)]
+    ]
+    lines = _summary_lines(rows, ("asme", "random"))
+    assert lines[2].startswith("| 20 | 0.4500 ± 0.0707 | 0.4500 ± 0.0707 | +0.0000 ± 0.0000 |")
+    assert lines[3] == "| 40 | 0.6000 ± 0.1414 | 0.6000 ± 0.0000 | +0.0000 ± 0.1414 |"
+    assert _summary_lines(rows, ("random",))[0] == "| labelled | random, mean ± sd |"
+
+
+def test_simulation_refuses_bad_settings_before_any_work(tmp_path):
+    from nerveseg.scripts.bench.active_learning_simulation import simulate
+
+    with pytest.raises(SystemExit, match=r"Unknown strategies \['best'\]; choose from \['asme', 'random'\]"):
+        simulate(out=str(tmp_path), strategies=("best",))
+    with pytest.raises(SystemExit, match="Need initial >= 1, step >= 1 and max_labelled >= initial; got 8, 4, 4"):
+        simulate(out=str(tmp_path), initial=8, step=4, max_labelled=4)
+    with pytest.raises(SystemExit, match="USGRA-seg not found at nowhere; pass --src"):
+        simulate(src="nowhere", out=str(tmp_path), bundle_root=str(BUNDLE_ROOT))
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,142 @@
+"""``nerveseg bench``: the quick suite fills every headline number; each part runs alone through the real configs
+(no timing asserts)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import BUNDLE_ROOT
+from nerveseg.bundle.data.prepare import prepare
+from nerveseg.scripts.bench import bench, execution_paths, run_builder
+from nerveseg.scripts.bench.inference_comparison import inference_comparison
+from nerveseg.scripts.bench.recipe_variants import recipe
+from nerveseg.scripts.bench.suite import HEADLINES
+
+NERVESEG = Path(sys.executable).with_name("nerveseg")  # the console script installed beside this Python
+
+
+def nerve_folders(root: Path, count: int = 12) -> Path:
+    """``images/`` and ``masks/`` PNGs (class 1 = a bright disc, as USGRA-seg's nerve label), 64x64."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64]
+    for name in ("images", "masks"):
+        (root / name).mkdir(parents=True)
+    for i in range(count):
+        cy, cx = rng.integers(20, 44, 2)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < 100
+        image = rng.normal(60, 15, (64, 64)) + 120 * disc
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / "images" / f"case{i}.png")
+        Image.fromarray(disc.astype(np.uint8)).save(root / "masks" / f"case{i}.png")
+    return root
+
+
+@pytest.mark.slow
+def test_quick_suite_writes_bench_json_with_the_headline_numbers(tmp_path):
+    out = tmp_path / "bench"
+    command = [sys.executable, "-m", "nerveseg.scripts.cli", "bench", "--quick", "--out", str(out)]
+    result = subprocess.run(command, cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    bench_json = json.loads((out / "bench.json").read_text())
+    assert list(bench_json)[:8] == ["machine", "quick", "default_path", *HEADLINES]
+    assert bench_json["quick"] is True
+    assert bench_json["machine"]["threads"] >= 1 and bench_json["machine"]["torch"]
+    assert bench_json["fast_vs_eager_ratio"] > 0 and bench_json["asme_ratio_cpu"] > 0
+    assert 0 <= bench_json["data_wait_fraction"] < 1
+    assert bench_json["quality_mean_dice"] is None  # quick mode runs quality only when it is named
+    if importlib.util.find_spec("segmentation_models_pytorch") is None:
+        assert bench_json["peer_ratio"] is None and "benchmark extra" in bench_json["peer"]["skipped"]
+    else:
+        assert bench_json["peer_ratio"] > 0 and bench_json["peer"]["parameters"]["smp"] > 0
+    paths = {row["path"] for row in bench_json["latency"]}
+    assert set(execution_paths.PATHS) == paths and bench_json["default_path"]["name"] in paths
+    assert all(row["min"] <= row["median"] <= row["max"] for row in bench_json["latency"])
+    assert bench_json["training"]["image_size"] == [448, 576] and bench_json["training"]["steps"] >= 1
+    table = (out / "bench.md").read_text()
+    assert table.startswith("# nerveseg bench\n") and "| `fast_vs_eager_ratio` |" in table and "quick mode" in table
+    assert (out / "training" / "outputs" / "train.log").is_file()  # the throughput run went through train.json
+
+
+@pytest.mark.slow
+def test_quality_part_trains_and_evaluates_both_paths(tmp_path):
+    data = nerve_folders(tmp_path / "usgra_like")
+    out = tmp_path / "bench"
+    bench("quality", out=str(out), quick=True, bundle_root=str(BUNDLE_ROOT), data=str(data))
+    result = json.loads((out / "quality.json").read_text())
+    quality = result["quality"]
+    assert [run["seed"] for run in quality["runs"]] == [0] and quality["image_size"] == [64, 64]
+    run = quality["runs"][0]
+    assert 0 <= run["dice_eager"] <= 1 and 0 <= run["dice_default_path"] <= 1
+    assert result["quality_mean_dice"] == quality["mean_dice_default_path"] == run["dice_default_path"]
+    assert (out / "quality" / "seed0" / "eval_eager" / "eval" / "summary.json").is_file()
+    assert (out / "quality" / "seed0" / "eval_default" / "eval" / "summary.json").is_file()
+    assert set(HEADLINES) & set(result) == {"quality_mean_dice"} and "latency" not in result
+    assert (out / "quality.md").read_text().startswith("# nerveseg bench quality\n")
+    assert not (out / "bench.json").exists()
+
+
+@pytest.mark.slow
+def test_networks_part_saves_its_table(tmp_path):
+    out = tmp_path / "bench"
+    args = ["bench", "networks", "--image_size", "[32, 32]", "--repeats", "1", "--out", str(out)]
+    result = subprocess.run([NERVESEG, *args], capture_output=True, text=True, cwd=BUNDLE_ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((out / "networks.json").read_text())
+    assert {"FlexibleUNet efficientnet-b1", "networks/munet.json"} <= {row["network"] for row in rows}
+    assert all(row["parameters"] > 0 and row["gflops"] > 0 for row in rows)
+    assert "| networks/munet.json |" in (out / "networks.md").read_text()
+
+
+@pytest.mark.slow
+def test_recipe_and_inference_parts_run_the_bundle_in_process(tmp_path):
+    datalist = tmp_path / "data" / "datalist.json"
+    prepare("folders", src=str(nerve_folders(tmp_path / "usgra_like", count=15)), out=str(datalist), target_class=1)
+    out = tmp_path / "bench"
+    rows = recipe(str(datalist), str(BUNDLE_ROOT), image_size=(64, 64), num_epochs=1, seeds=(0,), out=str(out))
+    assert [row["variant"] for row in rows] == ["default", "EMS", "SWA"]
+    assert all(row["best"] is not None and row["best"] == row["last"] for row in rows)
+    assert rows[2]["swa"] is not None and rows[0]["swa"] is None
+    default_log = (out / "recipe" / "default" / "seed0" / "outputs" / "train.log").read_text()
+    assert default_log.count("Metrics -- val_mean_dice") == 1  # the later runs did not log into it
+    assert "| SWA |" in (out / "recipe.md").read_text()
+
+    ckpt_dir = out / "recipe" / "default" / "seed0" / "models"
+    rows = inference_comparison(str(datalist), str(ckpt_dir), str(BUNDLE_ROOT), image_size=(64, 64), out=str(out))
+    assert [row["inferer"] for row in rows] == ["single view", "flip TTA (mean)", "ASME"]
+    for row in rows:
+        assert 0 <= row["default"] <= 1 and 0 <= row["tuned"] <= 1 and 0 < row["threshold"] < 1
+        slug = row["inferer"].split(" ")[0].lower()
+        tuned = json.loads((out / "inference" / f"{slug}_tuning" / "eval" / "postprocessing.json").read_text())
+        assert tuned == {key: row[key] for key in ("threshold", "min_area", "gate_threshold")}
+    assert "ASME consistency vs Dice" in (out / "inference.md").read_text()
+
+
+@pytest.mark.slow
+def test_onnx_runtime_path_matches_the_network(tmp_path):
+    pytest.importorskip("onnxruntime", reason="ONNX Runtime comes with the benchmark extra")
+    files = run_builder.config_files(BUNDLE_ROOT, "configs/train.json")
+    network = run_builder.build_network(files)
+    run, export_s = execution_paths.onnx_session(files, {}, network, (64, 64), tmp_path)
+    assert export_s > 0 and not list(tmp_path.iterdir())  # the exported files lived in a scratch folder
+    for batch in (1, 3):  # exported at batch 1, run at any batch
+        images = torch.rand(batch, 1, 64, 64)
+        with torch.no_grad():
+            torch.testing.assert_close(run(images), network(images), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_path_matches_the_network_in_bfloat16():
+    network = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 1)).eval()
+    images = torch.rand(1, 1, 16, 16)
+    call, compile_s = execution_paths.compiled_call(network, images)
+    assert compile_s > 0
+    with torch.no_grad():
+        torch.testing.assert_close(call(), network(images), atol=0.05, rtol=0.05)
