@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = BUNDLE_ROOT / "configs"
@@ -122,3 +124,32 @@ def run_bundle(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     if result.returncode != 0:
         pytest.fail(f"monai.bundle {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
+
+
+# ---- checks of a prepared dataset (nerveseg prepare), shared by its unit and real-data tests ----
+
+
+def all_items(datalist: dict) -> list[dict]:
+    return datalist["training"] + datalist["validation"] + datalist["test"]
+
+
+def check_prepared_pairs(root: Path, datalist: dict) -> None:
+    for item in all_items(datalist):
+        image = Image.open(root / item["image"])
+        assert image.mode == "L"
+        if "label" in item:
+            mask = np.asarray(Image.open(root / item["label"]))
+            assert mask.shape == (image.height, image.width)
+            assert set(np.unique(mask)) <= {0, 255}
+            assert int(np.count_nonzero(mask)) == item["area"]
+
+
+def check_subject_grouping(datalist: dict) -> None:
+    folds_of: dict[str, set] = {}
+    for item in datalist["training"] + datalist["validation"]:
+        folds_of.setdefault(item["subject"], set()).add(item["fold"])
+    assert all(len(folds) == 1 for folds in folds_of.values()), "a subject sits in two folds"
+    test_subjects = {item["subject"] for item in datalist["test"]}
+    assert not test_subjects & set(folds_of), "a test subject also sits in a fold"
+    images = [item["image"] for item in all_items(datalist)]
+    assert len(images) == len(set(images)), "an image appears twice"

@@ -23,6 +23,7 @@ from nerveseg.bundle.data.io import PIL_EXTENSIONS, DatasetError, extension
 from nerveseg.utils.errors import UserInputError
 
 MASK_SUFFIX = "_mask"
+SPLITS = ("training", "validation", "test")
 _STRATIFIED_DRAWS = 64
 _CHALLENGE_NAME = re.compile(r"^(?P<subject>\d+)_(?P<frame>\d+)$")
 
@@ -91,7 +92,7 @@ def split_by_subject(
         positive: per item, whether its mask has foreground.
     """
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
+        raise UserInputError(f"val_fraction must be in (0, 1), got {val_fraction}.")
     subjects = sorted({item["subject"] for item in items}, key=natural_key)
     if len(subjects) < 2:
         raise DatasetError(f"a subject-grouped split needs at least 2 subjects, found {subjects}.")
@@ -137,9 +138,6 @@ def load_datalist_file(datalist_file: str | os.PathLike, base_dir: str | os.Path
         elif key in keys:
             datalist[key] = []
     return datalist
-
-
-SPLITS = ("training", "validation", "test")
 
 
 def build_datalist(

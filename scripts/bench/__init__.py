@@ -42,7 +42,7 @@ def bench(part: str | None = None, **options: Any) -> None:
     """Run one benchmark part, or with no part the full suite. Every part prints its table and writes
     ``{name}.json`` and ``{name}.md`` into ``--out`` (default ``outputs/bench``).
 
-    Usage: ``nerveseg bench [PART] [--option value ...]``.
+    Usage: ``nerveseg bench [PART] [--option value ...]``; ``nerveseg bench PART --help`` describes a part.
 
     No part, the suite: latency, asme, peer, training and quality (quality only where ``--data`` exists and not
     with ``--quick``) into ``bench.json`` (headline ratios at the top level) and ``bench.md``.
@@ -74,6 +74,9 @@ def bench(part: str | None = None, **options: Any) -> None:
         options: the part's options.
     """
     function = part_function(part)
+    if options.pop("help", False):  # fire hands ``--help`` to a function taking **options as an option
+        print(inspect.getdoc(bench if part is None else function))
+        return
     try:
         inspect.signature(function).bind(**options)
     except TypeError as error:

@@ -52,7 +52,9 @@ def inference_comparison(
         raise SystemExit(f"{datalist_file} needs 2 or more validation images: one half to tune on, one to report on.")
     halves = {"tune": datalist["validation"][0::2], "report": datalist["validation"][1::2]}
     files = {
-        name: write_json_atomically(runs / f"{name}.json", {"training": datalist["training"], "validation": items})
+        name: write_json_atomically(
+            runs / f"datalist_{name}.json", {"training": datalist["training"], "validation": items}
+        )
         for name, items in {**halves, "all": datalist["validation"]}.items()
     }
     common = {"ckpt_dir": str(Path(ckpt_dir).resolve()), "image_size": list(image_size)}

@@ -112,6 +112,19 @@ def _own_log_handlers() -> Iterator[None]:
         root.setLevel(level)
 
 
+@contextmanager
+def _expected_warnings_quiet() -> Iterator[None]:
+    """Hold back the warnings ``ConfigWorkflow`` gives at construction for every run here: override files outside
+    configs/ (configs/networks/, a tuned override) and its console logging switched off on purpose."""
+    workflows = logging.getLogger("monai.bundle.workflows")
+    level = workflows.level
+    workflows.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        workflows.setLevel(level)
+
+
 def run_workflow(
     files: Sequence[str | os.PathLike],
     run_id: str,
@@ -136,13 +149,14 @@ def run_workflow(
     if run_id not in WORKFLOW_TYPES:
         raise ValueError(f"run_id {run_id!r} is not one of {', '.join(WORKFLOW_TYPES)}.")
     with _own_log_handlers():
-        workflow = ConfigWorkflow(
-            config_file=[str(f) for f in files],
-            workflow_type=WORKFLOW_TYPES[run_id],
-            run_id=run_id,
-            logging_file=False,
-            **dict(overrides or {}),
-        )
+        with _expected_warnings_quiet():
+            workflow = ConfigWorkflow(
+                config_file=[str(f) for f in files],
+                workflow_type=WORKFLOW_TYPES[run_id],
+                run_id=run_id,
+                logging_file=False,
+                **dict(overrides or {}),
+            )
         try:
             workflow.initialize()
             if before_run is not None:

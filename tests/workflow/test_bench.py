@@ -100,12 +100,12 @@ def test_recipe_and_inference_parts_run_the_bundle_in_process(tmp_path):
     datalist = tmp_path / "data" / "datalist.json"
     prepare("folders", src=str(nerve_folders(tmp_path / "usgra_like", count=15)), out=str(datalist), target_class=1)
     out = tmp_path / "bench"
-    rows = recipe(str(datalist), str(BUNDLE_ROOT), image_size=(64, 64), num_epochs=1, seeds=(0,), out=str(out))
+    rows = recipe(str(datalist), str(BUNDLE_ROOT), image_size=(64, 64), num_epochs=2, seeds=(0,), out=str(out))
     assert [row["variant"] for row in rows] == ["default", "EMS", "SWA"]
-    assert all(row["best"] is not None and row["best"] == row["last"] for row in rows)
+    assert all(row["best"] is not None and row["best"] >= row["last"] for row in rows)
     assert rows[2]["swa"] is not None and rows[0]["swa"] is None
     default_log = (out / "recipe" / "default" / "seed0" / "outputs" / "train.log").read_text()
-    assert default_log.count("Metrics -- val_mean_dice") == 1  # the later runs did not log into it
+    assert default_log.count("Metrics -- val_mean_dice") == 2  # the later runs did not log into it
     assert "| SWA |" in (out / "recipe.md").read_text()
 
     ckpt_dir = out / "recipe" / "default" / "seed0" / "models"

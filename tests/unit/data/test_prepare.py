@@ -6,117 +6,18 @@ import csv
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import BUNDLE_ROOT, SHARED_DATA, run_bundle, tiny_run_overrides
+from conftest import all_items, check_prepared_pairs, check_subject_grouping
 from nerveseg.bundle.data import checks, rle
 from nerveseg.bundle.data.datalist import build_datalist
 from nerveseg.bundle.data.io import DatasetError
 from nerveseg.bundle.data.prepare import prepare
-
-USGRA = SHARED_DATA / "usgra_seg"
-DSB = SHARED_DATA / "dsb2018"
-needs_usgra = pytest.mark.skipif(not USGRA.is_dir(), reason=f"USGRA-seg real data not found at {USGRA}")
-needs_dsb = pytest.mark.skipif(not DSB.is_dir(), reason=f"DSB2018 real data not found at {DSB}")
-
-
-def _all_items(datalist: dict) -> list[dict]:
-    return datalist["training"] + datalist["validation"] + datalist["test"]
-
-
-def _check_pairs(root: Path, datalist: dict) -> None:
-    for item in _all_items(datalist):
-        image = Image.open(root / item["image"])
-        assert image.mode == "L"
-        if "label" in item:
-            mask = np.asarray(Image.open(root / item["label"]))
-            assert mask.shape == (image.height, image.width)
-            assert set(np.unique(mask)) <= {0, 255}
-            assert int(np.count_nonzero(mask)) == item["area"]
-
-
-def _check_grouping(datalist: dict) -> None:
-    folds_of: dict[str, set] = {}
-    for item in datalist["training"] + datalist["validation"]:
-        folds_of.setdefault(item["subject"], set()).add(item["fold"])
-    assert all(len(folds) == 1 for folds in folds_of.values()), "a subject sits in two folds"
-    test_subjects = {item["subject"] for item in datalist["test"]}
-    assert not test_subjects & set(folds_of), "a test subject also sits in a fold"
-    images = [item["image"] for item in _all_items(datalist)]
-    assert len(images) == len(set(images)), "an image appears twice"
-
-
-@pytest.fixture(scope="module")
-def usgra(tmp_path_factory) -> Path:
-    if not USGRA.is_dir():
-        pytest.skip(f"USGRA-seg real data not found at {USGRA}")
-    out = tmp_path_factory.mktemp("prepared") / "usgra" / "datalist.json"
-    prepare("folders", USGRA, out, num_folds=5, test_fraction=0.1, seed=0, target_class=1)
-    return out
-
-
-@needs_usgra
-def test_usgra_nerve_class(usgra):
-    datalist = json.loads(usgra.read_text())
-    report = json.loads((usgra.parent / "report.json").read_text())
-    assert len(_all_items(datalist)) + len(report["dropped_duplicates"]) == 204
-    assert report["converted"] == 204 and report["bad_files"] == []
-    _check_pairs(usgra.parent, datalist)
-    _check_grouping(datalist)
-    source = np.asarray(Image.open(USGRA / "masks" / "0000.png"))
-    prepared = next(i for i in _all_items(datalist) if Path(i["image"]).stem == "0000")
-    np.testing.assert_array_equal(np.asarray(Image.open(usgra.parent / prepared["label"])) > 0, source == 1)
-    assert (usgra.parent / "report.png").stat().st_size > 0
-    assert {item["fold"] for item in datalist["training"]} == {1, 2, 3, 4}
-
-
-@needs_usgra
-def test_usgra_rerun_is_identical(usgra, tmp_path):
-    again = tmp_path / "usgra" / "datalist.json"
-    prepare("folders", USGRA, again, num_folds=5, test_fraction=0.1, seed=0, target_class=1)
-    assert again.read_text() == usgra.read_text()
-    prepare("folders", USGRA, again, num_folds=5, test_fraction=0.1, seed=0, target_class=1)  # over its own output
-    assert again.read_text() == usgra.read_text()
-    assert [p.name for p in tmp_path.iterdir()] == ["usgra"]  # no partial or old folder left
-
-
-@needs_usgra
-def test_usgra_class_map_needs_a_target_class(tmp_path):
-    with pytest.raises(DatasetError, match="a class or instance map"):
-        prepare("folders", USGRA, tmp_path / "out" / "datalist.json")
-    assert list(tmp_path.iterdir()) == []  # the failed run left nothing behind
-
-
-@needs_usgra
-def test_training_runs_on_a_prepared_datalist(usgra, tmp_path):
-    """The spine's configs train on a prepared real datalist with only the datalist override."""
-    overrides = ["--datalist_file", str(usgra), *tiny_run_overrides(tmp_path, 2, batch_size=8, image_size="[64, 64]")]
-    run_bundle(
-        "run", "training", "--config_file", str(BUNDLE_ROOT / "configs" / "train.json"), *overrides, cwd=tmp_path
-    )
-    assert (tmp_path / "models" / "model.pt").is_file()
-    assert len(build_datalist(datalist_file=usgra)["validation"]) == len(json.loads(usgra.read_text())["validation"])
-
-
-@needs_dsb
-def test_dsb2018_instance_maps(tmp_path):
-    out = tmp_path / "dsb" / "datalist.json"
-    prepare("folders", DSB, out, masks="labels", instances=True, num_folds=3, seed=1)
-    datalist = json.loads(out.read_text())
-    report = json.loads((out.parent / "report.json").read_text())
-    assert report["converted"] == 500
-    assert len(_all_items(datalist)) + len(report["dropped_duplicates"]) == 500
-    _check_pairs(out.parent, datalist)
-    _check_grouping(datalist)
-    for item in datalist["validation"][:5]:  # the union of instances is the provided binary mask
-        union = np.asarray(Image.open(out.parent / item["label"])) > 0
-        np.testing.assert_array_equal(union, np.asarray(Image.open(DSB / "masks" / Path(item["image"]).name)) > 0)
+from nerveseg.scripts import cli
 
 
 def test_nerve_layout_cleans_conflicting_duplicates(tiny_dataset, tmp_path):
@@ -129,8 +30,8 @@ def test_nerve_layout_cleans_conflicting_duplicates(tiny_dataset, tmp_path):
     }
     assert sorted(report["dropped_duplicates"]) == sorted(d["without_mask"] for d in expected)
     datalist = json.loads(out.read_text())
-    _check_pairs(out.parent, datalist)
-    _check_grouping(datalist)
+    check_prepared_pairs(out.parent, datalist)
+    check_subject_grouping(datalist)
     assert sum("label" not in item for item in datalist["test"]) == 3  # the unlabelled test/ images
 
 
@@ -196,7 +97,7 @@ def test_prepare_records_what_it_checked_and_runs_trust_it(tmp_path, monkeypatch
     prepare("folders", _folders(tmp_path / "src"), out, num_folds=2)
     record = json.loads((out.parent / checks.RECORD_NAME).read_text())["files"]
     datalist = json.loads(out.read_text())
-    for item in _all_items(datalist):
+    for item in all_items(datalist):
         for key in ("image", "label"):
             stat = (out.parent / item[key]).stat()
             expected = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "shape": [24, 32]}
@@ -237,15 +138,14 @@ def test_output_folder_of_other_files_is_refused(tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
-def test_command_line(tmp_path):
+def test_command_line(tmp_path, capsys):
     src = _folders(tmp_path / "src")
-    nerveseg = Path(sys.executable).with_name("nerveseg")
     out = tmp_path / "out" / "datalist.json"
     (src / "images" / "5.png").write_bytes(b"not a png")
-    args = ["prepare", "folders", "--src", str(src), "--out", str(out), "--num_folds", "2", "--balance", "--skip-bad"]
-    result = subprocess.run([nerveseg, *args], capture_output=True, text=True, check=True)
-    assert "training" in result.stdout and "validation" in result.stdout and "duplicates:" in result.stdout
-    assert "skipped:" in result.stdout and "5.png" in result.stdout
+    cli.prepare("folders", src=str(src), out=str(out), num_folds=2, balance=True, skip_bad=True)
+    printed = capsys.readouterr().out
+    assert "training" in printed and "validation" in printed and "duplicates:" in printed
+    assert "skipped:" in printed and "5.png" in printed
     datalist = json.loads(out.read_text())
     positive = [item["area"] > 0 for item in datalist["training"]]
     assert sum(positive) == len(positive) - sum(positive)  # balanced 1:1
@@ -285,7 +185,7 @@ def test_pneumothorax_dicom_and_csv(tmp_path):
     out = tmp_path / "out" / "datalist.json"
     report = prepare("pneumothorax", tmp_path / "dicom", out, num_folds=2, clahe=True)
     datalist = json.loads(out.read_text())
-    items = {Path(item["image"]).stem: item for item in _all_items(datalist)}
+    items = {Path(item["image"]).stem: item for item in all_items(datalist)}
     assert report["converted"] == 4
     assert report["dropped_duplicates"] == ["b"]  # the same pixels as a (same patient), with an empty mask
     assert set(items) == {"a", "c", "d"}
@@ -295,7 +195,7 @@ def test_pneumothorax_dicom_and_csv(tmp_path):
         np.testing.assert_array_equal(np.asarray(Image.open(out.parent / items[name]["label"])) > 0, mask)
         assert items[name]["patient_sex"] == "O" and items[name]["patient_age"] == "000Y"
     assert items["a"]["subject"] == "P1" and items["c"]["subject"] == "P2"
-    _check_grouping(datalist)
+    check_subject_grouping(datalist)
 
 
 def test_dicom_without_pixel_data(tmp_path):
@@ -328,7 +228,7 @@ def test_drive_style_names_and_field_of_view(tmp_path):
     out = tmp_path / "out" / "datalist.json"
     prepare("folders", tmp_path / "drive", out, num_folds=2, masks="manual", image_suffix="_training",
             mask_suffix="_manual1", fov="fov", fov_suffix="_training_mask")  # fmt: skip
-    items = _all_items(json.loads(out.read_text()))
+    items = all_items(json.loads(out.read_text()))
     assert sorted(Path(item["image"]).stem for item in items) == ["21", "22", "23", "24"]
     for item in items:
         source = np.asarray(Image.open(tmp_path / "drive" / "manual" / f"{Path(item['image']).stem}_manual1.gif")) > 0
@@ -348,7 +248,7 @@ def test_nuclei_instance_folders(tmp_path):
             Image.fromarray(nucleus).save(src / "masks" / str(i) / f"nucleus_{k}.png")
     out = tmp_path / "out" / "datalist.json"
     prepare("folders", src, out, num_folds=2)
-    for item in _all_items(json.loads(out.read_text())):
+    for item in all_items(json.loads(out.read_text())):
         assert item["area"] == 3 * 4 * 6
 
 
