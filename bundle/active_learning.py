@@ -3,7 +3,7 @@
 An image whose flipped views the model segments differently (low ASME consistency, the mean pairwise Dice of the
 views' masks, :mod:`nerveseg.bundle.ensemble`) is one the model is unsure of; annotating it first should teach
 the model more than a random image. Plain torch and MONAI: the MONAI Label app (``nerveseg.scripts.label_app``)
-and the simulation benchmark (``nerveseg benchmark-active-learning``) both call these functions.
+and the simulation benchmark (``nerveseg bench active-learning``) both call these functions.
 """
 
 from __future__ import annotations

@@ -126,6 +126,21 @@ def run_bundle(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return result
 
 
+def nerve_folders(root: Path, count: int = 12) -> Path:
+    """``images/`` and ``masks/`` PNGs (class 1 = a bright disc, as USGRA-seg's nerve label), 64x64."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64]
+    for name in ("images", "masks"):
+        (root / name).mkdir(parents=True)
+    for i in range(count):
+        cy, cx = rng.integers(20, 44, 2)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < 100
+        image = rng.normal(60, 15, (64, 64)) + 120 * disc
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / "images" / f"case{i}.png")
+        Image.fromarray(disc.astype(np.uint8)).save(root / "masks" / f"case{i}.png")
+    return root
+
+
 # ---- checks of a prepared dataset (nerveseg prepare), shared by its unit and real-data tests ----
 
 

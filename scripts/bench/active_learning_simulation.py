@@ -15,7 +15,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,59 @@ def simulate(
         "learning_rate": learning_rate, "seeds": seeds, "strategies": strategies, "figure": figure,
         "processes": processes, "threads": threads, **(QUICK if quick else {}),
     }  # fmt: skip
+    _check_settings(run)
+    root, folder = Path(bundle_root).resolve(), Path(out).resolve()
+    work = folder / "active_learning"
+    datalist_file = _prepared(src, work / "data" / "datalist.json")
+    datalist = load_datalist_file(datalist_file)
+    if run["max_labelled"] > len(datalist["training"]):
+        raise SystemExit(
+            f"max_labelled {run['max_labelled']} exceeds the {len(datalist['training'])} pool images; lower it."
+        )
+    run.update(bundle_root=str(root), datalist_file=str(datalist_file), work=str(work))
+    run.update(configs=run_builder.config_files(root, "configs/train.json", run["network"]))
+    run.update(image_size=list(run["image_size"]), strategies=list(run["strategies"]), seeds=list(run["seeds"]))
+
+    start = time.perf_counter()
+    rows: list[dict] = []
+    for seed_rows in _seed_rows(run):
+        rows.extend(seed_rows)
+        write_json_atomically(work / "active_learning.partial.json", rows)
+    settings = _settings_text(run, datalist, time.perf_counter() - start, quick)
+    table = "\n".join([settings, "", *_summary_lines(rows, run["strategies"])]) + "\n"
+    result = {"settings": settings, "rows": rows}
+    write_results(folder, "active_learning", result, table)
+    _plot(rows, run["strategies"], folder / "active_learning.png", run["figure"])
+    (work / "active_learning.partial.json").unlink(missing_ok=True)
+    return result
+
+
+def _prepared(src: str, datalist_file: Path) -> Path:
+    """The datalist of USGRA-seg's nerve masks, prepared on first use (``nerveseg prepare folders``'s defaults)."""
+    if not datalist_file.is_file():
+        if not Path(src).is_dir():
+            raise SystemExit(f"USGRA-seg not found at {src}; pass --src, the folder holding images/ and masks/.")
+        preparation.prepare("folders", src, datalist_file, target_class=1)
+    return datalist_file
+
+
+def _plot(rows: list[dict], strategies: Sequence[str], path: Path, figure: str | None) -> None:
+    """The learning curves into ``path``, and a copy into ``figure`` (docs/figures/) when it is given."""
+    png = plots.learning_curves(
+        _curves(rows, strategies),
+        path,
+        xlabel="labelled images",
+        ylabel="held-out mean Dice",
+        title="USGRA-seg nerve: active learning simulation",
+    )
+    if figure:
+        with atomic_path(figure) as partial:
+            shutil.copyfile(png, partial)
+    print(f"Plot {png}" + (f" (copied to {figure})" if figure else ""), flush=True)
+
+
+def _check_settings(run: dict) -> None:
+    """Refuse unknown strategies and round sizes that make no round, before any work."""
     unknown = [s for s in run["strategies"] if s not in STRATEGIES]
     if unknown:
         raise SystemExit(f"Unknown strategies {unknown}; choose from {list(STRATEGIES)}.")
@@ -120,64 +173,31 @@ def simulate(
             f"Need initial >= 1, step >= 1 and max_labelled >= initial; got {run['initial']}, {run['step']}, "
             f"{run['max_labelled']}."
         )
-    root, folder = Path(bundle_root).resolve(), Path(out).resolve()
-    work = folder / "active_learning"
-    datalist_file = work / "data" / "datalist.json"
-    if not datalist_file.is_file():
-        if not Path(src).is_dir():
-            raise SystemExit(f"USGRA-seg not found at {src}; pass --src, the folder holding images/ and masks/.")
-        preparation.prepare("folders", src, datalist_file, target_class=1)
-    datalist = load_datalist_file(datalist_file)
-    if run["max_labelled"] > len(datalist["training"]):
-        raise SystemExit(
-            f"max_labelled {run['max_labelled']} exceeds the {len(datalist['training'])} pool images; lower it."
-        )
-    run_config = run_builder.config_files(root, "configs/train.json", run["network"])
-    run.update(bundle_root=str(root), datalist_file=str(datalist_file), work=str(work), configs=run_config)
-    run.update(image_size=list(run["image_size"]), strategies=list(run["strategies"]))
 
-    start = time.perf_counter()
-    rows: list[dict] = []
-    for seed_rows in _map_seeds(run):
-        rows.extend(seed_rows)
-        write_json_atomically(work / "active_learning.partial.json", rows)
-    machine = describe_machine()["summary"]
-    settings = (
+
+def _settings_text(run: dict, datalist: dict, seconds: float, quick: bool) -> str:
+    """The simulation's data, network, training, rounds and machine, in one paragraph above its table."""
+    features = f" with features {list(run['features'])}" if run["features"] is not None else ""
+    return (
         f"USGRA-seg nerve (class 1): {len(datalist['training'])} pool images, {len(datalist['validation'])} held out "
-        f"(prepare's validation fold); {Path(run['network']).name}"
-        + (f" with features {list(run['features'])}" if run["features"] is not None else "")
-        + f" trained from scratch with train.json's trainer for {run['num_epochs']} epochs per round at "
-        f"{run['image_size']} (batch {run['batch_size']}, lr {run['learning_rate']}); start {run['initial']} random "
-        f"images, +{run['step']} per round; seeds {list(run['seeds'])}; held-out mean Dice of one view at threshold "
-        f"0.5 at {run['image_size']}; {machine}, {run['processes']} processes of {run['threads']} thread(s); "
-        f"total {time.perf_counter() - start:.0f} s." + (" Quick mode: do not quote." if quick else "")
+        f"(prepare's validation fold); {Path(run['network']).name}{features} trained from scratch with train.json's "
+        f"trainer for {run['num_epochs']} epochs per round at {run['image_size']} (batch {run['batch_size']}, lr "
+        f"{run['learning_rate']}); start {run['initial']} random images, +{run['step']} per round; seeds "
+        f"{run['seeds']}; held-out mean Dice of one view at threshold 0.5 at {run['image_size']}; "
+        f"{describe_machine()['summary']}, {run['processes']} processes of {run['threads']} thread(s); total "
+        f"{seconds:.0f} s." + (" Quick mode: do not quote." if quick else "")
     )
-    lines = [settings, "", *_summary_lines(rows, run["strategies"])]
-    result = {"settings": settings, "rows": rows}
-    write_results(folder, "active_learning", result, "\n".join(lines) + "\n")
-    png = plots.learning_curves(
-        _curves(rows, run["strategies"]),
-        folder / "active_learning.png",
-        xlabel="labelled images",
-        ylabel="held-out mean Dice",
-        title="USGRA-seg nerve: active learning simulation",
-    )
-    if run["figure"]:
-        with atomic_path(run["figure"]) as partial:
-            shutil.copyfile(png, partial)
-    (work / "active_learning.partial.json").unlink(missing_ok=True)
-    print(f"Plot {png}" + (f" (copied to {run['figure']})" if run["figure"] else ""))
-    return result
 
 
-def _map_seeds(run: dict) -> list[list[dict]]:
-    """Every seed's rows, in worker processes when ``processes`` > 1 (spawned: torch is not fork-safe)."""
-    seeds = list(run["seeds"])
-    if run["processes"] <= 1 or len(seeds) == 1:
-        return [_simulate_seed(run, seed) for seed in seeds]
+def _seed_rows(run: dict) -> Iterator[list[dict]]:
+    """Every seed's rows as it finishes, in worker processes when ``processes`` > 1 (spawned: torch is not
+    fork-safe); with 1, one seed after the other in this process."""
+    if run["processes"] <= 1 or len(run["seeds"]) == 1:
+        yield from (_simulate_seed(run, seed) for seed in run["seeds"])
+        return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=run["processes"], mp_context=context) as pool:
-        return list(pool.map(_simulate_seed, [run] * len(seeds), seeds))
+        yield from pool.map(_simulate_seed, [run] * len(run["seeds"]), run["seeds"])
 
 
 def _stack(items: list[dict], key: str) -> torch.Tensor:

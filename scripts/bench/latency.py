@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from nerveseg.bundle.inferers import resolve_precision
 from nerveseg.networks.profile import time_side_by_side
 from nerveseg.scripts.bench.execution_paths import (
     DEFAULT_NETWORK,
@@ -26,7 +27,7 @@ from nerveseg.scripts.bench.execution_paths import (
 from nerveseg.scripts.bench.results import ms
 from nerveseg.scripts.bench.run_builder import build_network, network_variants
 
-__all__ = ["fast_vs_eager_ratio", "latency_markdown", "measure_latency"]
+__all__ = ["fast_vs_eager_ratio", "latency_markdown", "measure_latency", "timed_paths"]
 
 
 def measure_latency(bundle_root: str | os.PathLike, folder: Path, quick: bool) -> list[dict[str, Any]]:
@@ -36,6 +37,7 @@ def measure_latency(bundle_root: str | os.PathLike, folder: Path, quick: bool) -
     same random input: what the path costs in accuracy before any threshold.
     """
     variants = [v for v in network_variants(bundle_root, backbones=("efficientnet-b1",)) if "classifier" not in v[0]]
+    paths = timed_paths(quick)
     settings = [((448, 576), 1)] if quick else [((448, 576), 1), ((448, 576), 8), ((256, 256), 1), ((256, 256), 8)]
     onnx_missing = None if quick else missing("onnxruntime")
     if onnx_missing:
@@ -46,7 +48,7 @@ def measure_latency(bundle_root: str | os.PathLike, folder: Path, quick: bool) -
         sessions: dict[tuple[int, int], tuple[Callable[[torch.Tensor], torch.Tensor], float]] = {}
         for size, batch in settings:
             images = torch.rand(batch, 1, *size)
-            calls = {path: path_call(network, images, path) for path in PATHS}
+            calls = {path: path_call(network, images, path) for path in paths}
             seconds = {}
             if not quick and not onnx_missing:
                 if size not in sessions:
@@ -74,6 +76,19 @@ def measure_latency(bundle_root: str | os.PathLike, folder: Path, quick: bool) -
                     flush=True,
                 )
     return rows
+
+
+def timed_paths(quick: bool) -> dict[str, dict[str, Any]]:
+    """:data:`PATHS`, less the bfloat16 ones in quick mode on a CPU that only emulates bfloat16.
+
+    Emulated, a bfloat16 forward takes tens of times as long as a float32 one (23 s against 0.6 s per 448x576
+    image on a 2-core CPU without AVX512-BF16), most of a quick run; ``inference_precision: auto`` never selects
+    it there, so the quick run's headline numbers do not need it.
+    """
+    if not quick or resolve_precision("auto", "cpu") == torch.bfloat16:
+        return dict(PATHS)
+    print("Quick mode: bfloat16 paths skipped, this CPU emulates bfloat16.", flush=True)
+    return {name: path for name, path in PATHS.items() if path["precision"] != "bfloat16"}
 
 
 def fast_vs_eager_ratio(rows: list[dict[str, Any]], path: str) -> float:

@@ -57,7 +57,7 @@ def config_files(bundle_root: str | os.PathLike, *names: str | os.PathLike) -> l
     files = [Path(name) if Path(name).is_absolute() else root / name for name in names]
     for path in files:
         if not path.is_file():
-            raise SystemExit(f"{path} not found; pass --bundle_root, the folder holding configs/.")
+            raise SystemExit(f"{path} not found; paths are relative to --bundle_root, the folder holding configs/.")
     return [str(path) for path in files]
 
 
@@ -209,8 +209,8 @@ def tune(
     """
     root, output = Path(bundle_root).resolve(), Path(output_dir).resolve()
     files = config_files(root, *configs, TUNE_CONFIG)
-    workflow = run_workflow(files, "tuning", _run_overrides(root, {"output_dir": str(output), **overrides}))
-    if TUNED_OVERRIDE_ID not in workflow.parser:
+    if TUNED_OVERRIDE_ID not in read_config(files):
         raise SystemExit(f"{root / TUNE_CONFIG} names no {TUNED_OVERRIDE_ID!r}, the override file its run writes.")
+    workflow = run_workflow(files, "tuning", _run_overrides(root, {"output_dir": str(output), **overrides}))
     path = Path(workflow.parser.get_parsed_content(TUNED_OVERRIDE_ID))
     return path, json.loads(path.read_text())

@@ -17,7 +17,7 @@ writes the same keys for that part into ``{part}.json`` and ``{part}.md``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,8 @@ def run_suite(
         name: the stem of the two files written.
         out: folder for them and the runs behind them (``training/``, ``quality/``).
         quick: a smoke run in about a minute: the default network only, 448x576 batch 1, two timed repetitions,
-            no ``torch.compile`` or ONNX, a few training steps, and a tiny quality run. Fills the same top-level
+            bfloat16 only where the CPU computes it natively, no ``torch.compile`` or ONNX, a few training steps,
+            and a tiny quality run. Fills the same top-level
             numbers from fewer measurements; do not quote them.
         bundle_root: the bundle folder holding ``configs/``.
         data: the USGRA-seg folder (``../shared/data/usgra_seg``) for the quality part.
@@ -142,6 +143,15 @@ def markdown(results: dict[str, Any], title: str = "nerveseg bench") -> str:
     return "\n".join(lines) + "\n"
 
 
+_OPTIONS = """
+
+    Args:
+        out: folder of the json and md files and the runs behind them.
+        quick: a smoke run of few repetitions (do not quote it).
+        bundle_root: the bundle folder holding ``configs/``.
+        threads: CPU threads for torch and ONNX Runtime; by default torch's."""
+
+
 def full_suite(
     out: str = "outputs/bench",
     quick: bool = False,
@@ -149,29 +159,27 @@ def full_suite(
     data: str = USGRA,
     seeds: Sequence[int] = (0, 1, 2),
     threads: int | None = None,
-):
-    """Every part of the suite (quality where ``data`` exists, not in quick mode) into ``bench.json``/``bench.md``."""
+) -> dict[str, Any]:
+    """Every part of the suite (quality where ``data`` exists, not in quick mode) into ``bench.json``/``bench.md``;
+    the arguments are :func:`run_suite`'s."""
     return run_suite((), "bench", out, quick, bundle_root, data, seeds, threads)
 
 
-def latency(out: str = "outputs/bench", quick: bool = False, bundle_root: str = ".", threads: int | None = None):
-    """Forward latency of every network config on every execution path (``latency.json``, ``latency.md``)."""
-    return run_suite(["latency"], "latency", out, quick, bundle_root, threads=threads)
+def _timing_part(name: str, summary: str) -> Callable[..., dict[str, Any]]:
+    """The command of one timing part run alone: its results into ``{name}.json`` and ``{name}.md``."""
+
+    def run(out: str = "outputs/bench", quick: bool = False, bundle_root: str = ".", threads: int | None = None):
+        return run_suite([name], name, out, quick, bundle_root, threads=threads)
+
+    run.__name__ = run.__qualname__ = name
+    run.__doc__ = f"{summary} ({name}.json, {name}.md).{_OPTIONS}"
+    return run
 
 
-def asme(out: str = "outputs/bench", quick: bool = False, bundle_root: str = ".", threads: int | None = None):
-    """ASME's 4 views batched and one by one against 1 view, on the CPU (and the GPU) (``asme.json``, ``asme.md``)."""
-    return run_suite(["asme"], "asme", out, quick, bundle_root, threads=threads)
-
-
-def peer(out: str = "outputs/bench", quick: bool = False, bundle_root: str = ".", threads: int | None = None):
-    """FlexibleUNet-b1 against segmentation_models_pytorch's Unet-b1 (``peer.json``, ``peer.md``)."""
-    return run_suite(["peer"], "peer", out, quick, bundle_root, threads=threads)
-
-
-def training(out: str = "outputs/bench", quick: bool = False, bundle_root: str = ".", threads: int | None = None):
-    """Training images/s and the data-wait share with train.json (``training.json``, ``training.md``)."""
-    return run_suite(["training"], "training", out, quick, bundle_root, threads=threads)
+latency = _timing_part("latency", "Forward latency of every network config on every execution path")
+asme = _timing_part("asme", "ASME's 4 views batched and one by one against 1 view, on the CPU (and a GPU)")
+peer = _timing_part("peer", "FlexibleUNet-b1 against segmentation_models_pytorch's Unet-b1")
+training = _timing_part("training", "Training images/s and the data-wait share with train.json")
 
 
 def quality(
@@ -182,5 +190,14 @@ def quality(
     seeds: Sequence[int] = (0, 1, 2),
     threads: int | None = None,
 ):
-    """The default recipe's validation Dice on USGRA-seg, eager and default path (``quality.json``, ``quality.md``)."""
+    """The default recipe's validation Dice on USGRA-seg, eager and default path (``quality.json``, ``quality.md``).
+
+    Args:
+        out: folder of the json and md files and the runs behind them (``quality/``).
+        quick: one seed of 2 epochs at 64x64 (do not quote it).
+        bundle_root: the bundle folder holding ``configs/``.
+        data: the USGRA-seg folder (``images/``, ``masks/``).
+        seeds: one training per seed.
+        threads: CPU threads for torch; by default torch's.
+    """
     return run_suite(["quality"], "quality", out, quick, bundle_root, data, seeds, threads)

@@ -9,34 +9,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from conftest import BUNDLE_ROOT
+from conftest import BUNDLE_ROOT, nerve_folders
 from nerveseg.bundle.data.prepare import prepare
 from nerveseg.scripts.bench import bench, execution_paths, run_builder
 from nerveseg.scripts.bench.inference_comparison import inference_comparison
+from nerveseg.scripts.bench.latency import timed_paths
 from nerveseg.scripts.bench.recipe_variants import recipe
 from nerveseg.scripts.bench.suite import HEADLINES
 
 NERVESEG = Path(sys.executable).with_name("nerveseg")  # the console script installed beside this Python
-
-
-def nerve_folders(root: Path, count: int = 12) -> Path:
-    """``images/`` and ``masks/`` PNGs (class 1 = a bright disc, as USGRA-seg's nerve label), 64x64."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:64, :64]
-    for name in ("images", "masks"):
-        (root / name).mkdir(parents=True)
-    for i in range(count):
-        cy, cx = rng.integers(20, 44, 2)
-        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < 100
-        image = rng.normal(60, 15, (64, 64)) + 120 * disc
-        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / "images" / f"case{i}.png")
-        Image.fromarray(disc.astype(np.uint8)).save(root / "masks" / f"case{i}.png")
-    return root
 
 
 @pytest.mark.slow
@@ -57,7 +41,7 @@ def test_quick_suite_writes_bench_json_with_the_headline_numbers(tmp_path):
     else:
         assert bench_json["peer_ratio"] > 0 and bench_json["peer"]["parameters"]["smp"] > 0
     paths = {row["path"] for row in bench_json["latency"]}
-    assert set(execution_paths.PATHS) == paths and bench_json["default_path"]["name"] in paths
+    assert set(timed_paths(quick=True)) == paths and bench_json["default_path"]["name"] in paths
     assert all(row["min"] <= row["median"] <= row["max"] for row in bench_json["latency"])
     assert bench_json["training"]["image_size"] == [448, 576] and bench_json["training"]["steps"] >= 1
     table = (out / "bench.md").read_text()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_bench import nerve_folders
 
-from conftest import BUNDLE_ROOT
+from conftest import BUNDLE_ROOT, nerve_folders
 from nerveseg.scripts.bench import bench
 
 

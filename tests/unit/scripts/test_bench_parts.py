@@ -13,7 +13,8 @@ from conftest import BUNDLE_ROOT
 from nerveseg.networks.profile import time_side_by_side
 from nerveseg.scripts.bench import PARTS, bench, part_function, run_builder
 from nerveseg.scripts.bench.active_learning_simulation import _summary_lines
-from nerveseg.scripts.bench.execution_paths import default_path
+from nerveseg.scripts.bench.execution_paths import PATHS, default_path
+from nerveseg.scripts.bench.latency import timed_paths
 from nerveseg.scripts.bench.recipe_variants import read_run_log
 from nerveseg.scripts.bench.results import mean_sd, ms, write_results
 from nerveseg.scripts.bench.suite import HEADLINES, SUITE_PARTS, markdown
@@ -32,6 +33,15 @@ def test_every_part_and_its_options_are_in_the_help():
     assert set(SUITE_PARTS) <= set(PARTS)
 
 
+def test_help_describes_the_suite_or_one_part(capsys):
+    bench(help=True)  # what fire hands over for `nerveseg bench --help`
+    assert "Parts:" in capsys.readouterr().out
+    bench("latency", help=True)
+    assert capsys.readouterr().out.startswith("Forward latency of every network config on every execution path")
+    bench("recipe", help=True)
+    assert "datalist_file: a prepared datalist" in capsys.readouterr().out
+
+
 def test_unknown_parts_options_and_missing_data_are_refused(tmp_path):
     with pytest.raises(SystemExit, match=r"bench part 'speed' is unknown; choose one of networks, latency, asme"):
         bench("speed", out=str(tmp_path))
@@ -39,7 +49,7 @@ def test_unknown_parts_options_and_missing_data_are_refused(tmp_path):
         bench("latency", speed=1)
     with pytest.raises(SystemExit, match=r"nowhere not found; pass --data"):
         bench("quality", out=str(tmp_path), bundle_root=str(BUNDLE_ROOT), data="nowhere")
-    with pytest.raises(SystemExit, match=r"configs/inference.json not found; pass --bundle_root"):
+    with pytest.raises(SystemExit, match=r"configs/inference.json not found; paths are relative to --bundle_root"):
         bench("asme", out=str(tmp_path), bundle_root=str(tmp_path))
     from nerveseg.scripts.bench.suite import run_suite
 
@@ -51,7 +61,7 @@ def test_unknown_parts_options_and_missing_data_are_refused(tmp_path):
 def test_config_files_resolve_against_the_bundle_root_and_name_the_fix(tmp_path):
     train = BUNDLE_ROOT / "configs" / "train.json"
     assert run_builder.config_files(BUNDLE_ROOT, "configs/train.json", train) == [str(train)] * 2
-    with pytest.raises(SystemExit, match=rf"{tmp_path}/configs/train.json not found; pass --bundle_root"):
+    with pytest.raises(SystemExit, match=rf"{tmp_path}/configs/train.json not found; paths are relative to --bundle"):
         run_builder.config_files(tmp_path, "configs/train.json")
 
 
@@ -117,6 +127,16 @@ def test_default_path_is_what_inference_json_selects_on_this_cpu(monkeypatch):
     monkeypatch.setattr(inferers, "_cpu_has_bf16", lambda: True)
     expected = "channels_last + bf16" if inferers.torch.backends.mkldnn.is_available() else "channels_last fp32"
     assert default_path(BUNDLE_ROOT)["name"] == expected
+
+
+def test_quick_mode_times_bfloat16_only_where_the_cpu_computes_it(monkeypatch):
+    import nerveseg.bundle.inferers as inferers
+
+    monkeypatch.setattr(inferers, "_cpu_has_bf16", lambda: False)
+    assert list(timed_paths(quick=True)) == ["eager fp32", "channels_last fp32"]
+    assert timed_paths(quick=False) == PATHS
+    monkeypatch.setattr(inferers, "_cpu_has_bf16", lambda: True)
+    assert timed_paths(quick=True) == PATHS or not inferers.torch.backends.mkldnn.is_available()
 
 
 def test_time_side_by_side_interleaves_the_calls_after_their_warmup():
