@@ -65,6 +65,8 @@ def report_errors() -> None:
         return
 
     def hook(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> None:
+        for bar in list(getattr(tqdm, "_instances", ())):  # a bar the error left open would print after the message
+            bar.close()
         previous(kind, error, traceback)
         user_error = find_user_error(error)
         message = f"{type(user_error).__name__}: {user_error}" if user_error is not None else None
@@ -74,9 +76,7 @@ def report_errors() -> None:
         for handler in logging.getLogger().handlers:
             if getattr(handler, _RUN_LOG, False):
                 handler.handle(record)
-        for bar in list(getattr(tqdm, "_instances", ())):  # a bar the error left open would print after the message
-            bar.close()
-        if message is not None:
+        if user_error is not None and user_error is not error:  # unwrapped, Python's own last line already says it
             print(f"\n{message}", file=sys.stderr, flush=True)
 
     setattr(hook, _RUN_LOG, True)

@@ -21,6 +21,23 @@ SHARED_DATA = BUNDLE_ROOT.parent / "shared" / "data"
 os.environ.setdefault("NERVESEG_CACHE", str(BUNDLE_ROOT / ".pytest_cache" / "nerveseg"))
 
 
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """Every test leaves the root logger as it found it: a ``ConfigWorkflow`` applies configs/logging.conf (whose
+    console handler would outlive pytest's captured streams) and a run's ``initialize`` adds its log file."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """A synthetic dataset in the challenge layout, small enough for CPU tests (64x96 frames)."""

@@ -7,7 +7,6 @@ import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,8 +18,6 @@ from nerveseg.scripts.bench.inference_comparison import inference_comparison
 from nerveseg.scripts.bench.latency import timed_paths
 from nerveseg.scripts.bench.recipe_variants import recipe
 from nerveseg.scripts.bench.suite import HEADLINES
-
-NERVESEG = Path(sys.executable).with_name("nerveseg")  # the console script installed beside this Python
 
 
 @pytest.mark.slow
@@ -70,9 +67,7 @@ def test_quality_part_trains_and_evaluates_both_paths(tmp_path):
 @pytest.mark.slow
 def test_networks_part_saves_its_table(tmp_path):
     out = tmp_path / "bench"
-    args = ["bench", "networks", "--image_size", "[32, 32]", "--repeats", "1", "--out", str(out)]
-    result = subprocess.run([NERVESEG, *args], capture_output=True, text=True, cwd=BUNDLE_ROOT, timeout=600)
-    assert result.returncode == 0, result.stderr
+    bench("networks", bundle_root=str(BUNDLE_ROOT), image_size=(32, 32), repeats=1, out=str(out))
     rows = json.loads((out / "networks.json").read_text())
     assert {"FlexibleUNet efficientnet-b1", "networks/munet.json"} <= {row["network"] for row in rows}
     assert all(row["parameters"] > 0 and row["gflops"] > 0 for row in rows)

@@ -4,6 +4,7 @@ run on a prepared real datalist; skipped when ``../shared/data`` is absent."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +12,13 @@ import pytest
 from PIL import Image
 
 from conftest import (
-    BUNDLE_ROOT,
+    CONFIGS,
     SHARED_DATA,
     all_items,
     check_prepared_pairs,
     check_subject_grouping,
-    run_bundle,
-    tiny_run_overrides,
+    run_workflow,
+    tiny_overrides,
 )
 from nerveseg.bundle.data.datalist import build_datalist
 from nerveseg.bundle.data.io import DatasetError
@@ -58,8 +59,7 @@ def test_usgra_nerve_class(usgra):
 @needs_usgra
 def test_usgra_rerun_is_identical(usgra, tmp_path):
     again = tmp_path / "usgra" / "datalist.json"
-    prepare("folders", USGRA, again, num_folds=5, test_fraction=0.1, seed=0, target_class=1)
-    assert again.read_text() == usgra.read_text()
+    shutil.copytree(usgra.parent, again.parent)
     prepare("folders", USGRA, again, num_folds=5, test_fraction=0.1, seed=0, target_class=1)  # over its own output
     assert again.read_text() == usgra.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["usgra"]  # no partial or old folder left
@@ -75,10 +75,8 @@ def test_usgra_class_map_needs_a_target_class(tmp_path):
 @needs_usgra
 def test_training_runs_on_a_prepared_datalist(usgra, tmp_path):
     """The spine's configs train on a prepared real datalist with only the datalist override."""
-    overrides = ["--datalist_file", str(usgra), *tiny_run_overrides(tmp_path, 2, batch_size=8, image_size="[64, 64]")]
-    run_bundle(
-        "run", "training", "--config_file", str(BUNDLE_ROOT / "configs" / "train.json"), *overrides, cwd=tmp_path
-    )
+    overrides = tiny_overrides(tmp_path, num_epochs=2, batch_size=8, image_size=(64, 64))
+    run_workflow("training", [CONFIGS / "train.json"], datalist_file=str(usgra), **overrides)
     assert (tmp_path / "models" / "model.pt").is_file()
     assert len(build_datalist(datalist_file=usgra)["validation"]) == len(json.loads(usgra.read_text())["validation"])
 

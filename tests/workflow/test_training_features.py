@@ -35,7 +35,7 @@ def _command(dataset, work, *extra: str, num_epochs: int = 3) -> list[str]:
 
 @pytest.mark.parametrize("feature", FEATURES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_feature_trains(feature, tiny_dataset, tmp_path):
-    run_workflow("training", [TRAIN, feature], dataset_dir=str(tiny_dataset), **tiny_overrides(tmp_path, num_epochs=3))
+    run_workflow("training", [TRAIN, feature], dataset_dir=str(tiny_dataset), **tiny_overrides(tmp_path, num_epochs=2))
     assert (tmp_path / "models" / "model.pt").is_file() and (tmp_path / "models" / "last.pt").is_file()
     log = (tmp_path / "outputs" / "train.log").read_text()
     assert "val_mean_dice" in log
@@ -70,11 +70,11 @@ def test_killed_training_resumes_to_the_same_weights(tiny_dataset, tmp_path):
     """kill -9 after a few epochs, then --resume: the final weights equal those of an uninterrupted run."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
-    subprocess.run(_command(tiny_dataset, uninterrupted, num_epochs=5), cwd=tmp_path, env=env, check=True,
+    subprocess.run(_command(tiny_dataset, uninterrupted, num_epochs=4), cwd=tmp_path, env=env, check=True,
                    capture_output=True)  # fmt: skip
 
     process = subprocess.Popen(
-        _command(tiny_dataset, interrupted, num_epochs=5), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+        _command(tiny_dataset, interrupted, num_epochs=4), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 300
@@ -86,9 +86,9 @@ def test_killed_training_resumes_to_the_same_weights(tiny_dataset, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_at = _epoch_of(interrupted / "models" / "last.pt")
-    assert 2 <= killed_at < 5, f"killed at epoch {killed_at}; the test needs an unfinished run"
+    assert 2 <= killed_at < 4, f"killed at epoch {killed_at}; the test needs an unfinished run"
 
-    resumed = subprocess.run(_command(tiny_dataset, interrupted, "--resume", "true", num_epochs=5), cwd=tmp_path,
+    resumed = subprocess.run(_command(tiny_dataset, interrupted, "--resume", "true", num_epochs=4), cwd=tmp_path,
                              env=env, capture_output=True, text=True)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (

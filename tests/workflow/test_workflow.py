@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import BUNDLE_ROOT, CONFIGS, run_bundle, run_workflow, tiny_overrides, tiny_run_overrides
+from conftest import BUNDLE_ROOT, CONFIGS, as_arguments, run_bundle, run_workflow, tiny_overrides, tiny_run_overrides
 from nerveseg.scripts import cli
 
 pytestmark = pytest.mark.slow
@@ -110,10 +110,8 @@ def test_asme_evaluation_tuning_inference_and_submission(trained, tiny_dataset, 
     assert "consistency_dice_spearman" in json.loads((work / "asme" / "eval" / "summary.json").read_text())
 
     tuned = work / "asme" / "postprocessing.json"
-    arguments = [
-        f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in overrides.items()
-    ]
-    cli.tune(config_file=json.dumps(configs), out=str(tuned), overrides=shlex.join(arguments))
+    tune_configs = json.dumps([*configs, str(CONFIGS / "tune.json")])
+    cli.tune(config_file=tune_configs, out=str(tuned), overrides=shlex.join(as_arguments(overrides)))
     printed = capsys.readouterr().out
     assert "default" in printed and "tuned" in printed
     assert set(json.loads(tuned.read_text())) == {"threshold", "min_area", "gate_threshold"}

@@ -57,6 +57,12 @@ def test_last_line_is_the_bundle_message(hook, capsys, tmp_path):
     assert sys.excepthook is hook  # installed once
 
 
+def test_an_unwrapped_bundle_error_is_not_said_twice(hook, capsys):
+    error = DatasetError("no data set: set dataset_dir or datalist_file")
+    hook(type(error), error, None)
+    assert capsys.readouterr().err.strip() == "TRACEBACK"  # the traceback's own last line is the message
+
+
 def test_other_errors_end_as_before(hook, capsys):
     error = _wrapped(OSError("disk full"))
     hook(type(error), error, error.__traceback__)

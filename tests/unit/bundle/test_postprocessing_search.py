@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 import torch
@@ -125,23 +124,6 @@ def test_tune_json_runs_probabilities_with_the_gate_open_and_nothing_of_the_repo
         assert parser["network_def"]["threshold"] == 0.0  # the network keeps every mask; the search gates
 
 
-@pytest.fixture
-def restore_logging():
-    """ConfigWorkflow applies configs/logging.conf and the run adds its log file: undo both for the next tests."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
-
-
-@pytest.mark.usefixtures("restore_logging")
 def test_tune_command_runs_the_tuning_workflow(tiny_dataset, tmp_path, capsys):
     """``nerveseg tune`` through the real configs, on a random-weight checkpoint of the default network."""
     parser = ConfigParser()
