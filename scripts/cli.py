@@ -20,7 +20,7 @@ from nerveseg.utils.files import read_state_dict, save_state_dict
 
 
 def synth(out: str, num_subjects: int = 16, frames_per_subject: int = 30, num_test_images: int = 40, seed: int = 0):
-    """Generate the synthetic nerve-ultrasound dataset (the bundle's default data) into a new folder.
+    """Generate the synthetic nerve-ultrasound dataset (the Quick start's data) into a new folder.
 
     Args:
         out: folder to create; it must not exist or be empty.

@@ -22,19 +22,29 @@ __all__ = ["atomic_path", "read_state_dict", "save_state_dict", "write_json_atom
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write a file or folder to; rename it over ``path`` on success.
 
     The temporary name keeps the suffix, so writers that choose a format by extension still work. On error the
     temporary file or folder is removed and ``path`` is left as it was; a folder replaces an old folder only once
     the new one is complete.
+
+    Args:
+        path: the file or folder to write.
+        replace: ``False`` never replaces a non-empty folder at ``path`` (one that another process completed in
+            the meantime, say): a ``FileExistsError`` is raised instead and the new folder is discarded.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.stem}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
     try:
         yield partial
-        if partial.is_dir() and path.is_dir():
+        if partial.is_dir() and path.is_dir() and not replace:
+            try:
+                os.replace(partial, path)  # replaces an empty folder only
+            except OSError as error:
+                raise FileExistsError(f"{path} exists and is not empty; it was left as it was.") from error
+        elif partial.is_dir() and path.is_dir():
             old = path.with_name(f".{path.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
             os.replace(path, old)
             os.replace(partial, path)

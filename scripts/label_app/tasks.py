@@ -2,8 +2,8 @@
 
 :class:`NervesegInferTask` ends the bundle's post-processing in a squeezed ``[H, W]`` uint8 map (1 = nerve) at
 the input's size, which MONAI Label writes in the input's format (PNG, TIFF). :class:`NervesegTrainTask` keeps
-the bundle's epoch-dependent settings (schedule, SWA, early stopping) in step with the requested epochs and never
-lets training fall back to the bundle's default (synthetic) data.
+the bundle's epoch-dependent settings (schedule, SWA, early stopping) in step with the requested epochs and always
+gives the validation split data of its own (the bundle's configs have no default data).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class NervesegTrainTask(BundleTrainTask):
     Besides MONAI Label's overrides (data, device, ``train#trainer#max_epochs``), the bundle's ``num_epochs`` is
     set to the requested epochs, so the cosine schedule, SWA window and early stopping span the run that actually
     happens. When the validation split is empty (few labels, or ``val_split`` 0), the training images are used for
-    validation, which only selects the checkpoint, instead of the bundle's own default data. Training without any
+    validation, which only selects the checkpoint (train.json alone has no data to fall back to). Training without any
     final label is refused with a message saying so.
 
     Args:

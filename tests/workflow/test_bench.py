@@ -65,16 +65,6 @@ def test_quality_part_trains_and_evaluates_both_paths(tmp_path):
 
 
 @pytest.mark.slow
-def test_networks_part_saves_its_table(tmp_path):
-    out = tmp_path / "bench"
-    bench("networks", bundle_root=str(BUNDLE_ROOT), image_size=(32, 32), repeats=1, out=str(out))
-    rows = json.loads((out / "networks.json").read_text())
-    assert {"FlexibleUNet efficientnet-b1", "networks/munet.json"} <= {row["network"] for row in rows}
-    assert all(row["parameters"] > 0 and row["gflops"] > 0 for row in rows)
-    assert "| networks/munet.json |" in (out / "networks.md").read_text()
-
-
-@pytest.mark.slow
 def test_recipe_and_inference_parts_run_the_bundle_in_process(tmp_path):
     datalist = tmp_path / "data" / "datalist.json"
     prepare("folders", src=str(nerve_folders(tmp_path / "usgra_like", count=15)), out=str(datalist), target_class=1)

@@ -27,10 +27,6 @@ _MIN_SIDE = 32
 _TEST_FRAMES_PER_SUBJECT = 10
 
 
-class _FinishedElsewhere(Exception):
-    """Another process completed the dataset folder while this one was writing; this one's copy is dropped."""
-
-
 def _check_arguments(
     num_subjects: int, frames_per_subject: int, num_test_images: int, seed: int, image_shape: Sequence[int]
 ) -> tuple[int, int, int, int, tuple[int, int]]:
@@ -208,13 +204,13 @@ def generate_dataset(
             "Remove it or choose another out_dir."
         )
     try:
-        with atomic_path(out_dir) as staging:
+        with atomic_path(out_dir, replace=False) as staging:
             staging.mkdir()
             _write_dataset(staging, num_subjects, frames_per_subject, num_test_images, seed, shape)
-            if _is_complete(out_dir):  # another process finished first: keep its result, drop this one
-                raise _FinishedElsewhere
-    except _FinishedElsewhere:
-        pass
+    except FileExistsError:
+        if not _is_complete(out_dir):
+            raise
+        # another process finished first: its identical result is kept, this one dropped
     return out_dir
 
 

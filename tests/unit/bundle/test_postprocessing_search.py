@@ -140,5 +140,6 @@ def test_tune_command_runs_the_tuning_workflow(tiny_dataset, tmp_path, capsys):
     tuned = json.loads(out.read_text())
     assert set(tuned) == {"threshold", "min_area", "gate_threshold"} and tuned["gate_threshold"] == 0.0
     assert sorted(p.name for p in (tmp_path / "outputs" / "eval").iterdir()) == ["tune.log"]  # no report
+    assert not list((tmp_path / "outputs").glob("events.out.tfevents.*"))  # finalize made no TensorBoard writer
     with pytest.raises(SystemExit, match="stack configs/tune.json"):
         tune(config_file=json.dumps(TUNE_STACK[:2]), overrides=overrides)

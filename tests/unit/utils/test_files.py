@@ -59,3 +59,15 @@ def test_bad_files_are_named(tmp_path):
     torch.save({"weight": torch.zeros(1), "epoch": 3}, tmp_path / "mixed.pt")
     with pytest.raises(ValueError, match="mixed.pt is not a state dict of tensors"):
         read_state_dict(tmp_path / "mixed.pt")
+
+
+def test_a_folder_never_replaces_a_completed_one_when_told_not_to(tmp_path):
+    (tmp_path / "data").mkdir()
+    with atomic_path(tmp_path / "data", replace=False) as partial:  # an empty folder is replaced
+        partial.mkdir()
+        (partial / "first.txt").write_text("first")
+    with pytest.raises(FileExistsError, match="exists and is not empty"), atomic_path(tmp_path / "data", False) as p:
+        p.mkdir()
+        (p / "second.txt").write_text("second")
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["first.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]

@@ -1,26 +1,18 @@
-"""The ``nerveseg`` command line."""
+"""The ``nerveseg`` command line, in process."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from nerveseg.scripts import cli
 
-NERVESEG = Path(sys.executable).with_name("nerveseg")  # the console script installed beside this Python
 
-
-@pytest.mark.slow
-def test_synth_writes_a_dataset(tmp_path):
-    """The installed console script, end to end."""
+def test_synth_writes_a_dataset(tmp_path, capsys):
     out = tmp_path / "synthetic"
-    args = ["synth", "--out", str(out), "--num_subjects", "2", "--frames_per_subject", "3", "--num_test_images", "1"]
-    result = subprocess.run([NERVESEG, *args], capture_output=True, text=True, check=True)
-    assert str(out) in result.stdout
+    cli.synth(out=str(out), num_subjects=2, frames_per_subject=3, num_test_images=1)
+    assert str(out) in capsys.readouterr().out
     summary = json.loads((out / "dataset.json").read_text())
     assert summary["num_train_frames"] == 6
     assert len(list((out / "train").glob("*_mask.tif"))) == 6
