@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from conftest import CONFIGS, run_workflow, tiny_overrides, tiny_run_overrides
+from nerveseg.scripts.progressive import progressive
 
 pytestmark = pytest.mark.slow
 
@@ -124,14 +125,17 @@ def test_bad_configuration_fails_at_start_up_naming_the_key(override, message, t
     assert not (tmp_path / "models" / "model.pt").exists()
 
 
-def test_progressive_resizing_runs_each_stage(tiny_dataset, tmp_path):
-    nerveseg = os.path.join(os.path.dirname(sys.executable), "nerveseg")
+def test_progressive_resizing_runs_each_stage(tiny_dataset, tmp_path, capsys):
+    """Each stage is its own ``monai.bundle`` process, started from the previous stage's weights."""
     overrides = f"--dataset_dir {tiny_dataset} --bundle_root {CONFIGS.parent} --num_workers 0 --batch_size 4"
-    command = [nerveseg, "progressive", "--sizes", "[[64, 96], [96, 128]]", "--epochs", "[1, 1]",
-               "--config_file", f"['{TRAIN}']", "--ckpt_dir", str(tmp_path / "models"),
-               "--output_dir", str(tmp_path / "outputs"), f"--overrides={overrides}"]  # fmt: skip
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    progressive(
+        sizes=[[64, 96], [96, 128]],
+        epochs=[1, 1],
+        config_file=[str(TRAIN)],
+        ckpt_dir=str(tmp_path / "models"),
+        output_dir=str(tmp_path / "outputs"),
+        overrides=overrides,
+    )
     assert (tmp_path / "models" / "stage0_64x96" / "model.pt").is_file()
     assert (tmp_path / "models" / "stage1_96x128" / "model.pt").is_file()
-    assert "stage1_96x128/model.pt" in result.stdout
+    assert "stage1_96x128/model.pt" in capsys.readouterr().out
