@@ -81,32 +81,11 @@ def as_arguments(overrides: dict[str, Any]) -> list[str]:
 
 
 def run_workflow(run_id: str, config_files: Sequence[str | Path], **overrides: Any) -> Any:
-    """Run a bundle workflow in this process, as ``python -m monai.bundle run RUN_ID`` would, and return its result.
+    """Run a bundle workflow in this process, as ``python -m monai.bundle run RUN_ID`` would, through the run builder
+    the benchmarks use (which keeps each run's log file to that run); returns the finished ``ConfigWorkflow``."""
+    from nerveseg.scripts.bench.run_builder import run_workflow as run
 
-    ``config_files`` are stacked as with ``--config_file``; ``overrides`` are config ids and parsed values. The log
-    file handlers the run's ``initialize`` adds are removed afterwards, so runs in one process do not share logs.
-    """
-    from monai.bundle import ConfigWorkflow
-
-    root = logging.getLogger()
-    handlers = list(root.handlers)
-    workflow = ConfigWorkflow(
-        config_file=[str(path) for path in config_files],
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=False,
-        run_id=run_id,
-        workflow_type=None,
-        **overrides,
-    )
-    try:
-        workflow.initialize()
-        result = workflow.run()
-        workflow.finalize()
-    finally:
-        for handler in set(root.handlers) - set(handlers):
-            root.removeHandler(handler)
-            handler.close()
-    return result
+    return run(config_files, run_id, overrides)
 
 
 def assert_export_reloads(config_files: list[str], tmp_path: Path, **export_options) -> None:

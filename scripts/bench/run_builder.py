@@ -35,7 +35,7 @@ __all__ = [
     "tune",
 ]
 
-WORKFLOW_TYPES = {"training": "train", "evaluating": "eval", "tuning": "eval"}
+WORKFLOW_TYPES = {"training": "train", "evaluating": "eval", "tuning": "eval", "inference": "infer"}
 """The run ids of the bundle's configs and the ``ConfigWorkflow`` type of each."""
 
 TUNE_CONFIG = "configs/tune.json"
@@ -135,7 +135,7 @@ def run_workflow(
 
     Args:
         files: the config stack, e.g. train.json then override files.
-        run_id: ``training``, ``evaluating`` or ``tuning``.
+        run_id: ``training``, ``evaluating``, ``tuning`` or ``inference``.
         overrides: config ids and values, as on the ``monai.bundle`` command line.
         before_run: called with the initialized workflow before it runs, to attach timers or read parts.
 
