@@ -30,7 +30,7 @@ PARTS = {
 def part_function(part: str | None) -> Callable[..., Any]:
     """The function that runs ``part`` (``None``: the full suite)."""
     if part is None:
-        module, name = "suite", "full_suite"
+        module, name = "suite", "run_suite"  # all parts into bench.json
     elif part in PARTS:
         module, name = PARTS[part].split(":")
     else:
@@ -47,7 +47,8 @@ def bench(part: str | None = None, **options: Any) -> None:
     No part, the suite: latency, asme, peer, training and quality (quality only where ``--data`` exists and not
     with ``--quick``) into ``bench.json`` (headline ratios at the top level) and ``bench.md``.
     Options: --out, --quick (a smoke run in about a minute; do not quote it), --bundle_root, --data (USGRA-seg,
-    default ../shared/data/usgra_seg), --seeds (quality's training seeds), --threads (torch CPU threads).
+    default ../shared/data/usgra_seg), --seeds (quality's training seeds), --threads (torch CPU threads), --parts
+    (some of the suite's parts only, e.g. "['latency','asme']") and --name (the files' stem, default bench).
 
     Parts:
         latency: forward time per image of every network config on every execution path (eager, channels-last,

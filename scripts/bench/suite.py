@@ -33,7 +33,7 @@ from nerveseg.scripts.bench.results import write_results
 from nerveseg.scripts.bench.run_builder import config_files
 from nerveseg.scripts.bench.training_throughput import measure_training, training_markdown
 
-__all__ = ["SUITE_PARTS", "asme", "full_suite", "latency", "markdown", "peer", "quality", "run_suite", "training"]
+__all__ = ["SUITE_PARTS", "asme", "latency", "markdown", "peer", "quality", "run_suite", "training"]
 
 SUITE_PARTS = ("latency", "asme", "peer", "training", "quality")
 
@@ -150,19 +150,6 @@ _OPTIONS = """
         quick: a smoke run of few repetitions (do not quote it).
         bundle_root: the bundle folder holding ``configs/``.
         threads: CPU threads for torch and ONNX Runtime; by default torch's."""
-
-
-def full_suite(
-    out: str = "outputs/bench",
-    quick: bool = False,
-    bundle_root: str = ".",
-    data: str = USGRA,
-    seeds: Sequence[int] = (0, 1, 2),
-    threads: int | None = None,
-) -> dict[str, Any]:
-    """Every part of the suite (quality where ``data`` exists, not in quick mode) into ``bench.json``/``bench.md``;
-    the arguments are :func:`run_suite`'s."""
-    return run_suite((), "bench", out, quick, bundle_root, data, seeds, threads)
 
 
 def _timing_part(name: str, summary: str) -> Callable[..., dict[str, Any]]:
