@@ -21,6 +21,7 @@ from torch import nn
 
 from nerveseg.bundle.ensemble import asme_weights, consistency_scores, dice_similarity_matrix
 from nerveseg.utils.class_logits import CLASS_LOGITS_KEY, class_logits_of
+from nerveseg.utils.errors import UserInputError
 
 __all__ = [
     "ASMEInferer",
@@ -65,7 +66,7 @@ def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype
     """
     if precision != "auto":
         if precision not in PRECISIONS:
-            raise ValueError(f"Unknown precision {precision!r}; choose 'auto' or one of {list(PRECISIONS)}.")
+            raise UserInputError(f"Unknown precision {precision!r}; choose 'auto' or one of {list(PRECISIONS)}.")
         return PRECISIONS[precision]
     device = torch.device(device)
     if device.type == "cuda":
@@ -205,24 +206,24 @@ class ASMEInferer(Inferer):
             views = (views,)
         views = tuple(views)
         if not views:
-            raise ValueError(f"views must name at least one view of {sorted(FLIP_VIEWS)}.")
+            raise UserInputError(f"views must name at least one view of {sorted(FLIP_VIEWS)}.")
         unknown = [v for v in views if v not in FLIP_VIEWS]
         if unknown:
-            raise ValueError(f"Unknown views {unknown}; choose from {sorted(FLIP_VIEWS)}.")
+            raise UserInputError(f"Unknown views {unknown}; choose from {sorted(FLIP_VIEWS)}.")
         if len(set(views)) != len(views):
-            raise ValueError(f"views must be distinct, got {list(views)}; a repeated view would count twice.")
+            raise UserInputError(f"views must be distinct, got {list(views)}; a repeated view would count twice.")
         if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {threshold}.")
+            raise UserInputError(f"threshold must be in (0, 1), got {threshold}.")
         if not base > 0:
-            raise ValueError(f"base must be > 0, got {base}; the seed used 100, 1 gives uniform weights.")
+            raise UserInputError(f"base must be > 0, got {base}; the seed used 100, 1 gives uniform weights.")
         if combine not in COMBINE_MODES:
-            raise ValueError(f"Unknown combine '{combine}'; choose from {list(COMBINE_MODES)}.")
+            raise UserInputError(f"Unknown combine '{combine}'; choose from {list(COMBINE_MODES)}.")
         if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}.")
+            raise UserInputError(f"max_batch must be >= 1, got {max_batch}.")
         networks = tuple(networks or ())
         for extra in networks:
             if not callable(extra):
-                raise ValueError(f"networks must be callables (torch modules), got {type(extra).__name__}.")
+                raise UserInputError(f"networks must be callables (torch modules), got {type(extra).__name__}.")
         self.views = views
         self.threshold = float(threshold)
         self.base = float(base)

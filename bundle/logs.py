@@ -2,8 +2,9 @@
 
 A run keeps its console output in a log file (:func:`log_to_file`). When a run stops on an error about the user's
 input (a :class:`~nerveseg.utils.errors.UserInputError`, such as a ``DatasetError`` naming a bad file), the error's
-own message is printed last (:func:`report_errors`), below the traceback: MONAI wraps an error raised while it
-instantiates a component in ``RuntimeError: Failed to instantiate ...``, which Python would otherwise print last.
+own message is printed last (:func:`report_errors`), and the traceback, which would bury it (MONAI wraps an error
+raised while it instantiates a component in ``RuntimeError: Failed to instantiate ...``), goes to the log file
+only; ``NERVESEG_TRACEBACK=1`` prints it too.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from tqdm import tqdm
 
 from nerveseg.utils.errors import find_user_error
 
-__all__ = ["LOG_FORMAT", "log_to_file", "report_errors"]
+__all__ = ["LOG_FORMAT", "TRACEBACK_SWITCH", "log_to_file", "report_errors"]
 
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+TRACEBACK_SWITCH = "NERVESEG_TRACEBACK"  # set to 1: print the traceback of a user error too
 _RUN_LOG = "nerveseg_run_log"  # marks the handlers log_to_file adds, which also receive an uncaught error
 
 
@@ -54,11 +56,12 @@ def log_to_file(path: str | os.PathLike, level: int = logging.INFO) -> logging.H
 def report_errors() -> None:
     """Install a ``sys.excepthook`` that ends an uncaught error's output with the bundle's own message.
 
-    The hook prints the traceback as before, copies it to the run's log files (:func:`log_to_file`), and then, when
-    a :class:`~nerveseg.utils.errors.UserInputError` is in the error's chain (``__cause__``, ``__context__``),
-    prints ``{ErrorType}: {message}`` as the last line: what is wrong, which file or key, and what to do. Configs
-    call it from ``initialize`` (``log_to_file`` does); the ``nerveseg`` command line before it runs a command.
-    Installing it again changes nothing.
+    The hook copies the traceback to the run's log files (:func:`log_to_file`). When a
+    :class:`~nerveseg.utils.errors.UserInputError` is in the error's chain (``__cause__``, ``__context__``), it
+    prints where the traceback is and then ``{ErrorType}: {message}`` as the last line: what is wrong, which file or
+    key, and what to do; with ``NERVESEG_TRACEBACK=1`` in the environment the traceback is printed above them. Any
+    other error prints its traceback as Python does. Configs call it from ``initialize`` (``log_to_file`` does); the
+    ``nerveseg`` command line before it runs a command. Installing it again changes nothing.
     """
     previous = sys.excepthook
     if getattr(previous, _RUN_LOG, False):
@@ -67,17 +70,23 @@ def report_errors() -> None:
     def hook(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> None:
         for bar in list(getattr(tqdm, "_instances", ())):  # a bar the error left open would print after the message
             bar.close()
-        previous(kind, error, traceback)
         user_error = find_user_error(error)
         message = f"{type(user_error).__name__}: {user_error}" if user_error is not None else None
         record = logging.LogRecord(
             "nerveseg", logging.ERROR, __file__, 0, message or "uncaught error", None, (kind, error, traceback)
         )
+        logs = []
         for handler in logging.getLogger().handlers:
             if getattr(handler, _RUN_LOG, False):
                 handler.handle(record)
-        if user_error is not None and user_error is not error:  # unwrapped, Python's own last line already says it
-            print(f"\n{message}", file=sys.stderr, flush=True)
+                logs.append(handler.baseFilename)
+        if user_error is None or os.environ.get(TRACEBACK_SWITCH, "0") not in ("", "0"):
+            previous(kind, error, traceback)
+            if user_error is not None and user_error is not error:  # unwrapped, Python's last line already says it
+                print(f"\n{message}", file=sys.stderr, flush=True)
+            return
+        where = f"the traceback is in {', '.join(logs)}; " if logs else ""
+        print(f"\nStopped: {where}{TRACEBACK_SWITCH}=1 prints it here.\n{message}", file=sys.stderr, flush=True)
 
     setattr(hook, _RUN_LOG, True)
     sys.excepthook = hook

@@ -8,6 +8,8 @@ import torch
 from monai.losses import DiceLoss, FocalLoss
 from torch import nn
 
+from nerveseg.utils.errors import UserInputError
+
 __all__ = ["MUNetLoss"]
 
 
@@ -31,7 +33,7 @@ class MUNetLoss(nn.Module):
     def __init__(self, mask_weight: float = 0.25, gamma: float = 2.0, smooth: float = 1e-5) -> None:
         super().__init__()
         if mask_weight < 0:
-            raise ValueError(f"mask_weight must be at least 0, got {mask_weight}.")
+            raise UserInputError(f"mask_weight must be at least 0, got {mask_weight}.")
         self.mask_weight = mask_weight
         self.focal = FocalLoss(use_softmax=False, gamma=gamma)
         self.dice = DiceLoss(sigmoid=True, smooth_nr=smooth, smooth_dr=smooth)
@@ -46,13 +48,13 @@ class MUNetLoss(nn.Module):
         """
         if isinstance(outputs, torch.Tensor) or not isinstance(outputs, Sequence) or len(outputs) != 6:
             got = f"a tensor of shape {tuple(outputs.shape)}" if isinstance(outputs, torch.Tensor) else type(outputs)
-            raise ValueError(
+            raise UserInputError(
                 "MUNetLoss needs the list MUNet returns in training mode ([fused, b1, b2, b3, b4, class_logits]), "
                 f"got {got}. Is the network in eval() mode, or another network?"
             )
         branches, class_logits = outputs[1:5], outputs[5]
         if class_logits.shape[1] != target.shape[1]:
-            raise ValueError(
+            raise UserInputError(
                 f"MUNetLoss takes the presence targets from the mask, one per mask channel, so MUNet needs "
                 f"num_classes == out_channels; got {class_logits.shape[1]} class logits for {target.shape[1]} mask "
                 "channels."

@@ -9,6 +9,7 @@ from torch import nn
 
 from nerveseg.networks.batchnorm import set_batchnorm_momentum
 from nerveseg.networks.encoders import load_encoder_weights
+from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import read_state_dict
 
 __all__ = ["initialise_network"]
@@ -38,5 +39,5 @@ def initialise_network(
         try:
             network.load_state_dict(state)
         except RuntimeError as error:
-            raise ValueError(f"init_weights {init_weights} does not fit network_def: {error}") from error
+            raise UserInputError(f"init_weights {init_weights} does not fit network_def: {error}") from error
     return set_batchnorm_momentum(network, bn_momentum)

@@ -41,6 +41,18 @@ def prepare(*args, **kwargs) -> None:
     for name, split in report["splits"].items():
         rate = "-" if split["positive_rate"] is None else f"{split['positive_rate']:.1%}"
         print(f"{name:<12}{split['images']:>8}{split['subjects']:>10}{rate:>10}")
+    chosen = report["parameters"]
+    if chosen["test_subjects"]:
+        test = f"the {len(chosen['test_subjects'])} given test_subjects"
+    elif chosen["test_fraction"]:
+        test = f"test_fraction {chosen['test_fraction']} of the subjects, drawn at random (seed {chosen['seed']})"
+    else:
+        test = "no labelled images (test_fraction 0)"
+    if chosen["val_subjects"]:
+        validation = f"the {len(chosen['val_subjects'])} given val_subjects (no folds)"
+    else:
+        validation = f"fold {chosen['val_fold']} of {chosen['num_folds']} subject-grouped folds (seed {chosen['seed']})"
+    print(f"test: {test}; validation: {validation}; the subjects of each split are in report.json")
     conflicting = sum(pair["conflicting"] for pair in report["duplicate_pairs"])
     print(
         f"duplicates: {len(report['duplicate_pairs'])} pairs, {conflicting} with conflicting masks, "

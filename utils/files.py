@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from nerveseg.utils.errors import UserInputError
+
 __all__ = ["atomic_path", "read_state_dict", "save_state_dict", "write_json_atomically", "write_text_atomically"]
 
 
@@ -89,19 +91,19 @@ def read_state_dict(path: str | os.PathLike, what: str = "Checkpoint") -> dict[s
         what: how the error messages name the file, e.g. ``"Pretrained weights"``.
 
     Raises:
-        ValueError: the file is missing, unreadable, or not a state dict of tensors.
+        UserInputError: the file is missing, unreadable, or not a state dict of tensors.
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{what} file {path} does not exist.")
+        raise UserInputError(f"{what} file {path} does not exist.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises pickle, zip and runtime errors for damaged files
-        raise ValueError(f"Cannot read {what.lower()} {path}: {str(error).splitlines()[0]}") from error
+        raise UserInputError(f"Cannot read {what.lower()} {path}: {str(error).splitlines()[0]}") from error
     if isinstance(state, Mapping):
         for key in ("state_dict", "model"):
             if isinstance(state.get(key), Mapping):
                 state = state[key]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} is not a state dict of tensors.")
+        raise UserInputError(f"{path} is not a state dict of tensors.")
     return dict(state)

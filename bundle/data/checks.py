@@ -6,10 +6,11 @@ unreadable file, a mask that is not binary, a mask whose size differs from its i
 the first epoch, not in a loader worker halfway through.
 
 Reading every file costs minutes on a real data set, so what was checked is recorded per file: its path, byte size,
-modification time (``st_mtime_ns``), ``(H, W)`` shape and, for masks, the foreground pixel count. A file whose size
-and time still match a record is not read again; a new, missing or changed file is read and checked in full. A
-record is the JSON ``{"version": 1, "files": {PATH: {"size", "mtime_ns", "shape", "foreground"}}}``, kept in two
-places:
+modification time (``st_mtime_ns``), ``(H, W)`` shape and, for masks, the foreground pixel count and the
+``threshold`` it was counted with (absent: the mask was required to be binary). A file whose size and time still
+match a record is not read again, nor a mask whose threshold is the run's ``mask_threshold``; a new, missing or
+changed file, or a mask checked with another threshold, is read and checked in full. A record is the JSON
+``{"version": 1, "files": {PATH: {"size", "mtime_ns", "shape", "foreground", "threshold"}}}``, kept in two places:
 
 - ``checked.json`` beside the ``datalist.json`` that ``nerveseg prepare`` writes, ``PATH`` relative to that folder:
   prepare checks every file while it converts it, and records the files it wrote. Runs only read it.
@@ -31,13 +32,14 @@ import logging
 import os
 import stat
 from collections.abc import Iterable, Sequence
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from nerveseg.bundle.data.io import PIL_EXTENSIONS, DatasetError, check_same_shape, extension, read_image, read_mask
 from nerveseg.utils.files import write_text_atomically
+from nerveseg.utils.progress import progress
 
 __all__ = ["RECORD_NAME", "CheckRecord", "DataChecker", "cache_folder", "check_item"]
 
@@ -99,12 +101,18 @@ class CheckRecord:
         shape: Sequence[int],
         foreground: int | None = None,
         info: os.stat_result | None = None,
+        threshold: float | None = None,
     ) -> dict:
-        """Record ``file`` as checked, with its ``stat`` taken before it was read (by default: now)."""
+        """Record ``file`` as checked, with its ``stat`` taken before it was read (by default: now).
+
+        ``threshold`` is the one a mask's ``foreground`` was counted with; ``None``: the mask is binary.
+        """
         info = os.stat(file) if info is None else info
         entry = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "shape": [int(n) for n in shape]}
         if foreground is not None:
             entry["foreground"] = int(foreground)
+        if threshold is not None:
+            entry["threshold"] = float(threshold)
         self.files[self._key(file)] = entry
         self.changed = True
         return entry
@@ -128,16 +136,30 @@ class DataChecker:
         records: records to trust without writing to them (``nerveseg prepare``'s ``checked.json``).
         cache: the record that files read here are added to; :meth:`save` writes it. By default one in memory, so
             a file is read at most once per checker.
+        mask_threshold: ``None``: masks must be binary. A number: a mask's foreground is its pixels ``>=`` it
+            (lossy masks, as :func:`~nerveseg.bundle.data.io.read_mask`'s ``threshold``); a recorded mask is reused
+            only when it was counted with the same threshold.
     """
 
-    def __init__(self, records: Iterable[CheckRecord] = (), cache: CheckRecord | None = None) -> None:
+    def __init__(
+        self,
+        records: Iterable[CheckRecord] = (),
+        cache: CheckRecord | None = None,
+        mask_threshold: float | None = None,
+    ) -> None:
         self.cache = cache if cache is not None else CheckRecord(os.curdir)
         self.records = [*records, self.cache]
+        self.mask_threshold = mask_threshold
         self.read = 0
         self.reused = 0
 
     @classmethod
-    def for_folder(cls, folder: str | os.PathLike, datalist_file: str | os.PathLike | None = None) -> DataChecker:
+    def for_folder(
+        cls,
+        folder: str | os.PathLike,
+        datalist_file: str | os.PathLike | None = None,
+        mask_threshold: float | None = None,
+    ) -> DataChecker:
         """The checker of a run on ``folder``: the record ``prepare`` left beside ``datalist_file``, and the cache."""
         records = []
         if datalist_file is not None and (Path(datalist_file).parent / RECORD_NAME).is_file():
@@ -146,13 +168,13 @@ class DataChecker:
         folder = os.path.abspath(folder)
         digest = hashlib.sha256(folder.encode()).hexdigest()[:16]
         name = f"{Path(folder).name or 'root'}-{digest}.json"
-        return cls(records, CheckRecord.load(cache_folder() / name, folder))
+        return cls(records, CheckRecord.load(cache_folder() / name, folder), mask_threshold)
 
     def file(self, path: str | os.PathLike, mask: bool = False) -> dict:
         """The record entry of ``path``, which is read and checked first unless a record vouches for it unchanged.
 
         Raises:
-            DatasetError: the file is missing, unreadable or (``mask``) not a binary mask.
+            DatasetError: the file is missing, unreadable or (``mask``, without ``mask_threshold``) not binary.
         """
         try:
             info = os.stat(path)
@@ -161,14 +183,20 @@ class DataChecker:
         if info is not None and stat.S_ISREG(info.st_mode):
             for record in self.records:
                 entry = record.find(path, info)
-                if entry is not None and (not mask or "foreground" in entry):
+                if entry is not None and (not mask or self._counted_alike(entry)):
                     self.reused += 1
                     return entry
-        array = read_mask(path) if mask else read_image(path)
+        array = read_mask(path, threshold=self.mask_threshold) if mask else read_image(path)
         self.read += 1
         if info is None or not stat.S_ISREG(info.st_mode):  # a folder of instance masks: not recorded
             return {"shape": list(array.shape), "foreground": int(np.count_nonzero(array))}
-        return self.cache.add(path, array.shape, int(np.count_nonzero(array)) if mask else None, info)
+        if not mask:
+            return self.cache.add(path, array.shape, info=info)
+        return self.cache.add(path, array.shape, int(np.count_nonzero(array)), info, self.mask_threshold)
+
+    def _counted_alike(self, entry: dict) -> bool:
+        """Whether a mask's recorded foreground was counted as this checker counts it (same threshold, or binary)."""
+        return "foreground" in entry and entry.get("threshold") == self.mask_threshold
 
     def item(self, item: dict) -> int | None:
         """Check an item's image and (if any) mask; return the mask's foreground pixel count, ``None`` without one."""
@@ -181,15 +209,15 @@ class DataChecker:
         return mask["foreground"]
 
     def items(self, items: Sequence[dict], desc: str = "Checking images") -> list[int | None]:
-        """:meth:`item` for each item, with a progress bar."""
-        with tqdm(items, desc=desc) as progress:  # closed on error too, so that the error is printed last
-            return [self.item(item) for item in progress]
+        """:meth:`item` for each item, with a progress bar (plain lines when the output is not a terminal)."""
+        with closing(progress(items, desc)) as shown:  # a bar is closed on error too, so the error prints last
+            return [self.item(item) for item in shown]
 
     def foregrounds(self, items: Sequence[dict]) -> list[int]:
         """The foreground pixel count of each item's mask; the masks are checked, the images are not."""
         counts = []
-        with tqdm(items, desc="Checking masks") as progress:
-            for item in progress:
+        with closing(progress(items, "Checking masks")) as shown:
+            for item in shown:
                 _check_extensions(item, ("label",))
                 counts.append(self.file(item["label"], mask=True)["foreground"])
         return counts
@@ -217,11 +245,12 @@ def check_item(item: dict, checker: DataChecker | None = None) -> int | None:
 
     Files are read as the training pipeline's PIL reader will read them. A binary mask holds 0 and at most one
     other value (1 or 255, say); class and instance maps must be converted first (``nerveseg prepare``) so that
-    the target class is chosen explicitly.
+    the target class is chosen explicitly. A lossy (JPEG) mask needs a checker with a ``mask_threshold``.
 
     Args:
         item: ``{"image": path}``, with ``"label": path`` for a labelled item.
-        checker: whose records to trust and add to; by default every file is read.
+        checker: whose records to trust and add to, and its ``mask_threshold``; by default every file is read and
+            masks must be binary.
 
     Returns:
         the mask's foreground pixel count, or ``None`` for an item without mask.

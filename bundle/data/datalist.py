@@ -10,6 +10,7 @@ changed. There is no default data set: ``configs/quickstart.json`` names the syn
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -19,13 +20,18 @@ import numpy as np
 from monai.data import load_decathlon_datalist
 
 from nerveseg.bundle.data.checks import DataChecker
-from nerveseg.bundle.data.io import PIL_EXTENSIONS, DatasetError, extension
+from nerveseg.bundle.data.io import PIL_EXTENSIONS, DatasetError, extension, find_file
 from nerveseg.utils.errors import UserInputError
 
 MASK_SUFFIX = "_mask"
+logger = logging.getLogger(__name__)
 SPLITS = ("training", "validation", "test")
 _STRATIFIED_DRAWS = 64
 _CHALLENGE_NAME = re.compile(r"^(?P<subject>\d+)_(?P<frame>\d+)$")
+_MASKS_ELSEWHERE = (
+    "if the masks are elsewhere, pass a datalist JSON as datalist_file, or pair an image folder with a mask folder "
+    "by name with `nerveseg prepare folders`."
+)
 
 
 def natural_key(path: str | os.PathLike) -> list[int | str]:
@@ -40,6 +46,10 @@ def subject_of(image_path: str | os.PathLike) -> str:
     return match["subject"] if match else stem
 
 
+def _stem(path: Path) -> str:
+    return path.name[: len(path.name) - len(extension(path))]
+
+
 def list_images(folder: str | os.PathLike, extensions: Sequence[str] = PIL_EXTENSIONS) -> list[Path]:
     """Image files in ``folder`` with one of ``extensions`` (masks ``*_mask.*`` excluded), in natural order."""
     folder = Path(folder)
@@ -48,13 +58,61 @@ def list_images(folder: str | os.PathLike, extensions: Sequence[str] = PIL_EXTEN
     files = []
     for path in folder.iterdir():
         suffix = extension(path)
-        if suffix in extensions and not path.name[: -len(suffix)].endswith(MASK_SUFFIX) and path.is_file():
+        if suffix in extensions and not _stem(path).endswith(MASK_SUFFIX) and path.is_file():
             files.append(path)
     return sorted(files, key=natural_key)
 
 
+def find_mask(image: str | os.PathLike, extensions: Sequence[str] = PIL_EXTENSIONS) -> Path | None:
+    """The mask ``{stem}_mask.{ext}`` beside ``image`` for any of ``extensions``, the image's own first; else None."""
+    image = Path(image)
+    stem = _stem(image)  # the extension as written is preferred: ``1_1.TIF`` pairs with ``1_1_mask.TIF``
+    return find_file(image.parent, f"{stem}{MASK_SUFFIX}", extensions, prefer=image.name[len(stem) :])
+
+
+def mask_files(folder: str | os.PathLike) -> list[Path]:
+    """The files named ``*_mask.*`` in ``folder``, whatever their extension, in natural order."""
+    masks = [path for path in Path(folder).iterdir() if _stem(path).endswith(MASK_SUFFIX) and path.is_file()]
+    return sorted(masks, key=natural_key)
+
+
+def no_mask_error(
+    image: str | os.PathLike,
+    extensions: Sequence[str] = PIL_EXTENSIONS,
+    found: Sequence[Path] | None = None,
+    elsewhere: str = _MASKS_ELSEWHERE,
+) -> DatasetError:
+    """The error for an image without mask: the names tried and the masks its folder holds (``found``, else listed).
+
+    Args:
+        image: the image without ``{stem}_mask.{ext}`` beside it.
+        extensions: the mask extensions that were tried.
+        found: :func:`mask_files` of the image's folder, when the caller already listed it.
+        elsewhere: what to do when the folder holds no mask at all.
+    """
+    image = Path(image)
+    name = f"{_stem(image)}{MASK_SUFFIX}"
+    found = mask_files(image.parent) if found is None else found
+    start = f"{image}: image has no mask (tried {name}.* with {', '.join(extensions)} beside it)"
+    misnamed = [path for path in found if _stem(path) == name]
+    if misnamed and extension(misnamed[0]) in extensions:
+        return DatasetError(f"{start}; rename {misnamed[0].name} to a lower-case extension.")
+    if misnamed:
+        return DatasetError(f"{start}; {misnamed[0].name} is in none of these formats: convert it to PNG or TIFF.")
+    if not found:
+        return DatasetError(f"{start}; {image.parent} holds no *{MASK_SUFFIX}.* file at all: {elsewhere}")
+    examples = ", ".join(path.name for path in found[:2])
+    return DatasetError(
+        f"{start}; {image.parent} holds {len(found)} other mask file{'s' if len(found) > 1 else ''} (e.g. "
+        f"{examples}): add this image's mask ({name}{image.name[len(_stem(image)) :]}, say) or remove the image."
+    )
+
+
 def find_pairs(folder: str | os.PathLike) -> list[dict[str, str]]:
-    """Pair every image ``{name}.tif`` in ``folder`` with its mask ``{name}_mask.tif`` (the challenge layout).
+    """Pair every image ``{stem}.{ext}`` in ``folder`` with its mask ``{stem}_mask.{ext2}`` (the challenge layout).
+
+    Any of ``PIL_EXTENSIONS`` pairs with any other (an RGB ``1_1.jpg`` with ``1_1_mask.tif``), the image's own
+    extension preferred when several masks exist.
 
     Raises:
         DatasetError: when the folder holds no image, or an image has no mask.
@@ -67,9 +125,9 @@ def find_pairs(folder: str | os.PathLike) -> list[dict[str, str]]:
         )
     pairs = []
     for image in images:
-        mask = image.with_name(f"{image.stem}{MASK_SUFFIX}{image.suffix}")
-        if not mask.is_file():
-            raise DatasetError(f"{image}: image has no mask (expected {mask.name} beside it).")
+        mask = find_mask(image)
+        if mask is None:
+            raise no_mask_error(image)
         pairs.append({"image": str(image), "label": str(mask), "subject": subject_of(image)})
     return pairs
 
@@ -120,7 +178,12 @@ def split_by_subject(
 
 
 def load_datalist_file(datalist_file: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> dict:
-    """Read a decathlon-style datalist JSON; relative paths resolve against ``base_dir`` or the file's folder."""
+    """Read a decathlon-style datalist JSON; relative paths resolve against ``base_dir`` or the file's folder.
+
+    ``image`` and ``label`` paths of every list, ``test`` included (``nerveseg prepare --test_fraction`` writes a
+    labelled test list that evaluation scores), are resolved whether or not the file exists, so that a missing
+    file is named by its full path; unlabelled test items stay unlabelled.
+    """
     path = Path(datalist_file)
     if not path.is_file():
         raise DatasetError(f"{path}: datalist file does not exist.")
@@ -134,7 +197,9 @@ def load_datalist_file(datalist_file: str | os.PathLike, base_dir: str | os.Path
     datalist = {}
     for key in ("training", "validation", "test"):
         if keys.get(key):  # MONAI's reader fails on an empty list, which `prepare` writes for a split it left empty
-            datalist[key] = load_decathlon_datalist(path, key != "test", data_list_key=key, base_dir=base)
+            # is_segmentation=True joins `label` to the base like `image`, for the items that have one; with False
+            # MONAI joins a label only when that file exists, leaving a missing test mask relative to the cwd.
+            datalist[key] = load_decathlon_datalist(path, True, data_list_key=key, base_dir=base)
         elif key in keys:
             datalist[key] = []
     return datalist
@@ -146,6 +211,7 @@ def build_datalist(
     val_fraction: float = 0.2,
     seed: int = 0,
     splits: Sequence[str] = ("training", "validation"),
+    mask_threshold: float | None = None,
 ) -> dict[str, list[dict]]:
     """Training, validation and test lists for the bundle, the files of ``splits`` checked.
 
@@ -154,7 +220,8 @@ def build_datalist(
 
     Args:
         dataset_dir: a folder in the nerve-challenge layout (``train/{subject}_{frame}.tif`` with
-            ``_mask.tif``, optional ``test/``), or the base folder of ``datalist_file``'s relative paths.
+            ``_mask.tif``, any of ``PIL_EXTENSIONS`` for either, optional ``test/``), or the base folder of
+            ``datalist_file``'s relative paths.
             ``configs/quickstart.json`` sets it to the synthetic dataset.
         datalist_file: a decathlon-style datalist JSON. Without a ``validation`` list, one is split off the
             training list by subject.
@@ -164,10 +231,13 @@ def build_datalist(
         splits: the lists whose files are checked: the ones the run reads (training: training and validation;
             evaluation: validation). A split made here also needs the training list's mask areas, so its masks
             are checked then too.
+        mask_threshold: ``None``: masks must be binary (0 and one other value). A number: pixels ``>=`` it are
+            foreground, for lossy (JPEG) masks whose pixels scatter around 0 and 255; the training config applies
+            the same threshold to the labels it loads (``AsDiscreted``), so the checked areas are the trained ones.
 
     Raises:
         DatasetError: no data set given, a missing folder or file, an image without mask, an unreadable image, a
-            size mismatch, a non-binary mask; the message names the file.
+            size mismatch, a non-binary mask (without ``mask_threshold``); the message names the file.
     """
     unknown = sorted(set(splits) - set(SPLITS))
     if unknown or isinstance(splits, str):
@@ -181,7 +251,7 @@ def build_datalist(
         )
     datalist = _find_items(dataset_dir, datalist_file)
     folder = dataset_dir if dataset_dir is not None else Path(datalist_file).parent
-    checker = DataChecker.for_folder(folder, datalist_file)
+    checker = DataChecker.for_folder(folder, datalist_file, mask_threshold=mask_threshold)
     try:
         checked = set()
         if "validation" not in datalist:
@@ -198,6 +268,33 @@ def build_datalist(
     finally:
         checker.save()
     return datalist
+
+
+def labelled_items(datalist: dict[str, list[dict]], split: str) -> list[dict]:
+    """The items of ``datalist[split]`` that have a label, to evaluate on (``evaluate.json``'s ``eval_split``).
+
+    A ``test`` list may mix labelled images (``nerveseg prepare --test_fraction``) with a challenge's unlabelled
+    test images; those are left out, and counted in the log.
+
+    Raises:
+        UserInputError: ``split`` is not a list of the datalist, or none of its items has a label.
+    """
+    if split not in datalist:
+        raise UserInputError(
+            f"eval_split is {split!r}, but the datalist has no such list (it has {', '.join(sorted(datalist))}); "
+            "choose one of them, e.g. --eval_split validation."
+        )
+    items = [item for item in datalist[split] if "label" in item]
+    if not items:
+        raise UserInputError(
+            f"eval_split is {split!r}, but none of its {len(datalist[split])} images has a label to score against; "
+            "evaluate a labelled split (--eval_split validation), or hold out labelled subjects as test with "
+            "`nerveseg prepare --test_fraction 0.1` or `--test_subjects`."
+        )
+    if len(items) < len(datalist[split]):
+        logger.info(f"Evaluating the {len(items)} labelled images of {split!r}; {len(datalist[split]) - len(items)} "
+                    "have no label and are left out.")  # fmt: skip
+    return items
 
 
 def _find_items(dataset_dir: str | os.PathLike | None, datalist_file: str | os.PathLike | None) -> dict:

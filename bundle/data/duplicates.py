@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from nerveseg.bundle.data.io import read_image, read_mask
+from nerveseg.utils.errors import UserInputError
 
 __all__ = ["NEAR_THRESHOLD", "POLICIES", "DuplicatePair", "find_duplicates", "drop_duplicates"]
 
@@ -164,7 +165,7 @@ def drop_duplicates(
         ValueError: for an unknown policy.
     """
     if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}.")
+        raise UserInputError(f"policy must be one of {POLICIES}, got {policy!r}.")
     drop: set[str] = set()
     for pair in pairs:
         if not pair.conflicting or policy == "keep":

@@ -10,7 +10,7 @@ row; NIfTI comes back in its stored voxel order (nibabel's ``get_fdata`` order, 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,6 +33,7 @@ class DatasetError(UserInputError):
 IMAGE_EXTENSIONS = (*PIL_EXTENSIONS, ".dcm", ".nii", ".nii.gz", *ITK_EXTENSIONS)
 _PIL_VALUE_MODES = ("1", "L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")  # read as stored, no conversion
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, as PIL's convert("L")
+_LOSSY_EXTENSIONS = (".jpg", ".jpeg")
 
 
 def extension(path: str | os.PathLike) -> str:
@@ -53,6 +54,23 @@ def _reading(path: Path) -> Iterator[None]:
             f"{path}: cannot be read ({type(err).__name__}: {err}); check that the file is complete and in "
             "the format its extension says."
         ) from err
+
+
+def find_file(
+    folder: str | os.PathLike, stem: str, extensions: Sequence[str] = IMAGE_EXTENSIONS, prefer: str | None = None
+) -> Path | None:
+    """The file ``{folder}/{stem}{ext}`` for the first of ``extensions`` that exists (``prefer`` first), else None.
+
+    Each extension is tried as given, in lower and in upper case (``.tif``, ``.TIF``): one ``stat`` per name
+    tried, so pairing the files of a large folder does not list the folder once per file.
+    """
+    folder = Path(folder)
+    order = [prefer] if prefer is not None and prefer.lower() in extensions else []
+    for suffix in dict.fromkeys(case for ext in (*order, *extensions) for case in (ext, ext.lower(), ext.upper())):
+        path = folder / f"{stem}{suffix}"
+        if path.is_file():
+            return path
+    return None
 
 
 def _existing(path: str | os.PathLike) -> Path:
@@ -201,7 +219,7 @@ def to_uint8(
     if window is not None:
         center, width = float(window[0]), float(window[1])
         if width <= 0:
-            raise ValueError(f"window width must be positive, got window={window} (center, width).")
+            raise UserInputError(f"window width must be positive, got window={window} (center, width).")
         out = _to_byte((image.astype(np.float64) - (center - width / 2)) / width * 255)
     elif image.dtype != np.uint8:
         low, high = float(image.min()), float(image.max())
@@ -243,7 +261,26 @@ def _clahe(image: np.ndarray, clip_limit: float, tiles: tuple[int, int]) -> np.n
     return _to_byte((1 - wy) * top + wy * bottom)
 
 
-def read_mask(path: str | os.PathLike, target_class: int | None = None, instances: bool = False) -> np.ndarray:
+def check_mask_options(
+    target_class: int | None = None, instances: bool = False, threshold: float | None = None
+) -> None:
+    """Raise a :class:`UserInputError` unless at most one way of choosing a mask's foreground is given."""
+    chosen = {"target_class": target_class, "instances": instances or None, "threshold": threshold}
+    given = [f"{name}={value}" for name, value in chosen.items() if value is not None]
+    if len(given) > 1:
+        raise UserInputError(
+            f"mask options {', '.join(given)}: choose one way to find a mask's foreground: target_class (one class "
+            "of a class-index mask), instances (every nonzero pixel) or threshold / mask_threshold (pixels >= it, "
+            "for lossy masks)."
+        )
+
+
+def read_mask(
+    path: str | os.PathLike,
+    target_class: int | None = None,
+    instances: bool = False,
+    threshold: float | None = None,
+) -> np.ndarray:
     """Read a mask file, or the union of a folder of per-instance masks, as a bool ``(H, W)`` array.
 
     Args:
@@ -252,23 +289,25 @@ def read_mask(path: str | os.PathLike, target_class: int | None = None, instance
         target_class: foreground is ``mask == target_class`` (class-index masks); absent classes give an
             empty mask.
         instances: foreground is any nonzero value (instance label maps).
+        threshold: foreground is ``mask >= threshold``, as MONAI's ``AsDiscrete(threshold=...)`` that the training
+            pipeline applies to labels: for lossy (JPEG) masks, whose pixels scatter around 0 and 255.
 
-    Without either, the mask must hold 0 and at most one other value (0/1, 0/255, bool).
+    With none of the three, the mask must hold 0 and at most one other value (0/1, 0/255, bool).
 
     Raises:
         DatasetError: unreadable file, coloured RGB, a class/instance map without a choice, or (folders) no mask
             files or masks of different sizes.
+        UserInputError: more than one of ``target_class``, ``instances`` and ``threshold``.
     """
-    if target_class is not None and instances:
-        raise ValueError("choose one of target_class and instances, not both.")
+    check_mask_options(target_class, instances, threshold)
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and extension(p) in IMAGE_EXTENSIONS)
         if not files:
             raise DatasetError(f"{path}: folder holds no mask files (one of {', '.join(IMAGE_EXTENSIONS)}).")
-        union = read_mask(files[0], target_class, instances)
+        union = read_mask(files[0], target_class, instances, threshold)
         for file in files[1:]:
-            mask = read_mask(file, target_class, instances)
+            mask = read_mask(file, target_class, instances, threshold)
             if mask.shape != union.shape:
                 raise DatasetError(f"{file}: mask of shape {mask.shape}, but {files[0].name} is {union.shape}.")
             union |= mask
@@ -279,13 +318,22 @@ def read_mask(path: str | os.PathLike, target_class: int | None = None, instance
         return raw == target_class
     if instances:
         return raw != 0
+    if threshold is not None:
+        return raw >= threshold
     values = np.unique(raw)
     if np.count_nonzero(values) > 1:
         shown = values.tolist() if values.size <= 8 else f"[{str(values[:4].tolist())[1:-1]}, ..., {values[-1]}]"
+        start = f"{path}: has values {shown}{f' ({values.size} values)' if values.size > 8 else ''}"
+        if extension(path) in _LOSSY_EXTENSIONS:
+            raise DatasetError(
+                f"{start}: a lossy JPEG mask: threshold it, `nerveseg prepare --mask_threshold 128` or the config "
+                "key `mask_threshold: 128` for a raw folder (pixels >= 128 are foreground); if it really is a class "
+                "or instance map, choose `--target_class` or `--instances` instead."
+            )
         raise DatasetError(
-            f"{path}: has values {shown}{f' ({values.size} values)' if values.size > 8 else ''}: a class or "
-            "instance map, not a binary mask; choose the class to keep (`nerveseg prepare --target_class`) or "
-            "take every labelled pixel (`--instances`)."
+            f"{start}: a class or instance map, not a binary mask; choose the class to keep (`nerveseg prepare "
+            "--target_class`), take every labelled pixel (`--instances`), or threshold a lossy mask "
+            "(`--mask_threshold 128`, or the config key `mask_threshold: 128` for a raw folder)."
         )
     return raw != 0
 

@@ -6,7 +6,6 @@ A reader only finds files and pairs them; loading (and every check of a file's c
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -17,12 +16,14 @@ import numpy as np
 from pydicom import dcmread
 
 from nerveseg.bundle.data import rle
-from nerveseg.bundle.data.datalist import MASK_SUFFIX, list_images, natural_key, subject_of
+from nerveseg.bundle.data.datalist import find_mask, list_images, mask_files, natural_key, no_mask_error, subject_of
 from nerveseg.bundle.data.io import (
     IMAGE_EXTENSIONS,
     DatasetError,
+    check_mask_options,
     check_same_size,
     extension,
+    find_file,
     read_dicom,
     read_image,
     read_mask,
@@ -30,6 +31,10 @@ from nerveseg.bundle.data.io import (
 )
 
 FORMATS = ("nerve", "pneumothorax", "folders")
+_NERVE_MASKS_ELSEWHERE = (
+    "if the masks are a run-length CSV, pass it (`--csv_file train_masks.csv`); if they are in another folder, "
+    "pair the folders by name with `nerveseg prepare folders`."
+)
 
 
 @dataclass
@@ -54,30 +59,37 @@ def _stem(path: Path) -> str:
     return path.name[: -len(extension(path))]
 
 
-def read_nerve(src: str | os.PathLike, csv_file: str | os.PathLike | None = None) -> Iterator[Sample]:
+def read_nerve(
+    src: str | os.PathLike, csv_file: str | os.PathLike | None = None, mask_threshold: float | None = None
+) -> Iterator[Sample]:
     """The ultrasound nerve challenge: ``train/{subject}_{img}.tif`` with ``_mask.tif`` or ``train_masks.csv``.
 
-    Masks come from the ``_mask.tif`` files, or from the run-length CSV (``subject,img,pixels``) when
-    ``csv_file`` is given or the mask files are absent and ``src/train_masks.csv`` exists. ``test/{id}.tif``
-    images are listed unlabelled.
+    Masks come from the ``{stem}_mask.{ext}`` files (any of ``IMAGE_EXTENSIONS``, the image's own preferred, so
+    an RGB ``1_1.jpg`` pairs with ``1_1_mask.tif``), or from the run-length CSV (``subject,img,pixels``) when
+    ``csv_file`` is given or the first image has no mask file and ``src/train_masks.csv`` exists.
+    ``test/{id}.tif`` images are listed unlabelled. ``mask_threshold``: pixels ``>=`` it are foreground (lossy
+    JPEG masks); by default masks must be binary.
     """
     src = Path(src)
     train = list_images(src / "train", IMAGE_EXTENSIONS)
     if not train:
         raise DatasetError(f"{src / 'train'}: no images found (expected {{subject}}_{{img}}.tif).")
-    if csv_file is None and not train[0].with_name(f"{_stem(train[0])}{MASK_SUFFIX}.tif").exists():
+    if csv_file is None and find_mask(train[0], IMAGE_EXTENSIONS) is None:
         csv_file = src / "train_masks.csv" if (src / "train_masks.csv").is_file() else None
     runs = rle.read_runs(csv_file, "nerve") if csv_file is not None else None
 
+    found = None  # the folder's *_mask.* files, listed once for the messages about images without mask
     for path in train:
         sample_id = _stem(path)
         if runs is not None:
             missing = DatasetError(f"{path}: image has no row in {csv_file}.")
             load = _loader(path, runs=runs[sample_id]) if sample_id in runs else _fail(missing)
-            yield Sample(sample_id, subject_of(path), str(path), load)
+        elif (mask_path := find_mask(path, IMAGE_EXTENSIONS)) is not None:
+            load = _loader(path, mask_path=mask_path, mask_threshold=mask_threshold)
         else:
-            mask_path = path.with_name(f"{sample_id}{MASK_SUFFIX}{path.suffix}")
-            yield Sample(sample_id, subject_of(path), str(path), _loader(path, mask_path=mask_path))
+            found = mask_files(path.parent) if found is None else found
+            load = _fail(no_mask_error(path, IMAGE_EXTENSIONS, found, _NERVE_MASKS_ELSEWHERE))
+        yield Sample(sample_id, subject_of(path), str(path), load)
     if (src / "test").is_dir():
         for path in list_images(src / "test", IMAGE_EXTENSIONS):
             yield Sample(f"test_{_stem(path)}", f"test_{_stem(path)}", str(path), _loader(path))
@@ -100,13 +112,14 @@ def _loader(
     instances: bool = False,
     window: tuple[float, float] | None = None,
     clahe: bool = False,
+    mask_threshold: float | None = None,
 ) -> Callable[[], tuple[np.ndarray, np.ndarray | None, dict]]:
     def load() -> tuple[np.ndarray, np.ndarray | None, dict]:
         image = to_uint8(read_image(image_path), window=window, clahe=clahe)
         if mask_path is not None:
             if not mask_path.exists():
                 raise DatasetError(f"{image_path}: image has no mask (expected {mask_path}).")
-            mask = read_mask(mask_path, target_class=target_class, instances=instances)
+            mask = read_mask(mask_path, target_class=target_class, instances=instances, threshold=mask_threshold)
             check_same_size(image, mask, image_path, mask_path)
             return image, mask, {}
         if runs is not None:
@@ -116,18 +129,12 @@ def _loader(
     return load
 
 
-def _find(folder: Path, stem: str) -> Path:
-    """The file ``{folder}/{stem}.{ext}`` with a supported extension."""
-    for path in folder.glob(f"{glob.escape(stem)}.*"):
-        if _stem(path) == stem and extension(path) in IMAGE_EXTENSIONS:
-            return path
-    raise DatasetError(f"{folder / stem}.*: no such file (with one of the extensions {IMAGE_EXTENSIONS}).")
-
-
 def _with_fov(load: Callable, image_path: Path, fov_dir: Path, fov_stem: str) -> Callable:
     def load_with_fov() -> tuple[np.ndarray, np.ndarray | None, dict]:
         image, mask, meta = load()
-        fov_path = _find(fov_dir, fov_stem)
+        fov_path = find_file(fov_dir, fov_stem)
+        if fov_path is None:
+            raise DatasetError(f"{fov_dir / fov_stem}.*: no such file (with one of the extensions {IMAGE_EXTENSIONS}).")
         fov = read_mask(fov_path)
         check_same_size(image, fov, image_path, fov_path)
         return image, mask, {**meta, "fov": fov}
@@ -199,6 +206,7 @@ def read_folders(
     instances: bool = False,
     fov: str | None = None,
     fov_suffix: str = "",
+    mask_threshold: float | None = None,
 ) -> Iterator[Sample]:
     """Image and mask folders paired by name: USGRA-style, DRIVE-style, nuclei-style, NIfTI/ITK slices.
 
@@ -218,17 +226,20 @@ def read_folders(
         instances: treat any nonzero value as foreground (instance label maps).
         fov: optional folder of field-of-view masks (DRIVE's ``mask/``), kept beside each image.
         fov_suffix: part of the field-of-view mask's name after the id (``"_training_mask"`` for DRIVE).
+        mask_threshold: pixels ``>=`` it are foreground, for lossy (JPEG) masks; not with ``target_class`` or
+            ``instances``.
     """
+    check_mask_options(target_class, instances, mask_threshold)
     src = Path(src)
     image_dir, mask_dir = src / images, src / masks
-    mask_files: dict[str, Path] = {}
+    masks_by_id: dict[str, Path] = {}
     if not mask_dir.is_dir():
         raise DatasetError(f"{mask_dir}: no such folder.")
     for path in mask_dir.iterdir():
         name = path.name if path.is_dir() else _stem(path)
         if path.is_dir() or extension(path) in IMAGE_EXTENSIONS:
             if name.endswith(mask_suffix):
-                mask_files[name[: len(name) - len(mask_suffix)] if mask_suffix else name] = path
+                masks_by_id[name[: len(name) - len(mask_suffix)] if mask_suffix else name] = path
     found = False
     for path in list_images(image_dir, IMAGE_EXTENSIONS):
         stem = _stem(path)
@@ -242,8 +253,10 @@ def read_folders(
             if match is None:
                 raise DatasetError(f"{path}: subject_regex {subject_regex!r} does not match the id {sample_id!r}.")
             subject = match.group(1) if match.groups() else match.group(0)
-        mask_path = mask_files.get(sample_id, mask_dir / f"{sample_id}{mask_suffix}.png")
-        loader = _loader(path, mask_path=mask_path, target_class=target_class, instances=instances)
+        mask_path = masks_by_id.get(sample_id, mask_dir / f"{sample_id}{mask_suffix}.png")
+        loader = _loader(
+            path, mask_path=mask_path, target_class=target_class, instances=instances, mask_threshold=mask_threshold
+        )
         if fov is not None:
             loader = _with_fov(loader, path, src / fov, f"{sample_id}{fov_suffix}")
         yield Sample(sample_id, subject, str(path), loader)

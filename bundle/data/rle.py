@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nerveseg.bundle.data.io import DatasetError
+
 STYLES = ("nerve", "siim")
 _INTEGER = re.compile(r"-?[0-9]+")
 
@@ -78,27 +80,27 @@ def decode(text: str, shape: tuple[int, int], style: str, name: str | None = Non
     num_pixels = int(shape[0]) * int(shape[1])
     text = text.strip()
     if style == "nerve" and text == "-1":
-        raise ValueError(f"{where}: '-1' is the siim-style empty mask; nerve style writes an empty mask as ''.")
+        raise DatasetError(f"{where}: '-1' is the siim-style empty mask; nerve style writes an empty mask as ''.")
     if style == "siim" and text == "":
-        raise ValueError(f"{where}: '' is the nerve-style empty mask; siim style writes an empty mask as '-1'.")
+        raise DatasetError(f"{where}: '' is the nerve-style empty mask; siim style writes an empty mask as '-1'.")
     flat = np.zeros(num_pixels + 1, dtype=np.int32)
     tokens = [] if text in ("", "-1") else text.split()
     if len(tokens) % 2:
-        raise ValueError(f"{where}: {len(tokens)} tokens, expected an even number of 'start length' pairs.")
+        raise DatasetError(f"{where}: {len(tokens)} tokens, expected an even number of 'start length' pairs.")
     for i, token in enumerate(tokens):
         if not _INTEGER.fullmatch(token):
-            raise ValueError(f"{where}: token {i + 1} ({token!r}) is not an integer.")
+            raise DatasetError(f"{where}: token {i + 1} ({token!r}) is not an integer.")
         if token.startswith("-"):
-            raise ValueError(f"{where}: token {i + 1} ({token}) is negative; starts and lengths are >= 0.")
+            raise DatasetError(f"{where}: token {i + 1} ({token}) is negative; starts and lengths are >= 0.")
         if int(token) > num_pixels:
-            raise ValueError(f"{where}: token {i + 1} ({token}) is larger than the image ({num_pixels} pixels).")
+            raise DatasetError(f"{where}: token {i + 1} ({token}) is larger than the image ({num_pixels} pixels).")
     values = np.array(tokens, dtype=np.int64).reshape(-1, 2)
     firsts, lengths = values[:, 0], values[:, 1]
     label = "start" if style == "nerve" else "gap"
 
     def fail(k: int, problem: str) -> None:
         run = f"run {k + 1} ({label} {firsts[k]}, length {lengths[k]})"
-        raise ValueError(f"{where}: {run} {problem}.")
+        raise DatasetError(f"{where}: {run} {problem}.")
 
     for k in np.flatnonzero(lengths == 0)[:1]:
         fail(k, "has zero length")
@@ -122,18 +124,18 @@ def _read_rows(path: str | os.PathLike, columns: tuple[str, ...]):
     """Yield ``(row_number, {column: value})`` for each data row of a CSV file; header names are stripped."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such file.")
+        raise DatasetError(f"{path}: no such file.")
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = [field.strip() for field in next(reader, [])]
         missing = [column for column in columns if column not in header]
         if missing:
-            raise ValueError(f"{path} row 1: header {header} lacks column(s) {missing}; expected {list(columns)}.")
+            raise DatasetError(f"{path} row 1: header {header} lacks column(s) {missing}; expected {list(columns)}.")
         for row_number, row in enumerate(reader, start=2):
             if not row:
                 continue
             if len(row) != len(header):
-                raise ValueError(f"{path} row {row_number}: {len(row)} fields, expected {len(header)} ({header}).")
+                raise DatasetError(f"{path} row {row_number}: {len(row)} fields, expected {len(header)} ({header}).")
             yield row_number, dict(zip(header, row, strict=True))
 
 
@@ -155,7 +157,7 @@ def read_runs(path: str | os.PathLike, style: str) -> dict[str, list[tuple[str, 
         if style == "nerve":
             key = f"{record['subject'].strip()}_{record['img'].strip()}"
             if key in runs:
-                raise ValueError(f"{path} row {row_number}: id {key} already appeared in row {first_row[key]}.")
+                raise DatasetError(f"{path} row {row_number}: id {key} already appeared in row {first_row[key]}.")
         else:
             key = record["ImageId"].strip()
         first_row.setdefault(key, row_number)

@@ -2,6 +2,7 @@
 
 from nerveseg.bundle.handlers.checkpoints import TrainingCheckpoints
 from nerveseg.bundle.handlers.postprocessing_search import PostprocessingSearch
+from nerveseg.bundle.handlers.progress_log import ProgressLog
 from nerveseg.bundle.handlers.report import PerImageReport
 from nerveseg.bundle.handlers.swa import StochasticWeightAveraging
 from nerveseg.bundle.handlers.tensorboard import LearningRateLogger, ValidationPanel
@@ -10,6 +11,7 @@ __all__ = [
     "LearningRateLogger",
     "PerImageReport",
     "PostprocessingSearch",
+    "ProgressLog",
     "StochasticWeightAveraging",
     "TrainingCheckpoints",
     "ValidationPanel",

@@ -1,11 +1,12 @@
-"""Checkpoints a training run can be killed between: the best model, and the whole state to resume from."""
+"""Checkpoints a training run can be killed between: the best model, and the whole state to resume from, after each
+epoch and, for long epochs, every few iterations."""
 
 from __future__ import annotations
 
 import logging
 import os
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from ignite.engine import Engine, Events
 from monai.transforms import Compose, Randomizable
 from torch import nn
 
+from nerveseg.bundle.settings import write_trained_settings
+from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import save_state_dict
 
 logger = logging.getLogger(__name__)
@@ -23,7 +26,8 @@ __all__ = ["TrainingCheckpoints"]
 
 
 class TrainingCheckpoints:
-    """Save ``model.pt`` when the validation key metric improves and ``last.pt`` after every epoch; resume from it.
+    """Save ``model.pt`` when the validation key metric improves and ``last.pt`` after every epoch (and, with
+    ``interval``, every ``interval`` iterations); resume from ``last.pt``.
 
     Both files are written to a temporary name and renamed, so a run killed at any moment (``kill -9`` included)
     leaves the previous complete checkpoint. ``last.pt`` holds the network, every object in ``state_objects``
@@ -31,6 +35,11 @@ class TrainingCheckpoints:
     the validator's best metric and its epoch, and the random states: Python's, NumPy's, torch's and those of the
     random transforms in ``random_transforms``. With ``resume=True`` they are all restored when the trainer starts,
     and training continues at the next epoch up to the same ``num_epochs``.
+
+    A checkpoint inside an epoch also holds the random states of the epoch's start. Resuming from it restores
+    those, draws (and drops) the epoch's batches that were already trained on, so that the data loader's shuffle
+    and the augmentations are where they were, then restores the states of the checkpoint and goes on with the
+    next batch. The epoch's training metric then covers only the batches after the resume.
 
     A resumed run repeats the uninterrupted one exactly when data loading happens in the main process
     (``num_workers=0``); with worker processes, augmentations continue from fresh worker seeds, so the result
@@ -46,6 +55,11 @@ class TrainingCheckpoints:
             engine the handler is attached to is saved and restored itself.
         random_transforms: the training transforms (a ``Compose``), whose random generators are saved.
         resume: restore ``last.pt`` when the trainer starts; it must exist.
+        image_size: the training image size, recorded with the network's class in ``training_settings.json``
+            beside ``model.pt`` whenever it is saved, so that evaluation and inference can check theirs
+            (:func:`nerveseg.bundle.settings.check_checkpoint`); ``None`` records nothing.
+        interval: also save ``last.pt`` every this many iterations (0: after each epoch only); for epochs long
+            enough that losing one hurts (an hour on a slow CPU).
         best_filename: the best model's file name (a plain state dict of the network).
         last_filename: the resume file's name.
     """
@@ -58,6 +72,8 @@ class TrainingCheckpoints:
         state_objects: Mapping[str, Any] | None = None,
         random_transforms: Compose | None = None,
         resume: bool = False,
+        image_size: Sequence[int] | None = None,
+        interval: int = 0,
         best_filename: str = "model.pt",
         last_filename: str = "last.pt",
     ) -> None:
@@ -67,6 +83,12 @@ class TrainingCheckpoints:
         self.state_objects = dict(state_objects or {})
         self.random_transforms = random_transforms
         self.resume = bool(resume)
+        self.image_size = image_size
+        self.interval = int(interval)
+        if self.interval < 0:
+            raise UserInputError(f"interval must be >= 0 iterations (0: every epoch only), got {interval}.")
+        self._epoch_states: dict[str, Any] | None = None  # random states at the start of the running epoch
+        self._pending: dict[str, Any] | None = None  # a checkpoint inside an epoch, being resumed
         self.best_path = self.ckpt_dir / best_filename
         self.last_path = self.ckpt_dir / last_filename
         for name, obj in self.state_objects.items():
@@ -76,17 +98,47 @@ class TrainingCheckpoints:
     def attach(self, engine: Engine) -> None:
         if self.resume:
             engine.add_event_handler(Events.STARTED, self._restore)
+        if self.interval or self.resume:
+            engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+            engine.add_event_handler(Events.GET_BATCH_STARTED, self._skip_trained_batches)
+        if self.interval:
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self._save_inside_epoch)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._save)
+
+    def _epoch_started(self, engine: Engine) -> None:
+        if self._pending is not None:
+            self._set_random_states(self._pending["epoch_random_states"])
+        self._epoch_states = self._random_states()
+
+    def _skip_trained_batches(self, engine: Engine) -> None:
+        """Draw the batches of the epoch that the checkpoint had trained on; then restore the checkpoint's states."""
+        if self._pending is None:
+            return
+        checkpoint, self._pending = self._pending, None
+        done = engine.state.iteration % engine.state.epoch_length
+        batches = getattr(engine, "_dataloader_iter", None)  # ignite's iterator of the epoch's batches
+        if batches is None:
+            logger.warning("could not skip the trained batches; the rest of the epoch draws new ones.")
+        else:
+            for _ in range(done):
+                next(batches)
+        self._set_random_states(checkpoint["random_states"])
+
+    def _save_inside_epoch(self, engine: Engine) -> None:
+        if engine.state.iteration % engine.state.epoch_length:  # the epoch's end is saved after validation
+            self._save(engine, inside_epoch=True)
 
     def _unwrapped(self) -> nn.Module:
         return getattr(self.network, "module", self.network)
 
-    def _save(self, engine: Engine) -> None:
+    def _save(self, engine: Engine, inside_epoch: bool = False) -> None:
         if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
             return
         state = self.validator.state if self.validator is not None else None
         improved = state is None or getattr(state, "best_metric_epoch", -1) == engine.state.epoch
-        if improved:
+        if improved and not inside_epoch:
+            if self.image_size is not None:
+                write_trained_settings(self.ckpt_dir, self._unwrapped(), self.image_size)
             save_state_dict(self._unwrapped().state_dict(), self.best_path)
         checkpoint = {
             "trainer": engine.state_dict(),
@@ -94,22 +146,29 @@ class TrainingCheckpoints:
             **{name: obj.state_dict() for name, obj in self.state_objects.items()},
             "random_states": self._random_states(),
         }
+        if inside_epoch:
+            checkpoint["epoch_random_states"] = self._epoch_states
         if state is not None:
             checkpoint["best_metric"] = {"value": state.best_metric, "epoch": state.best_metric_epoch}
         save_state_dict(checkpoint, self.last_path)
 
     def _restore(self, engine: Engine) -> None:
         if not self.last_path.is_file():
-            raise ValueError(
+            raise UserInputError(
                 f"resume is true but {self.last_path} does not exist; start without --resume, or set ckpt_dir to the "
                 "run to continue."
             )
         # Our own file; it holds NumPy and Python random states, which weights_only loading refuses.
         checkpoint = torch.load(self.last_path, map_location="cpu", weights_only=False)
-        max_epochs = engine.state.max_epochs
+        max_epochs, epoch_length = engine.state.max_epochs, engine.state.epoch_length
+        if epoch_length is not None and checkpoint["trainer"]["epoch_length"] != epoch_length:
+            raise UserInputError(
+                f"{self.last_path} was saved with {checkpoint['trainer']['epoch_length']} iterations per epoch, this "
+                f"run has {epoch_length}; resume with the data and batch_size of the interrupted run."
+            )
         engine.load_state_dict(checkpoint["trainer"])
         if engine.state.epoch > max_epochs:
-            raise ValueError(
+            raise UserInputError(
                 f"{self.last_path} is at epoch {engine.state.epoch}, past num_epochs ({max_epochs}); "
                 "raise num_epochs to train on."
             )
@@ -117,13 +176,24 @@ class TrainingCheckpoints:
         self._unwrapped().load_state_dict(checkpoint["network"])
         for name, obj in self.state_objects.items():
             if name not in checkpoint:
-                raise ValueError(f"{self.last_path} holds no {name!r} state to resume; it has {', '.join(checkpoint)}.")
+                raise UserInputError(
+                    f"{self.last_path} holds no {name!r} state to resume; it has {', '.join(checkpoint)}: resume with "
+                    "the configuration of the interrupted run."
+                )
             obj.load_state_dict(checkpoint[name])
         if self.validator is not None and "best_metric" in checkpoint:
             self.validator.state.best_metric = checkpoint["best_metric"]["value"]
             self.validator.state.best_metric_epoch = checkpoint["best_metric"]["epoch"]
         self._set_random_states(checkpoint["random_states"])
-        logger.info(f"Resumed from {self.last_path} after epoch {engine.state.epoch}.")
+        done = engine.state.iteration % engine.state.epoch_length
+        if done:
+            self._pending = checkpoint
+            logger.info(
+                f"Resumed from {self.last_path} at iteration {done}/{engine.state.epoch_length} of epoch "
+                f"{engine.state.epoch + 1}."
+            )
+        else:
+            logger.info(f"Resumed from {self.last_path} after epoch {engine.state.epoch}.")
 
     def _random_states(self) -> dict[str, Any]:
         return {
@@ -139,7 +209,7 @@ class TrainingCheckpoints:
         torch.set_rng_state(states["torch"])
         transforms = list(_randomizables(self.random_transforms))
         if len(transforms) != len(states["transforms"]):
-            raise ValueError(
+            raise UserInputError(
                 f"{self.last_path} was saved with {len(states['transforms'])} random transforms, the config now has "
                 f"{len(transforms)}; resume with the configuration of the interrupted run."
             )
@@ -148,11 +218,12 @@ class TrainingCheckpoints:
 
 
 def _randomizables(transforms: Compose | None) -> Iterator[Randomizable]:
-    """Every random generator owner in ``transforms``, nested array transforms included, in a fixed order."""
+    """Every random generator owner in ``transforms``, nested ``Compose`` and array transforms included, in a fixed
+    order. Walked in place: ``Compose.flatten()`` builds a new ``Compose``, which re-seeds every transform in it."""
     if transforms is None:
         return
     seen: set[int] = set()
-    stack = list(reversed(transforms.flatten().transforms))
+    stack: list[object] = [transforms]
     while stack:
         transform = stack.pop()
         if id(transform) in seen:
@@ -160,4 +231,6 @@ def _randomizables(transforms: Compose | None) -> Iterator[Randomizable]:
         seen.add(id(transform))
         if isinstance(transform, Randomizable):
             yield transform
-        stack.extend(reversed([v for v in vars(transform).values() if isinstance(v, Randomizable)]))
+        children = list(transform.transforms) if isinstance(transform, Compose) else []
+        children += [v for v in vars(transform).values() if isinstance(v, Randomizable)]
+        stack.extend(reversed(children))

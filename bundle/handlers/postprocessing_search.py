@@ -23,6 +23,7 @@ from nerveseg.bundle.tuning import (
     choose_postprocessing,
 )
 from nerveseg.utils.class_logits import class_logits_of
+from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import write_json_atomically
 
 __all__ = ["PostprocessingSearch"]
@@ -70,7 +71,7 @@ class PostprocessingSearch:
             ("min_areas", min_areas, 0, float("inf")),
         ):
             if not values or not all(low <= value < high for value in values):
-                raise ValueError(f"{name} must be a non-empty list of values in [{low}, {high}), got {values}.")
+                raise UserInputError(f"{name} must be a non-empty list of values in [{low}, {high}), got {values}.")
         self.output_path = Path(output_path)
         self.thresholds = tuple(thresholds)
         self.min_areas = tuple(int(area) for area in min_areas)
@@ -110,7 +111,7 @@ class PostprocessingSearch:
 
     def _search(self, engine: Engine) -> None:
         if not self._labels:
-            raise ValueError("The evaluator gave no images to tune on; check the datalist's 'validation' split.")
+            raise UserInputError("The evaluator gave no images to tune on; check the datalist's 'validation' split.")
         self.num_images = len(self._labels)
         self.presence_searched = len(self._presence) == self.num_images
         self.best, self.default = choose_postprocessing(

@@ -16,6 +16,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 from torch.optim.swa_utils import SWALR, AveragedModel
 
+from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import save_state_dict
 
 if TYPE_CHECKING:
@@ -96,35 +97,35 @@ class StochasticWeightAveraging:
         device: torch.device | str | None = None,
     ) -> None:
         if not isinstance(network, nn.Module):
-            raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
+            raise UserInputError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
         if swa_start is not None:
             if swa_start < 1:
-                raise ValueError(
+                raise UserInputError(
                     f"swa_start ({swa_start}) must be >= 1: epochs count from 1 and the weights at the end of "
                     "epoch swa_start are the first averaged; use null to turn SWA off."
                 )
             if swa_start >= num_epochs:
-                raise ValueError(
+                raise UserInputError(
                     f"swa_start ({swa_start}) must be less than num_epochs ({num_epochs}) "
                     "so that at least two epochs are averaged."
                 )
         if swa_freq < 1:
-            raise ValueError(f"swa_freq must be >= 1, got {swa_freq}.")
+            raise UserInputError(f"swa_freq must be >= 1, got {swa_freq}.")
         if swa_start is not None and swa_start + swa_freq > num_epochs:
-            raise ValueError(
+            raise UserInputError(
                 f"swa_freq ({swa_freq}) leaves only epoch {swa_start} to average between swa_start ({swa_start}) "
                 f"and num_epochs ({num_epochs}); lower swa_freq or swa_start."
             )
         if swa_lr is not None and swa_lr <= 0:
-            raise ValueError(f"swa_lr must be > 0, got {swa_lr}; use null to keep the trainer's learning rate.")
+            raise UserInputError(f"swa_lr must be > 0, got {swa_lr}; use null to keep the trainer's learning rate.")
         if swa_lr is not None and optimizer is None:
-            raise ValueError("swa_lr is set but optimizer is not: SWALR needs the trainer's optimizer.")
+            raise UserInputError("swa_lr is set but optimizer is not: SWALR needs the trainer's optimizer.")
         if anneal_epochs < 1:
-            raise ValueError(
+            raise UserInputError(
                 f"anneal_epochs must be >= 1, got {anneal_epochs}; 1 switches to swa_lr right after swa_start."
             )
         if validator is not None and getattr(getattr(validator, "state", None), "key_metric_name", None) is None:
-            raise ValueError("validator has no key metric (key_val_metric) to evaluate the averaged weights with.")
+            raise UserInputError("validator has no key metric (key_val_metric) to evaluate the averaged weights with.")
 
         self.swa_start = swa_start
         self.num_epochs = num_epochs
@@ -197,9 +198,9 @@ class StochasticWeightAveraging:
         if not state:
             return
         if self._averaged is None:
-            raise ValueError("The state holds an SWA running mean but swa_start is null (SWA off) in this run.")
+            raise UserInputError("The state holds an SWA running mean but swa_start is null (SWA off) in this run.")
         if (state["swalr"] is None) != (self._swalr is None):
-            raise ValueError("swa_lr must be set in both or neither of the saved run and this run.")
+            raise UserInputError("swa_lr must be set in both or neither of the saved run and this run.")
         self._averaged.load_state_dict(state["averaged_model"])
         self._averaged_epochs = list(state["averaged_epochs"])
         if self._swalr is not None:
@@ -263,7 +264,7 @@ class StochasticWeightAveraging:
         try:
             for batch in self.bn_loader:
                 if self.image_key not in batch:
-                    raise ValueError(
+                    raise UserInputError(
                         f"bn_loader batch has no key '{self.image_key}' (keys: {sorted(batch)}); set image_key."
                     )
                 model(batch[self.image_key].to(device))

@@ -10,6 +10,8 @@ from ignite.engine import Engine, Events
 from monai.handlers import TensorBoardHandler
 from torch.optim import Optimizer
 
+from nerveseg.utils.errors import UserInputError
+
 __all__ = ["LearningRateLogger", "ValidationPanel"]
 
 
@@ -59,7 +61,7 @@ class ValidationPanel(TensorBoardHandler):
         per_row: int = 4,
     ) -> None:
         if num_cases < 1 or per_row < 1:
-            raise ValueError(f"num_cases and per_row must be at least 1, got {num_cases} and {per_row}.")
+            raise UserInputError(f"num_cases and per_row must be at least 1, got {num_cases} and {per_row}.")
         super().__init__(summary_writer=summary_writer, log_dir=log_dir)
         self.num_cases = num_cases
         self.per_row = per_row

@@ -35,7 +35,7 @@ def test_training_writes_model_events_and_log(trained):
     assert (work / "models" / "model.pt").is_file()
     assert list((work / "outputs").glob("events.out.tfevents.*"))
     log = (work / "outputs" / "train.log").read_text()
-    assert "Epoch[2] Metrics -- val_mean_dice" in log and "train_loss" in log
+    assert "Epoch[2] Metrics -- val_mean_dice" in log and "Epoch 2/2 done in" in log and "iterations, loss" in log
 
 
 def test_evaluation_writes_per_image_csv(trained, tiny_dataset):

@@ -46,24 +46,34 @@ def hook(monkeypatch, tmp_path):
     handler.close()
 
 
-def test_last_line_is_the_bundle_message(hook, capsys, tmp_path):
+def test_last_line_is_the_bundle_message(hook, capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv(logs.TRACEBACK_SWITCH, raising=False)
     error = _wrapped(DatasetError("no data set: set dataset_dir or datalist_file"))
     hook(type(error), error, error.__traceback__)
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert lines == ["TRACEBACK", "DatasetError: no data set: set dataset_dir or datalist_file"]
+    assert lines == [
+        f"Stopped: the traceback is in {tmp_path / 'train.log'}; NERVESEG_TRACEBACK=1 prints it here.",
+        "DatasetError: no data set: set dataset_dir or datalist_file",
+    ]
     log = (tmp_path / "train.log").read_text()
     assert "DatasetError: no data set" in log and "RuntimeError: Failed to instantiate" in log  # the traceback too
     logs.report_errors()
     assert sys.excepthook is hook  # installed once
 
 
-def test_an_unwrapped_bundle_error_is_not_said_twice(hook, capsys):
-    error = DatasetError("no data set: set dataset_dir or datalist_file")
-    hook(type(error), error, None)
-    assert capsys.readouterr().err.strip() == "TRACEBACK"  # the traceback's own last line is the message
+def test_the_switch_prints_the_traceback_above_the_message(hook, capsys, monkeypatch):
+    monkeypatch.setenv(logs.TRACEBACK_SWITCH, "1")
+    error = _wrapped(DatasetError("no data set: set dataset_dir or datalist_file"))
+    hook(type(error), error, error.__traceback__)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines == ["TRACEBACK", "DatasetError: no data set: set dataset_dir or datalist_file"]
+    unwrapped = DatasetError("no data set")
+    hook(type(unwrapped), unwrapped, None)
+    assert capsys.readouterr().err.strip() == "TRACEBACK"  # the traceback's own last line is the message: not twice
 
 
-def test_other_errors_end_as_before(hook, capsys):
+def test_other_errors_end_as_before(hook, capsys, monkeypatch):
+    monkeypatch.delenv(logs.TRACEBACK_SWITCH, raising=False)
     error = _wrapped(OSError("disk full"))
     hook(type(error), error, error.__traceback__)
     assert capsys.readouterr().err.strip() == "TRACEBACK"

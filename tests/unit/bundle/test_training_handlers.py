@@ -76,6 +76,84 @@ def test_resume_continues_exactly(tmp_path):
     torch.testing.assert_close(resumed, uninterrupted, rtol=0, atol=0)
 
 
+class _Interrupted(Exception):
+    """Stands for a kill: raised after the iteration's handlers, checkpoints included, have run."""
+
+
+def _shuffled_training(folder, max_epochs: int, interval: int, resume: bool = False, stop_at: int = 0):
+    """Shuffled, augmented batches (a real ``DataLoader``) through a network whose step draws torch randomness."""
+    from monai.data import DataLoader, Dataset
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    transforms = Compose([RandFlipd("image", prob=0.5, spatial_axis=0), RandGaussianNoised("image", prob=1.0)])
+    transforms.set_random_state(0)
+    images = [{"image": torch.arange(4.0).reshape(1, 4) + i} for i in range(10)]
+    loader = DataLoader(Dataset(images, transforms), batch_size=2, shuffle=True, num_workers=0)
+    network = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.01)
+
+    def step(engine, batch):
+        optimizer.zero_grad()
+        noise = torch.randn(1)  # as dropout would
+        loss = (network(batch["image"].as_tensor().reshape(-1, 4)) * (1 + 0.1 * noise)).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+
+    trainer = Engine(step)
+    handler = TrainingCheckpoints(
+        folder, network, None, {"optimizer": optimizer}, transforms, resume, interval=interval
+    )
+    handler.attach(trainer)
+    if stop_at:
+        trainer.add_event_handler(
+            Events.ITERATION_COMPLETED(once=stop_at), lambda e: (_ for _ in ()).throw(_Interrupted)
+        )
+    trainer.run(loader, max_epochs=max_epochs)
+    return network.weight.detach().clone()
+
+
+def test_resume_inside_an_epoch_continues_exactly(tmp_path, caplog):
+    """5 batches per epoch, a checkpoint every 3 iterations; stopped at iteration 8 (saved at 6, epoch 2 batch 1)."""
+    uninterrupted = _shuffled_training(tmp_path / "a", max_epochs=4, interval=3)
+    with pytest.raises(_Interrupted):
+        _shuffled_training(tmp_path / "b", max_epochs=4, interval=3, stop_at=8)
+    saved = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    assert saved["trainer"]["iteration"] == 6 and "epoch_random_states" in saved
+    with caplog.at_level("INFO"):
+        resumed = _shuffled_training(tmp_path / "b", max_epochs=4, interval=3, resume=True)
+    assert "at iteration 1/5 of epoch 2" in caplog.text
+    torch.testing.assert_close(resumed, uninterrupted, rtol=0, atol=0)
+
+
+def test_saving_leaves_the_augmentation_streams_alone(tmp_path):
+    """A checkpoint reads the transforms' generators; it must not re-seed them (``Compose.flatten()`` would)."""
+
+    def draws(save: bool) -> list[float]:
+        transforms = Compose([Compose([RandGaussianNoised("image", prob=1.0)]), RandFlipd("image", prob=0.5)])
+        transforms.set_random_state(3)
+        handler = TrainingCheckpoints(tmp_path, torch.nn.Linear(1, 1), random_transforms=transforms)
+        values = []
+        for _ in range(3):
+            values.append(float(transforms({"image": torch.zeros(1, 2, 2)})["image"].sum()))
+            if save:
+                handler._random_states()
+        return values
+
+    assert draws(save=True) == draws(save=False)
+
+
+def test_resume_refuses_another_epoch_length(tmp_path):
+    network = torch.nn.Linear(2, 1)
+    trainer, _ = _trainer(network, set())
+    TrainingCheckpoints(tmp_path, network).attach(trainer)
+    trainer.run([0, 1, 2], max_epochs=1)
+    trainer, _ = _trainer(network, set())
+    TrainingCheckpoints(tmp_path, network, resume=True).attach(trainer)
+    with pytest.raises(ValueError, match="saved with 3 iterations per epoch, this run has 2; resume with the data"):
+        trainer.run([0, 1], max_epochs=2)
+
+
 def test_resume_without_checkpoint_names_the_file(tmp_path):
     network = torch.nn.Linear(2, 1)
     trainer, _ = _trainer(network, set())

@@ -6,6 +6,7 @@ import json
 from pydoc import locate
 
 import pytest
+import torch
 from monai.bundle import ComponentLocator, ConfigParser, ConfigWorkflow
 from monai.inferers import SimpleInferer
 
@@ -30,6 +31,11 @@ CONFIG_FILES = sorted(CONFIGS.rglob("*.json"))
     ],
 )
 def test_required_properties(config_file, workflow_type, run_id, tmp_path, tiny_dataset):
+    if workflow_type != "train":  # evaluation and inference check at start-up that there is a model to load
+        parser = ConfigParser()
+        parser.read_config(config_file)
+        (tmp_path / "models").mkdir()
+        torch.save(parser.get_parsed_content("network_def").state_dict(), tmp_path / "models" / "model.pt")
     workflow = ConfigWorkflow(
         config_file=config_file,
         meta_file=META,
@@ -37,8 +43,10 @@ def test_required_properties(config_file, workflow_type, run_id, tmp_path, tiny_
         workflow_type=workflow_type,
         run_id=run_id,
         output_dir=str(tmp_path),
+        ckpt_dir=str(tmp_path / "models"),
         dataset_dir=str(tiny_dataset),
         num_workers=0,
+        image_size=[64, 96],
     )
     workflow.initialize()
     assert workflow.check_properties() == []

@@ -14,7 +14,14 @@ from PIL import Image
 from conftest import CONFIGS
 from nerveseg.bundle.data import checks, datalist
 from nerveseg.bundle.data.checks import DataChecker, cache_folder, check_item
-from nerveseg.bundle.data.datalist import build_datalist, build_inference_list, split_by_subject, subject_of
+from nerveseg.bundle.data.datalist import (
+    build_datalist,
+    build_inference_list,
+    find_pairs,
+    load_datalist_file,
+    split_by_subject,
+    subject_of,
+)
 from nerveseg.bundle.data.io import DatasetError
 from nerveseg.bundle.data.synthetic import SYNTHETIC_VERSION
 
@@ -31,7 +38,9 @@ def reads(monkeypatch) -> list[str]:
     files: list[str] = []
     for name in ("read_image", "read_mask"):
         reader = getattr(checks, name)
-        monkeypatch.setattr(checks, name, lambda path, *a, _read=reader, **k: files.append(str(path)) or _read(path))
+        monkeypatch.setattr(
+            checks, name, lambda path, *a, _read=reader, **k: files.append(str(path)) or _read(path, *a, **k)
+        )
     return files
 
 
@@ -267,3 +276,98 @@ def test_unwritable_cache_is_only_a_warning(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("NERVESEG_CACHE", str(blocker))
     assert len(build_datalist(_challenge_folder(tmp_path / "data"))["validation"]) > 0
     assert "could not save the data check record" in caplog.text
+
+
+# ---- masks beside their images in another format, lossy masks, labelled test lists ------------------------------
+
+
+def test_mask_pairs_across_extensions_preferring_the_images_own(tmp_path):
+    """An RGB ``1_1.jpg`` pairs with ``1_1_mask.tif``; with two masks, the one of the image's extension wins."""
+    root = _challenge_folder(tmp_path / "data")
+    rgb = np.random.default_rng(1).integers(0, 255, (20, 30, 3))
+    _save(root / "train" / "1_1.jpg", rgb)
+    (root / "train" / "1_1.tif").unlink()
+    _save(root / "train" / "2_1_mask.png", np.zeros((20, 30)))  # beside 2_1_mask.tif
+    labels = {os.path.basename(p["image"]): os.path.basename(p["label"]) for p in find_pairs(root / "train")}
+    assert labels["1_1.jpg"] == "1_1_mask.tif" and labels["2_1.tif"] == "2_1_mask.tif"
+    assert len(build_datalist(root, splits=["training", "validation", "test"])["training"]) > 0
+
+
+def test_image_without_mask_names_the_masks_tried_and_found(tmp_path):
+    root = _challenge_folder(tmp_path)
+    (root / "train" / "2_2_mask.tif").unlink()
+    with pytest.raises(
+        DatasetError, match=r"2_2\.tif: image has no mask \(tried 2_2_mask\.\* with \.png, \.tif"
+    ) as info:
+        build_datalist(root)
+    assert "holds 5 other mask files (e.g. 1_1_mask.tif, 1_2_mask.tif)" in str(info.value)
+    (root / "train" / "2_2_mask.npy").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"2_2_mask\.npy is in none of these formats: convert it"):
+        build_datalist(root)
+
+
+def test_folder_without_any_mask_says_where_masks_may_be(tmp_path):
+    root = _challenge_folder(tmp_path)
+    for mask in (root / "train").glob("*_mask.tif"):
+        mask.unlink()
+    with pytest.raises(DatasetError, match=r"1_1\.tif: image has no mask .* holds no \*_mask\.\* file at all") as info:
+        build_datalist(root)
+    assert "datalist_file" in str(info.value) and "`nerveseg prepare folders`" in str(info.value)
+
+
+def _jpeg_masks(root):
+    """The challenge folder with its masks saved as JPEGs, whose pixels scatter around 0 and 255."""
+    for mask in (root / "train").glob("*_mask.tif"):
+        Image.open(mask).save(mask.with_suffix(".jpg"), quality=75)
+        mask.unlink()
+    return root
+
+
+def test_mask_threshold_reads_lossy_masks_and_is_part_of_the_record(tmp_path, reads):
+    root = _jpeg_masks(_challenge_folder(tmp_path / "data"))
+    with pytest.raises(DatasetError, match=r"_mask\.jpg: has values .*: a lossy JPEG mask: threshold it"):
+        build_datalist(root)
+    reads.clear()
+    first = build_datalist(root, mask_threshold=128)
+    assert len([path for path in reads if path.endswith("_mask.jpg")]) == 6
+    (record,) = cache_folder().iterdir()
+    entries = json.loads(record.read_text())["files"]
+    assert {entries[f"train/{s}_{f}_mask.jpg"]["threshold"] for s in (1, 2, 3) for f in (1, 2)} == {128}
+    assert {entries[f"train/{s}_{f}_mask.jpg"]["foreground"] for s in (1, 2, 3) for f in (1, 2)} == {0, 35}
+    reads.clear()
+    assert build_datalist(root, mask_threshold=128) == first and reads == []  # the same threshold: reused
+    build_datalist(root, mask_threshold=100)
+    assert len(reads) == 6 and all(path.endswith("_mask.jpg") for path in reads)  # another threshold: read again
+    with pytest.raises(DatasetError, match="lossy JPEG"):  # no threshold: a thresholded record vouches for nothing
+        build_datalist(root)
+
+
+def test_check_item_with_a_thresholding_checker(tmp_path):
+    _save(tmp_path / "a.png", np.zeros((20, 30)))
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:12, 6:20] = 255
+    Image.fromarray(mask).save(tmp_path / "a_mask.jpg", quality=75)
+    item = {"image": str(tmp_path / "a.png"), "label": str(tmp_path / "a_mask.jpg")}
+    assert check_item(item, DataChecker(mask_threshold=128)) == 7 * 14
+    with pytest.raises(DatasetError, match="lossy JPEG"):
+        check_item(item)
+
+
+def test_labelled_test_items_resolve_against_the_base_folder(tmp_path, monkeypatch):
+    root = _challenge_folder(tmp_path / "data")
+    lists = {
+        "training": [{"image": "train/1_1.tif", "label": "train/1_1_mask.tif"}],
+        "validation": [{"image": "train/2_1.tif", "label": "train/2_1_mask.tif"}],
+        "test": [
+            {"image": "train/3_1.tif", "label": "train/3_1_mask.tif", "subject": "3"},
+            {"image": "test/1.tif"},
+            {"image": "train/3_2.tif", "label": "masks/3_2.png"},  # missing: named by its full path
+        ],
+    }
+    (root / "datalist.json").write_text(json.dumps(lists))
+    monkeypatch.chdir(tmp_path)  # a relative label must not be looked up in the working folder
+    test = load_datalist_file(root / "datalist.json")["test"]
+    assert [item.get("label") for item in test] == [str(root / "train/3_1_mask.tif"), None, str(root / "masks/3_2.png")]
+    assert test[0]["image"] == str(root / "train/3_1.tif") and test[0]["subject"] == "3"
+    with pytest.raises(DatasetError, match=rf"{root / 'masks' / '3_2.png'}: no such file"):
+        build_datalist(datalist_file=root / "datalist.json", splits=["test"])

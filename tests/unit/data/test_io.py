@@ -12,7 +12,16 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from conftest import SHARED_DATA
-from nerveseg.bundle.data.io import IMAGE_EXTENSIONS, DatasetError, read_dicom, read_image, read_mask, to_uint8
+from nerveseg.bundle.data.io import (
+    IMAGE_EXTENSIONS,
+    DatasetError,
+    find_file,
+    read_dicom,
+    read_image,
+    read_mask,
+    to_uint8,
+)
+from nerveseg.utils.errors import UserInputError
 
 USGRA = SHARED_DATA / "usgra_seg"
 DSB = SHARED_DATA / "dsb2018"
@@ -277,6 +286,67 @@ def test_instance_folder_union_and_size_mismatch(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="empty: folder holds no mask files"):
         read_mask(tmp_path / "empty")
+
+
+def _jpeg_mask(path: Path) -> np.ndarray:
+    """Save a 0/255 mask as a JPEG, whose pixels then scatter around 0 and 255; return the mask drawn."""
+    mask = np.zeros((20, 30), bool)
+    mask[5:12, 6:20] = True
+    Image.fromarray(mask.astype(np.uint8) * 255).save(path, quality=75)
+    assert np.unique(np.asarray(Image.open(path))).size > 2
+    return mask
+
+
+def test_threshold_reads_lossy_jpeg_masks_and_the_error_leads_with_it(tmp_path):
+    mask = _jpeg_mask(tmp_path / "m.jpg")
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.jpg", threshold=128), mask)
+    with pytest.raises(
+        DatasetError, match=r"m\.jpg: has values \[0, .*\] \(\d+ values\): a lossy JPEG mask: threshold it"
+    ) as info:
+        read_mask(tmp_path / "m.jpg")
+    assert "`nerveseg prepare --mask_threshold 128` or the config key `mask_threshold: 128`" in str(info.value)
+
+
+def test_threshold_is_greater_or_equal_as_monai_as_discrete(tmp_path):
+    Image.fromarray(np.array([[0, 127, 128, 200]], np.uint8)).save(tmp_path / "m.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.png", threshold=128), [[False, False, True, True]])
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.png", threshold=0.5), [[False, True, True, True]])
+
+
+def test_class_map_error_names_all_three_choices(tmp_path):
+    Image.fromarray(np.array([[0, 1, 2]], np.uint8)).save(tmp_path / "m.png")
+    with pytest.raises(DatasetError, match=r"m\.png: has values \[0, 1, 2\]: a class or instance map") as info:
+        read_mask(tmp_path / "m.png")
+    assert all(choice in str(info.value) for choice in ("--target_class", "--instances", "--mask_threshold 128"))
+    assert "lossy JPEG" not in str(info.value)
+
+
+@pytest.mark.parametrize("options", [{"target_class": 1}, {"instances": True}])
+def test_threshold_excludes_the_other_choices(tmp_path, options):
+    Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "m.png")
+    name = next(iter(options))
+    with pytest.raises(UserInputError, match=rf"{name}=.*threshold=128: choose one way"):
+        read_mask(tmp_path / "m.png", threshold=128, **options)
+
+
+def test_instance_folder_passes_the_threshold_on(tmp_path):
+    first = _jpeg_mask(tmp_path / "a.jpg")
+    second = np.zeros((20, 30), bool)
+    second[14:18, 2:9] = True
+    Image.fromarray(second.astype(np.uint8) * 255).save(tmp_path / "b.jpg", quality=75)
+    np.testing.assert_array_equal(read_mask(tmp_path, threshold=128), first | second)
+    with pytest.raises(DatasetError, match="lossy JPEG"):
+        read_mask(tmp_path)
+
+
+def test_find_file_prefers_the_given_extension_and_either_case(tmp_path):
+    for name in ("a.png", "a.tif", "b.TIF", "c.npy"):
+        (tmp_path / name).write_bytes(b"")
+    assert find_file(tmp_path, "a") == tmp_path / "a.png"  # the order of the extensions
+    assert find_file(tmp_path, "a", prefer=".tif") == tmp_path / "a.tif"
+    assert find_file(tmp_path, "b").name.lower() == "b.tif"  # upper case, on a case-sensitive file system too
+    assert find_file(tmp_path, "c") is None and find_file(tmp_path, "missing") is None
+    assert find_file(tmp_path, "a", extensions=(".tif",)) == tmp_path / "a.tif"
 
 
 # ---- to_uint8 and CLAHE -------------------------------------------------------------------------------------

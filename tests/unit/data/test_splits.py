@@ -1,11 +1,21 @@
-"""Subject-grouped folds and hold-out, stratified by positive rate; 1:1 positive/negative balancing."""
+"""Subject-grouped folds and hold-out, stratified by positive rate; 1:1 positive/negative balancing; given subjects."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from nerveseg.bundle.data.splits import assign_folds, balance_positives, hold_out_subjects
+from nerveseg.bundle.data.io import DatasetError
+from nerveseg.bundle.data.splits import (
+    assign_folds,
+    balance_positives,
+    check_subjects,
+    hold_out_subjects,
+    read_subjects,
+    sorted_subjects,
+    split_off_subjects,
+)
+from nerveseg.utils.errors import UserInputError
 
 # Largest fold rate deviation measured over 20 such sets x 3 seeds: 0.0007 (2 folds), 0.0023 (5), 0.015 (10).
 RATE_TOLERANCE = {2: 0.01, 5: 0.01, 10: 0.025}
@@ -116,3 +126,52 @@ def test_balance_errors():
         balance_positives(_small(2, 2), [False] * 4)
     with pytest.raises(ValueError, match="positive has 1 entries"):
         balance_positives(_small(2, 2), [True])
+
+
+@pytest.mark.parametrize(
+    "value, names",
+    [(None, None), ((1, 2), ["1", "2"]), ([3, "P 7", 3], ["3", "P 7"]), (7, ["7"]), (["case_01"], ["case_01"])],
+    ids=["none", "fire-tuple", "list-kept-once", "fire-number", "name"],
+)
+def test_read_subjects_from_a_list(value, names):
+    assert read_subjects(value, "test_subjects") == (names, None)
+
+
+def test_read_subjects_from_a_file(tmp_path):
+    path = tmp_path / "split.txt"
+    path.write_text("# published test subjects\n\n  12\n3 # a comment\n12\n")
+    assert read_subjects(path, "val_subjects") == (["12", "3"], str(path.absolute()))
+    assert read_subjects(str(path), "val_subjects")[0] == ["12", "3"]
+    path.write_text("# nothing\n\n")
+    with pytest.raises(DatasetError, match=r"val_subjects: .*split\.txt names no subject; name at least one"):
+        read_subjects(path, "val_subjects")
+
+
+def test_read_subjects_errors_say_the_forms():
+    with pytest.raises(DatasetError, match=r'test_subjects: nowhere\.txt is not a file; .* --test_subjects "\[1,2\]"'):
+        read_subjects("nowhere.txt", "test_subjects")
+    with pytest.raises(UserInputError, match=r"val_subjects must be a list .* got 1\.5 \(float\)"):
+        read_subjects(1.5, "val_subjects")
+    with pytest.raises(DatasetError, match="test_subjects: \\[\\] names no subject"):
+        read_subjects([], "test_subjects")
+
+
+def test_check_subjects_names_the_parameter_and_the_data():
+    known = {str(s) for s in range(1, 48)}
+    check_subjects({"test_subjects": ["1", "2"], "val_subjects": ["47"]}, known)
+    with pytest.raises(DatasetError, match=r"^test_subjects and val_subjects both name '2'; a subject can be in one"):
+        check_subjects({"test_subjects": ["1", "2"], "val_subjects": ["2", "3"]}, known)
+    with pytest.raises(DatasetError) as error:
+        check_subjects({"val_subjects": ["01", "1", "x", "y", "z", "w", "v"]}, known)
+    assert str(error.value).startswith(
+        "val_subjects: '01', 'x', 'y', 'z', 'w' (and 1 more) (6 of 7 names) match no subject of the data, whose 47 "
+        "subjects are '1', '2', '3', '4', '5' (and 42 more). Correct or remove them; "
+    )
+
+
+def test_split_off_subjects_keeps_the_order():
+    items = _small(4, 2)
+    rest, chosen = split_off_subjects(items, ["3", "1"])
+    assert [i["image"] for i in chosen] == ["1_0.tif", "1_1.tif", "3_0.tif", "3_1.tif"]
+    assert rest == [item for item in items if item["subject"] in ("2", "4")]
+    assert sorted_subjects(["10", "2", "b1", "2", "a"]) == ["2", "10", "a", "b1"]
