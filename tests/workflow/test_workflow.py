@@ -124,3 +124,31 @@ def test_asme_evaluation_tuning_inference_and_submission(trained, tiny_dataset, 
     lines = submission.read_text().splitlines()
     test_ids = sorted(int(p.stem) for p in (tiny_dataset / "test").glob("*.tif"))
     assert lines[0] == "img,pixels" and [int(line.split(",")[0]) for line in lines[1:]] == test_ids
+
+
+def test_evaluation_scores_the_named_split(trained, tiny_dataset, tmp_path):
+    """``--eval_split test`` scores the labelled test subjects that ``nerveseg prepare`` held out, into eval_test/."""
+    from nerveseg.bundle.data.prepare import prepare
+    from nerveseg.utils.errors import find_user_error
+
+    work, _, _ = trained
+    report = prepare(
+        "nerve",
+        tiny_dataset,
+        tmp_path / "prepared" / "datalist.json",
+        num_folds=2,
+        test_subjects=[3],
+        duplicates="keep",
+    )
+    overrides = {**tiny_overrides(work), "datalist_file": str(tmp_path / "prepared" / "datalist.json")}
+    overrides["output_dir"] = str(tmp_path / "outputs")
+    run_workflow("evaluating", [CONFIGS / "train.json", CONFIGS / "evaluate.json"], **overrides, eval_split="test")
+    with open(tmp_path / "outputs" / "eval_test" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(row["id"] for row in rows) == sorted(f"3_{frame}" for frame in range(1, 7))
+    assert report["subjects"]["test"] == ["3"] and not (tmp_path / "outputs" / "eval").exists()
+
+    raw = {**tiny_overrides(work), "dataset_dir": str(tiny_dataset), "output_dir": str(tmp_path / "raw")}
+    with pytest.raises(RuntimeError) as raised:  # the raw folder's test/ images have no masks
+        run_workflow("evaluating", [CONFIGS / "train.json", CONFIGS / "evaluate.json"], **raw, eval_split="test")
+    assert str(find_user_error(raised.value)).startswith("eval_split is 'test', but none of its 3 images has a label")
