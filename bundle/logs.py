@@ -47,10 +47,21 @@ def log_to_file(path: str | os.PathLike, level: int = logging.INFO) -> logging.H
     handler.setLevel(level)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     setattr(handler, _RUN_LOG, True)
+    handler.addFilter(_UserErrorTracebacks())
     root.addHandler(handler)
     if root.getEffectiveLevel() > level:
         root.setLevel(level)
     return handler
+
+
+class _UserErrorTracebacks(logging.Filter):
+    """Drops a log record that carries a user error's traceback (MONAI's ``StatsHandler`` logs one when an engine
+    stops on it): the exception hook reports the error once, as the last line, and keeps the traceback in the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, _RUN_LOG, False) or not record.exc_info:  # the hook's own record, or no traceback
+            return True
+        return find_user_error(record.exc_info[1]) is None
 
 
 def report_errors() -> None:
@@ -61,8 +72,12 @@ def report_errors() -> None:
     prints where the traceback is and then ``{ErrorType}: {message}`` as the last line: what is wrong, which file or
     key, and what to do; with ``NERVESEG_TRACEBACK=1`` in the environment the traceback is printed above them. Any
     other error prints its traceback as Python does. Configs call it from ``initialize`` (``log_to_file`` does); the
-    ``nerveseg`` command line before it runs a command. Installing it again changes nothing.
+    ``nerveseg`` command line before it runs a command. Installing it again changes nothing, except that the
+    root logger's handlers added since (a config's console handler) stop printing user errors' tracebacks too.
     """
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _UserErrorTracebacks) for f in handler.filters):
+            handler.addFilter(_UserErrorTracebacks())
     previous = sys.excepthook
     if getattr(previous, _RUN_LOG, False):
         return
@@ -75,6 +90,7 @@ def report_errors() -> None:
         record = logging.LogRecord(
             "nerveseg", logging.ERROR, __file__, 0, message or "uncaught error", None, (kind, error, traceback)
         )
+        setattr(record, _RUN_LOG, True)
         logs = []
         for handler in logging.getLogger().handlers:
             if getattr(handler, _RUN_LOG, False):

@@ -19,12 +19,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nerveseg.bundle.data.datalist import SPLITS
 from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import write_json_atomically
 
 __all__ = [
     "TRAINED_SETTINGS",
     "check_checkpoint",
+    "check_eval_split",
     "check_image_size",
     "check_training_settings",
     "check_tuning_split",
@@ -90,6 +92,15 @@ def check_training_settings(
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
         raise UserInputError(f"learning_rate is {learning_rate!r}: it must be a number > 0; e.g. --learning_rate 5e-4.")
     _image_size_shape(image_size)
+
+
+def check_eval_split(eval_split: str) -> None:
+    """Stop with a :class:`UserInputError` unless ``eval_split`` names a list of a datalist."""
+    if eval_split not in SPLITS:
+        raise UserInputError(
+            f"eval_split is {eval_split!r}: choose one of {', '.join(SPLITS)}; validation is the default, test a "
+            "held-out list (`nerveseg prepare --test_fraction` or `--test_subjects` writes a labelled one)."
+        )
 
 
 def check_tuning_split(eval_split: str) -> None:
@@ -181,7 +192,7 @@ def write_trained_settings(ckpt_dir: str | os.PathLike, network: nn.Module, imag
 
 def check_checkpoint(checkpoint: str | os.PathLike, network: nn.Module, image_size: Sequence[int]) -> None:
     """Stop with a :class:`UserInputError` when ``checkpoint`` is missing, or was trained at another image size or
-    with another network than this run's.
+    with another network (class or parameter count) than this run's.
 
     The settings come from ``training_settings.json`` beside the checkpoint (written by training); a folder without
     one (weights from elsewhere, or from a bundle older than 0.7.0) is checked for the file only.
@@ -206,8 +217,12 @@ def check_checkpoint(checkpoint: str | os.PathLike, network: nn.Module, image_si
             f"image_size is {current['image_size']}, but {checkpoint} was trained at {size} ({path}); pass "
             f'--image_size "{size}" as in training, or set --ckpt_dir to a model trained at {current["image_size"]}.'
         )
-    if trained.get("network") != current["network"]:
+    if (
+        trained.get("network") != current["network"]
+        or trained.get("parameters", current["parameters"]) != current["parameters"]
+    ):
         raise UserInputError(
-            f"the network is {current['network']}, but {checkpoint} was trained with {trained.get('network')} "
-            f"({path}); stack the same network override (configs/networks/*.json) as in training."
+            f"the network is a {current['network']} of {current['parameters']:,} parameters, but {checkpoint} was "
+            f"trained with a {trained.get('network')} of {trained.get('parameters', 0):,} ({path}); stack the same "
+            "network override (configs/networks/*.json) and network settings (backbone, features) as in training."
         )

@@ -2,7 +2,7 @@
 
 Such an error's message names the bad value and the fix, so it is what the user should read last: the hook that
 ``nerveseg.bundle.logs.report_errors`` installs (configs' ``initialize``, the ``nerveseg`` command) prints it as the
-last line, below the full traceback, even when MONAI has wrapped it in its own ``RuntimeError``.
+last line, even when MONAI has wrapped it in its own ``RuntimeError``, and keeps the traceback in the run's log.
 """
 
 from __future__ import annotations

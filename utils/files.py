@@ -95,7 +95,7 @@ def read_state_dict(path: str | os.PathLike, what: str = "Checkpoint") -> dict[s
     """
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"{what} file {path} does not exist.")
+        raise UserInputError(f"{what} file {path} does not exist; check the path given for it.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises pickle, zip and runtime errors for damaged files

@@ -20,7 +20,7 @@ import numpy as np
 from monai.data import load_decathlon_datalist
 
 from nerveseg.bundle.data.checks import DataChecker
-from nerveseg.bundle.data.io import PIL_EXTENSIONS, DatasetError, extension, find_file
+from nerveseg.bundle.data.io import PIL_EXTENSIONS, DatasetError, extension, file_stem, find_file
 from nerveseg.utils.errors import UserInputError
 
 MASK_SUFFIX = "_mask"
@@ -46,10 +46,6 @@ def subject_of(image_path: str | os.PathLike) -> str:
     return match["subject"] if match else stem
 
 
-def _stem(path: Path) -> str:
-    return path.name[: len(path.name) - len(extension(path))]
-
-
 def list_images(folder: str | os.PathLike, extensions: Sequence[str] = PIL_EXTENSIONS) -> list[Path]:
     """Image files in ``folder`` with one of ``extensions`` (masks ``*_mask.*`` excluded), in natural order."""
     folder = Path(folder)
@@ -58,7 +54,7 @@ def list_images(folder: str | os.PathLike, extensions: Sequence[str] = PIL_EXTEN
     files = []
     for path in folder.iterdir():
         suffix = extension(path)
-        if suffix in extensions and not _stem(path).endswith(MASK_SUFFIX) and path.is_file():
+        if suffix in extensions and not file_stem(path).endswith(MASK_SUFFIX) and path.is_file():
             files.append(path)
     return sorted(files, key=natural_key)
 
@@ -66,13 +62,13 @@ def list_images(folder: str | os.PathLike, extensions: Sequence[str] = PIL_EXTEN
 def find_mask(image: str | os.PathLike, extensions: Sequence[str] = PIL_EXTENSIONS) -> Path | None:
     """The mask ``{stem}_mask.{ext}`` beside ``image`` for any of ``extensions``, the image's own first; else None."""
     image = Path(image)
-    stem = _stem(image)  # the extension as written is preferred: ``1_1.TIF`` pairs with ``1_1_mask.TIF``
+    stem = file_stem(image)  # the extension as written is preferred: ``1_1.TIF`` pairs with ``1_1_mask.TIF``
     return find_file(image.parent, f"{stem}{MASK_SUFFIX}", extensions, prefer=image.name[len(stem) :])
 
 
 def mask_files(folder: str | os.PathLike) -> list[Path]:
     """The files named ``*_mask.*`` in ``folder``, whatever their extension, in natural order."""
-    masks = [path for path in Path(folder).iterdir() if _stem(path).endswith(MASK_SUFFIX) and path.is_file()]
+    masks = [path for path in Path(folder).iterdir() if file_stem(path).endswith(MASK_SUFFIX) and path.is_file()]
     return sorted(masks, key=natural_key)
 
 
@@ -91,10 +87,10 @@ def no_mask_error(
         elsewhere: what to do when the folder holds no mask at all.
     """
     image = Path(image)
-    name = f"{_stem(image)}{MASK_SUFFIX}"
+    name = f"{file_stem(image)}{MASK_SUFFIX}"
     found = mask_files(image.parent) if found is None else found
     start = f"{image}: image has no mask (tried {name}.* with {', '.join(extensions)} beside it)"
-    misnamed = [path for path in found if _stem(path) == name]
+    misnamed = [path for path in found if file_stem(path) == name]
     if misnamed and extension(misnamed[0]) in extensions:
         return DatasetError(f"{start}; rename {misnamed[0].name} to a lower-case extension.")
     if misnamed:
@@ -104,7 +100,7 @@ def no_mask_error(
     examples = ", ".join(path.name for path in found[:2])
     return DatasetError(
         f"{start}; {image.parent} holds {len(found)} other mask file{'s' if len(found) > 1 else ''} (e.g. "
-        f"{examples}): add this image's mask ({name}{image.name[len(_stem(image)) :]}, say) or remove the image."
+        f"{examples}): add this image's mask ({name}{image.name[len(file_stem(image)) :]}, say) or remove the image."
     )
 
 
@@ -229,8 +225,9 @@ def build_datalist(
             positive rate (``split_by_subject``).
         seed: seed of that split.
         splits: the lists whose files are checked: the ones the run reads (training: training and validation;
-            evaluation: validation). A split made here also needs the training list's mask areas, so its masks
-            are checked then too.
+            evaluation: its ``eval_split``). Of ``test``, only the labelled items are checked: only evaluation reads
+            it, and it leaves a challenge's unlabelled test images out. A split made here also needs the training
+            list's mask areas, so its masks are checked then too.
         mask_threshold: ``None``: masks must be binary (0 and one other value). A number: pixels ``>=`` it are
             foreground, for lossy (JPEG) masks whose pixels scatter around 0 and 255; the training config applies
             the same threshold to the labels it loads (``AsDiscreted``), so the checked areas are the trained ones.
@@ -264,7 +261,8 @@ def build_datalist(
             datalist["training"], datalist["validation"] = split_by_subject(training, val_fraction, seed, positive)
         for split in SPLITS:
             if split in splits and split not in checked:
-                checker.items(datalist[split], f"Checking {split}")
+                scored = [item for item in datalist[split] if split != "test" or "label" in item]
+                checker.items(scored, f"Checking {split}")
     finally:
         checker.save()
     return datalist
@@ -277,13 +275,8 @@ def labelled_items(datalist: dict[str, list[dict]], split: str) -> list[dict]:
     test images; those are left out, and counted in the log.
 
     Raises:
-        UserInputError: ``split`` is not a list of the datalist, or none of its items has a label.
+        UserInputError: none of the split's items has a label.
     """
-    if split not in datalist:
-        raise UserInputError(
-            f"eval_split is {split!r}, but the datalist has no such list (it has {', '.join(sorted(datalist))}); "
-            "choose one of them, e.g. --eval_split validation."
-        )
     items = [item for item in datalist[split] if "label" in item]
     if not items:
         raise UserInputError(

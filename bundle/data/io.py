@@ -42,6 +42,12 @@ def extension(path: str | os.PathLike) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
+def file_stem(path: str | os.PathLike) -> str:
+    """The name of ``path`` without its extension (``.nii.gz`` counted as one): ``1_1_mask.tif`` -> ``1_1_mask``."""
+    name = Path(path).name
+    return name[: len(name) - len(extension(path))]
+
+
 @contextmanager
 def _reading(path: Path) -> Iterator[None]:
     """Turn any exception of the reading libraries into one DatasetError naming ``path``."""
@@ -319,6 +325,12 @@ def read_mask(
     if instances:
         return raw != 0
     if threshold is not None:
+        nonzero = np.unique(raw[raw != 0])
+        if nonzero.size == 1 and nonzero[0] < threshold:  # a binary mask that the threshold would empty
+            raise DatasetError(
+                f"{path}: is a binary mask of 0 and {nonzero[0].item()}, below mask_threshold {threshold}, so it would "
+                "be empty; leave mask_threshold unset for binary masks, or set it to at most their foreground value."
+            )
         return raw >= threshold
     values = np.unique(raw)
     if np.count_nonzero(values) > 1:

@@ -23,6 +23,7 @@ from nerveseg.bundle.data.io import (
     check_mask_options,
     check_same_size,
     extension,
+    file_stem,
     find_file,
     read_dicom,
     read_image,
@@ -55,10 +56,6 @@ class Sample:
     load: Callable[[], tuple[np.ndarray, np.ndarray | None, dict]]
 
 
-def _stem(path: Path) -> str:
-    return path.name[: -len(extension(path))]
-
-
 def read_nerve(
     src: str | os.PathLike, csv_file: str | os.PathLike | None = None, mask_threshold: float | None = None
 ) -> Iterator[Sample]:
@@ -80,7 +77,7 @@ def read_nerve(
 
     found = None  # the folder's *_mask.* files, listed once for the messages about images without mask
     for path in train:
-        sample_id = _stem(path)
+        sample_id = file_stem(path)
         if runs is not None:
             missing = DatasetError(f"{path}: image has no row in {csv_file}.")
             load = _loader(path, runs=runs[sample_id]) if sample_id in runs else _fail(missing)
@@ -92,7 +89,7 @@ def read_nerve(
         yield Sample(sample_id, subject_of(path), str(path), load)
     if (src / "test").is_dir():
         for path in list_images(src / "test", IMAGE_EXTENSIONS):
-            yield Sample(f"test_{_stem(path)}", f"test_{_stem(path)}", str(path), _loader(path))
+            yield Sample(f"test_{file_stem(path)}", f"test_{file_stem(path)}", str(path), _loader(path))
 
 
 def _fail(error: DatasetError) -> Callable[[], tuple[np.ndarray, np.ndarray | None, dict]]:
@@ -236,13 +233,13 @@ def read_folders(
     if not mask_dir.is_dir():
         raise DatasetError(f"{mask_dir}: no such folder.")
     for path in mask_dir.iterdir():
-        name = path.name if path.is_dir() else _stem(path)
+        name = path.name if path.is_dir() else file_stem(path)
         if path.is_dir() or extension(path) in IMAGE_EXTENSIONS:
             if name.endswith(mask_suffix):
                 masks_by_id[name[: len(name) - len(mask_suffix)] if mask_suffix else name] = path
     found = False
     for path in list_images(image_dir, IMAGE_EXTENSIONS):
-        stem = _stem(path)
+        stem = file_stem(path)
         if image_suffix and not stem.endswith(image_suffix):
             continue
         found = True

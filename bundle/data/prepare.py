@@ -185,6 +185,9 @@ def _prepare_into(
     (test_names, test_file), (val_names, val_file) = given["test_subjects"], given["val_subjects"]
     _check_left(kept, test_names, val_names)
     test: list[dict] = []
+    validation = []
+    if val_names is not None:  # set aside first, so that a random test share is drawn from the other subjects
+        kept, validation = split_off_subjects(kept, val_names)
     if test_names is not None:
         kept, test = split_off_subjects(kept, test_names)
     elif test_fraction > 0:
@@ -196,7 +199,8 @@ def _prepare_into(
         training = [item for item in kept if item["fold"] != val_fold]
         validation = [item for item in kept if item["fold"] == val_fold]
     else:
-        training, validation = split_off_subjects(kept, val_names)
+        training = kept
+    development = training + validation  # every labelled split but test, before balancing
     if balance:
         training = balance_positives(training, _positive(training), seed)
     datalist = {"training": training, "validation": validation, "test": test + unlabelled}
@@ -226,7 +230,7 @@ def _prepare_into(
         "subjects": {name: _subjects(items) for name, items in datalist.items()},
         "folds": {str(k): _summary([i for i in kept if i["fold"] == k]) for k in folds},
     }
-    _plot(kept, folder / "report.png")
+    _plot(development, folder / "report.png")
     relative = {name: [_relative(item, folder) for item in items] for name, items in datalist.items()}
     (folder / datalist_path.name).write_text(json.dumps(relative, indent=1) + "\n")
     (folder / REPORT).write_text(json.dumps(report, indent=1) + "\n")

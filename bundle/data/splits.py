@@ -60,12 +60,10 @@ def _subject_table(items: Sequence[dict], positive: Sequence[bool] | None) -> tu
         ``(subjects, counts, index)``: names; ``counts`` ``[S, 2]``; ``index`` ``[N]`` into ``subjects``.
     """
     if positive is not None and len(positive) != len(items):
-        raise UserInputError(
-            f"positive has {len(positive)} entries but there are {len(items)} items; give one per item."
-        )
+        raise ValueError(f"positive has {len(positive)} entries but there are {len(items)} items; give one per item.")
     missing = [item.get("image", item) for item in items if "subject" not in item]
     if missing:
-        raise UserInputError(
+        raise ValueError(
             f"{len(missing)} items have no 'subject' key (first: {missing[0]}); add one, e.g. with "
             "nerveseg.bundle.data.datalist.subject_of(image)."
         )
@@ -198,9 +196,7 @@ def balance_positives(items: Sequence[dict], positive: Sequence[bool], seed: int
         ValueError: when ``positive`` has the wrong length or one class is absent (nothing to balance against).
     """
     if len(positive) != len(items):
-        raise UserInputError(
-            f"positive has {len(positive)} entries but there are {len(items)} items; give one per item."
-        )
+        raise ValueError(f"positive has {len(positive)} entries but there are {len(items)} items; give one per item.")
     is_positive = np.asarray(positive, dtype=bool)
     pos, neg = np.flatnonzero(is_positive), np.flatnonzero(~is_positive)
     if len(pos) == 0 or len(neg) == 0:

@@ -58,8 +58,9 @@ class TrainingCheckpoints:
         image_size: the training image size, recorded with the network's class in ``training_settings.json``
             beside ``model.pt`` whenever it is saved, so that evaluation and inference can check theirs
             (:func:`nerveseg.bundle.settings.check_checkpoint`); ``None`` records nothing.
-        interval: also save ``last.pt`` every this many iterations (0: after each epoch only); for epochs long
-            enough that losing one hurts (an hour on a slow CPU).
+        interval: also save ``last.pt`` after every ``interval`` batches of an epoch (0: after each epoch only), for
+            epochs long enough that losing one hurts (an hour on a slow CPU). Counted from each epoch's start, so a
+            multiple of the trainer's ``accumulation_steps`` never falls inside an optimizer step.
         best_filename: the best model's file name (a plain state dict of the network).
         last_filename: the resume file's name.
     """
@@ -102,7 +103,7 @@ class TrainingCheckpoints:
             engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
             engine.add_event_handler(Events.GET_BATCH_STARTED, self._skip_trained_batches)
         if self.interval:
-            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self._save_inside_epoch)
+            engine.add_event_handler(Events.ITERATION_COMPLETED(event_filter=self._inside_epoch), self._save)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._save)
 
     def _epoch_started(self, engine: Engine) -> None:
@@ -124,17 +125,20 @@ class TrainingCheckpoints:
                 next(batches)
         self._set_random_states(checkpoint["random_states"])
 
-    def _save_inside_epoch(self, engine: Engine) -> None:
-        if engine.state.iteration % engine.state.epoch_length:  # the epoch's end is saved after validation
-            self._save(engine, inside_epoch=True)
+    def _inside_epoch(self, engine: Engine, iteration: int) -> bool:
+        """Every ``interval`` batches counted from the epoch's start, as MONAI's trainer counts accumulation steps;
+        not at the epoch's end, which is saved after validation."""
+        done = iteration % engine.state.epoch_length
+        return done > 0 and done % self.interval == 0
 
     def _unwrapped(self) -> nn.Module:
         return getattr(self.network, "module", self.network)
 
-    def _save(self, engine: Engine, inside_epoch: bool = False) -> None:
+    def _save(self, engine: Engine) -> None:
         if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
             return
         state = self.validator.state if self.validator is not None else None
+        inside_epoch = engine.state.iteration % engine.state.epoch_length != 0
         improved = state is None or getattr(state, "best_metric_epoch", -1) == engine.state.epoch
         if improved and not inside_epoch:
             if self.image_size is not None:
@@ -229,7 +233,7 @@ def _randomizables(transforms: Compose | None) -> Iterator[Randomizable]:
         if id(transform) in seen:
             continue
         seen.add(id(transform))
-        if isinstance(transform, Randomizable):
+        if isinstance(transform, Randomizable) and type(transform) is not Compose:  # a plain Compose's R only seeds
             yield transform
         children = list(transform.transforms) if isinstance(transform, Compose) else []
         children += [v for v in vars(transform).values() if isinstance(v, Randomizable)]

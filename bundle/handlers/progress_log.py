@@ -25,12 +25,12 @@ class ProgressLog:
         Epoch 3/12: 15/60 iterations, loss 0.4123; 0:20 into the epoch, about 1:00 left in it
         Epoch 3/12 done in 1:21 (validation included); run 4:05 so far, about 12:10 left, ends about 19:42
 
-    The estimates are the mean time per iteration of the epoch so far, and the mean time per epoch of this run
-    (a resumed run counts from where it resumed). Attach it after the validation handler, so that the epoch's
-    time includes validation.
+    The estimates are the mean time per iteration of the epoch so far, and of the run so far with validation
+    included (a resumed run counts from where it resumed, inside an epoch too). Attach it after the validation
+    handler, so that the epoch's time includes validation.
 
     Args:
-        lines_per_epoch: iteration lines per epoch, evenly spaced (0: only the end-of-epoch line).
+        lines_per_epoch: lines per epoch, evenly spaced, the end-of-epoch line included (1: that line only).
         output_transform: the engine's output -> a loss to show, or ``None`` (e.g.
             ``monai.handlers.from_engine(["loss"], first=True)``).
         desc: the start of each line: ``"Epoch"`` for a trainer, ``"Inference"`` for a one-epoch evaluator.
@@ -49,7 +49,7 @@ class ProgressLog:
         self.desc = desc
         self.logger = logging.getLogger(name)
         self._run_start = self._epoch_start = 0.0
-        self._first_epoch = self._epoch_first_iteration = 0
+        self._first_iteration = self._epoch_first_iteration = 0
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._started)
@@ -59,7 +59,7 @@ class ProgressLog:
 
     def _started(self, engine: Engine) -> None:
         self._run_start = time.monotonic()
-        self._first_epoch = engine.state.epoch  # past epochs of a resumed run are not timed here
+        self._first_iteration = engine.state.iteration  # what a resumed run did before is not timed here
 
     def _epoch_started(self, engine: Engine) -> None:
         self._epoch_start = time.monotonic()
@@ -91,12 +91,12 @@ class ProgressLog:
     def _epoch_completed(self, engine: Engine) -> None:
         now = time.monotonic()
         took = f"{self._where(engine)} done in {format_duration(now - self._epoch_start)}"
-        epochs_left = (engine.state.max_epochs or 1) - engine.state.epoch
-        timed = engine.state.epoch - self._first_epoch
-        if epochs_left <= 0 or timed <= 0:
+        total = (engine.state.max_epochs or 1) * (engine.state.epoch_length or 0)
+        timed = engine.state.iteration - self._first_iteration
+        if engine.state.iteration >= total or timed <= 0:
             self.logger.info(f"{took}; run {format_duration(now - self._run_start)}")
             return
-        left = (now - self._run_start) / timed * epochs_left
+        left = (now - self._run_start) / timed * (total - engine.state.iteration)
         ends = (datetime.now() + timedelta(seconds=left)).strftime("%H:%M")
         self.logger.info(
             f"{took}; run {format_duration(now - self._run_start)} so far, about {format_duration(left)} left, "

@@ -97,7 +97,7 @@ class StochasticWeightAveraging:
         device: torch.device | str | None = None,
     ) -> None:
         if not isinstance(network, nn.Module):
-            raise UserInputError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
+            raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
         if swa_start is not None:
             if swa_start < 1:
                 raise UserInputError(
@@ -119,13 +119,13 @@ class StochasticWeightAveraging:
         if swa_lr is not None and swa_lr <= 0:
             raise UserInputError(f"swa_lr must be > 0, got {swa_lr}; use null to keep the trainer's learning rate.")
         if swa_lr is not None and optimizer is None:
-            raise UserInputError("swa_lr is set but optimizer is not: SWALR needs the trainer's optimizer.")
+            raise ValueError("swa_lr is set but optimizer is not: SWALR needs the trainer's optimizer.")
         if anneal_epochs < 1:
             raise UserInputError(
                 f"anneal_epochs must be >= 1, got {anneal_epochs}; 1 switches to swa_lr right after swa_start."
             )
         if validator is not None and getattr(getattr(validator, "state", None), "key_metric_name", None) is None:
-            raise UserInputError("validator has no key metric (key_val_metric) to evaluate the averaged weights with.")
+            raise ValueError("validator has no key metric (key_val_metric) to evaluate the averaged weights with.")
 
         self.swa_start = swa_start
         self.num_epochs = num_epochs
@@ -198,9 +198,15 @@ class StochasticWeightAveraging:
         if not state:
             return
         if self._averaged is None:
-            raise UserInputError("The state holds an SWA running mean but swa_start is null (SWA off) in this run.")
+            raise UserInputError(
+                "The state holds an SWA running mean but swa_start is null (SWA off) in this run; resume with the "
+                "interrupted run's swa_start (stack configs/training/swa.json)."
+            )
         if (state["swalr"] is None) != (self._swalr is None):
-            raise UserInputError("swa_lr must be set in both or neither of the saved run and this run.")
+            raise UserInputError(
+                "swa_lr must be set in both or neither of the saved run and this run; resume with the interrupted "
+                "run's swa_lr."
+            )
         self._averaged.load_state_dict(state["averaged_model"])
         self._averaged_epochs = list(state["averaged_epochs"])
         if self._swalr is not None:

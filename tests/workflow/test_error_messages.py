@@ -26,6 +26,7 @@ def _last_line(command: list[str], cwd: Path, traceback: bool = False) -> str:
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode != 0, result.stdout[-2000:]
     assert ("Traceback" in result.stderr) == traceback, result.stderr[-3000:]
+    assert "Traceback" not in result.stdout, result.stdout[-3000:]  # nor in the console log (MONAI's StatsHandler)
     if not traceback:
         assert "NERVESEG_TRACEBACK=1 prints it here" in result.stderr
     return [line for line in result.stderr.splitlines() if line.strip()][-1]

@@ -114,15 +114,15 @@ def _shuffled_training(folder, max_epochs: int, interval: int, resume: bool = Fa
 
 
 def test_resume_inside_an_epoch_continues_exactly(tmp_path, caplog):
-    """5 batches per epoch, a checkpoint every 3 iterations; stopped at iteration 8 (saved at 6, epoch 2 batch 1)."""
+    """5 batches per epoch, a checkpoint after batch 3 of each; stopped at iteration 9 (saved at 8: epoch 2 batch 3)."""
     uninterrupted = _shuffled_training(tmp_path / "a", max_epochs=4, interval=3)
     with pytest.raises(_Interrupted):
-        _shuffled_training(tmp_path / "b", max_epochs=4, interval=3, stop_at=8)
+        _shuffled_training(tmp_path / "b", max_epochs=4, interval=3, stop_at=9)
     saved = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
-    assert saved["trainer"]["iteration"] == 6 and "epoch_random_states" in saved
+    assert saved["trainer"]["iteration"] == 8 and "epoch_random_states" in saved
     with caplog.at_level("INFO"):
         resumed = _shuffled_training(tmp_path / "b", max_epochs=4, interval=3, resume=True)
-    assert "at iteration 1/5 of epoch 2" in caplog.text
+    assert "at iteration 3/5 of epoch 2" in caplog.text
     torch.testing.assert_close(resumed, uninterrupted, rtol=0, atol=0)
 
 

@@ -373,3 +373,12 @@ def test_clahe_spreads_low_contrast_and_keeps_constant():
     constant = to_uint8(np.full((37, 50), 90, np.uint8), clahe=True, tiles=(4, 6))
     assert np.unique(constant).size == 1
     assert to_uint8(_rng().random((5, 3)), clahe=True).shape == (5, 3)  # smaller than the 8x8 tiles
+
+
+def test_a_threshold_above_a_binary_mask_value_is_refused(tmp_path):
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:5, 2:5] = 1
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    with pytest.raises(DatasetError, match=r"m.png: is a binary mask of 0 and 1, below mask_threshold 128, so it"):
+        read_mask(tmp_path / "m.png", threshold=128)
+    assert read_mask(tmp_path / "m.png", threshold=1).sum() == 9

@@ -299,6 +299,14 @@ def test_given_subjects_form_test_and_validation(tiny_dataset, tmp_path):
     assert balanced["subjects"]["validation"] == ["2"]
 
 
+def test_a_random_test_share_is_drawn_beside_given_validation_subjects(tiny_dataset, tmp_path):
+    for seed in range(4):
+        out = tmp_path / str(seed) / "datalist.json"
+        report = prepare("nerve", tiny_dataset, out, val_subjects=[1, 2], test_fraction=0.3, seed=seed)
+        assert report["subjects"]["validation"] == ["1", "2"]  # never drawn into test
+        assert len(report["subjects"]["test"]) == 1 and report["subjects"]["test"][0] in ("3", "4")
+
+
 def test_given_test_subjects_from_a_file_keep_the_folds(tiny_dataset, tmp_path):
     names = tmp_path / "test_subjects.txt"
     names.write_text("# the published test subjects\n\n4  # the last one\n")
