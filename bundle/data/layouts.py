@@ -68,9 +68,16 @@ def read_nerve(
     JPEG masks); by default masks must be binary.
     """
     src = Path(src)
+    layout = (
+        f"`prepare nerve` reads the challenge layout, {src / 'train'}/{{subject}}_{{frame}}.tif with "
+        "{subject}_{frame}_mask.tif (or train_masks.csv); for a folder of images beside a folder of masks use "
+        "`nerveseg prepare folders`."
+    )
+    if not (src / "train").is_dir():
+        raise DatasetError(f"{src / 'train'}: no such folder; {layout}")
     train = list_images(src / "train", IMAGE_EXTENSIONS)
     if not train:
-        raise DatasetError(f"{src / 'train'}: no images found (expected {{subject}}_{{img}}.tif).")
+        raise DatasetError(f"{src / 'train'}: no images found; {layout}")
     if csv_file is None and find_mask(train[0], IMAGE_EXTENSIONS) is None:
         csv_file = src / "train_masks.csv" if (src / "train_masks.csv").is_file() else None
     runs = rle.read_runs(csv_file, "nerve") if csv_file is not None else None

@@ -89,7 +89,8 @@ def test_command_line_ends_with_the_same_message(tmp_path):
 def test_prepare_on_an_empty_folder_names_it(tmp_path):
     (tmp_path / "empty").mkdir()
     last = _prepare(tmp_path, tmp_path / "empty")
-    assert last.startswith(f"DatasetError: {tmp_path / 'empty' / 'train'}: no such folder")
+    assert last.startswith(f"DatasetError: {tmp_path / 'empty' / 'train'}: no such folder; `prepare nerve` reads")
+    assert last.endswith("for a folder of images beside a folder of masks use `nerveseg prepare folders`.")
 
 
 def test_a_lossy_jpeg_mask_points_to_the_threshold(tmp_path):
