@@ -217,10 +217,7 @@ def check_checkpoint(checkpoint: str | os.PathLike, network: nn.Module, image_si
             f"image_size is {current['image_size']}, but {checkpoint} was trained at {size} ({path}); pass "
             f'--image_size "{size}" as in training, or set --ckpt_dir to a model trained at {current["image_size"]}.'
         )
-    if (
-        trained.get("network") != current["network"]
-        or trained.get("parameters", current["parameters"]) != current["parameters"]
-    ):
+    if (trained.get("network"), trained.get("parameters")) != (current["network"], current["parameters"]):
         raise UserInputError(
             f"the network is a {current['network']} of {current['parameters']:,} parameters, but {checkpoint} was "
             f"trained with a {trained.get('network')} of {trained.get('parameters', 0):,} ({path}); stack the same "

@@ -50,6 +50,7 @@ class ProgressLog:
         self.logger = logging.getLogger(name)
         self._run_start = self._epoch_start = 0.0
         self._first_iteration = self._epoch_first_iteration = 0
+        self._marks: set[int] = set()  # the epoch's batches after which a line is logged
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._started)
@@ -64,6 +65,8 @@ class ProgressLog:
     def _epoch_started(self, engine: Engine) -> None:
         self._epoch_start = time.monotonic()
         self._epoch_first_iteration = engine.state.iteration  # not a multiple of the epoch's length after a resume
+        length = engine.state.epoch_length or 0
+        self._marks = {math.ceil(length * k / self.lines_per_epoch) for k in range(1, self.lines_per_epoch)}
 
     def _where(self, engine: Engine) -> str:
         if (engine.state.max_epochs or 1) == 1:
@@ -72,11 +75,8 @@ class ProgressLog:
 
     def _iteration_completed(self, engine: Engine) -> None:
         length = engine.state.epoch_length
-        if not length or not self.lines_per_epoch:
-            return
-        done = (engine.state.iteration - 1) % length + 1
-        marks = {math.ceil(length * k / self.lines_per_epoch) for k in range(1, self.lines_per_epoch)}
-        if done not in marks:
+        done = (engine.state.iteration - 1) % length + 1 if length else 0
+        if done not in self._marks:
             return
         elapsed = time.monotonic() - self._epoch_start
         timed = max(engine.state.iteration - self._epoch_first_iteration, 1)
