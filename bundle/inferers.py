@@ -1,7 +1,7 @@
-"""Inferers of the evaluate and inference configs: the fast forward path and the ensembles over flipped views.
+"""Inferers of the evaluate and inference configs that ensemble flipped views of each image.
 
-:class:`AcceleratedInferer` runs any other inferer with channels-last memory and reduced-precision autocast.
-:class:`ASMEInferer` (the adaptive single-model ensemble) and :class:`FlipTTAInferer` combine flipped views.
+:class:`ASMEInferer` (the adaptive single-model ensemble) and :class:`FlipTTAInferer` combine flipped views;
+:class:`~nerveseg.bundle.accelerated.AcceleratedInferer` wraps either to run the network calls on the fast path.
 All are MONAI :class:`~monai.inferers.Inferer` subclasses (never the train inferer) and return float32 mask logits
 shaped like one network output, so the bundle's post-processing (``Activationsd(sigmoid)``, thresholding,
 inversion of the resize) is unchanged. The ensembles' maths lives in :mod:`nerveseg.bundle.ensemble`.
@@ -9,36 +9,26 @@ inversion of the resize) is unchanged. The ensembles' maths lives in :mod:`nerve
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from monai.data import MetaTensor
-from monai.inferers import Inferer, SimpleInferer
+from monai.inferers import Inferer
 from torch import nn
 
 from nerveseg.bundle.ensemble import asme_weights, consistency_scores, dice_similarity_matrix
 from nerveseg.utils.class_logits import CLASS_LOGITS_KEY, class_logits_of
 from nerveseg.utils.errors import UserInputError
 
-__all__ = [
-    "ASMEInferer",
-    "AcceleratedInferer",
-    "FLIP_VIEWS",
-    "FlipTTAInferer",
-    "PRECISIONS",
-    "SCORE_KEYS",
-    "resolve_precision",
-]
+__all__ = ["ASMEInferer", "FLIP_VIEWS", "FlipTTAInferer", "SCORE_KEYS"]
 
 FLIP_VIEWS: dict[str, tuple[int, ...]] = {"identity": (), "lr": (-1,), "ud": (-2,), "both": (-2, -1)}
 """The flip dimensions of each view of a ``[B, C, H, W]`` image; every view is its own inverse."""
 
 COMBINE_MODES = ("logits", "probabilities")
 
-SCORE_KEYS = ("asme_weights", "asme_consistency", "asme_eigenvalue_ratio")
+SCORE_KEYS = ("asme_weights", "asme_consistency", "asme_eigenvalue_ratio", "asme_views_used")
 """The metadata keys (and ``last_scores`` keys) of the per-sample weights ``[B, N]`` and scores ``[B]``."""
 
 
@@ -50,108 +40,27 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
     return x.as_tensor() if isinstance(x, MetaTensor) else x
 
 
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-"""The compute precisions of :class:`AcceleratedInferer`, besides ``"auto"``."""
+def _rows_into(full: torch.Tensor | None, rows: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor | None:
+    """``full`` with ``values`` in its ``rows``: a member computed for some samples only, member 0 elsewhere."""
+    if full is None or values is None:
+        return values
+    return full.index_copy(0, rows.to(full.device), values)
 
 
-def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype:
-    """The dtype ``precision`` names on ``device``; ``"auto"`` is bfloat16 where the device computes it natively.
-
-    Native bfloat16 means a CUDA device that reports it (Ampere and newer) or a CPU whose flags in /proc/cpuinfo
-    show AVX512-BF16 or AMX; elsewhere (other CPUs, or no /proc/cpuinfo to read) ``"auto"`` is float32, because
-    emulated bfloat16 can be slower than float32.
-
-    Raises:
-        ValueError: ``precision`` is not ``"auto"`` or a key of :data:`PRECISIONS`.
-    """
-    if precision != "auto":
-        if precision not in PRECISIONS:
-            raise UserInputError(f"Unknown precision {precision!r}; choose 'auto' or one of {list(PRECISIONS)}.")
-        return PRECISIONS[precision]
-    device = torch.device(device)
-    if device.type == "cuda":
-        native = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    else:
-        native = device.type == "cpu" and torch.backends.mkldnn.is_available() and _cpu_has_bf16()
-    return torch.bfloat16 if native else torch.float32
-
-
-@functools.cache
-def _cpu_has_bf16() -> bool:
-    flags = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        flags = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "")
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
-
-
-class AcceleratedInferer(Inferer):
-    """Another inferer's forward passes in channels-last memory order under reduced-precision autocast.
-
-    Each network call of the wrapped ``inferer`` gets its images in channels-last (NHWC) order and runs under
-    ``torch.autocast`` at ``precision``; its logits come back as float32 with their metadata. On a 2-core CPU with
-    native bfloat16 this ran the EfficientNet and ResNet networks 2.4 to 3.5 times as fast as eager float32, their
-    depthwise convolutions gaining most from channels-last order; MONAI's BasicUNet and UNet++ are faster with
-    ``channels_last=False`` (figures: ``nerveseg bench``, docs/README.md). The network's 4D
-    weights are converted to channels-last on the first call (in place, once; a no-op after). ``precision=
-    "float32"`` with ``channels_last=False`` is exactly the wrapped inferer, the bundle's eager path.
-
-    Only the network calls change: an ensemble's maths (masks, Dice, weights) stays in float32. Extra ``networks``
-    of :class:`ASMEInferer` are called by it directly, so they run eager.
-
-    Args:
-        inferer: the inferer to accelerate; :class:`~monai.inferers.SimpleInferer` by default.
-        precision: ``"auto"`` (see :func:`resolve_precision`), ``"bfloat16"``, ``"float16"`` or ``"float32"``.
-        channels_last: run the network in channels-last memory order.
-    """
-
-    def __init__(self, inferer: Inferer | None = None, precision: str = "auto", channels_last: bool = True) -> None:
-        resolve_precision(precision, "cpu")  # the name is checked here, the device at the first call
-        self.inferer = inferer if inferer is not None else SimpleInferer()
-        self.precision = precision
-        self.channels_last = bool(channels_last)
-
-    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.Tensor:
-        """Run the wrapped inferer on ``inputs`` with ``network``'s forward passes accelerated.
-
-        Args:
-            inputs: ``[B, C, H, W]`` images, a MetaTensor in MONAI workflows.
-            network: the model, put in channels-last order here when ``channels_last``.
-            args: passed to the wrapped inferer.
-            kwargs: passed to the wrapped inferer.
-        """
-        dtype = resolve_precision(self.precision, inputs.device)
-        if self.channels_last and isinstance(network, nn.Module):
-            _to_channels_last(network)
-
-        def forward(images: torch.Tensor, *network_args: Any, **network_kwargs: Any) -> torch.Tensor:
-            if self.channels_last and images.ndim == 4:
-                images = images.contiguous(memory_format=torch.channels_last)
-            if dtype == torch.float32:
-                return network(images, *network_args, **network_kwargs)
-            with torch.autocast(images.device.type, dtype=dtype):
-                out = network(images, *network_args, **network_kwargs)
-            return _to_float32(out)
-
-        return self.inferer(inputs, forward, *args, **kwargs)
-
-
-def _to_channels_last(network: nn.Module) -> None:
-    weights = [p for p in network.parameters() if p.ndim == 4]
-    if not all(w.is_contiguous(memory_format=torch.channels_last) for w in weights):
-        network.to(memory_format=torch.channels_last)
-
-
-def _to_float32(out: Any) -> Any:
-    """Float32 copies of a network output's floating tensors (one tensor, or a list/tuple of them), metadata kept."""
-    if isinstance(out, (list, tuple)):
-        return type(out)(_to_float32(o) for o in out)
-    if isinstance(out, torch.Tensor) and out.is_floating_point():
-        result = out.float()
-        if isinstance(out, MetaTensor) and CLASS_LOGITS_KEY in out.meta:
-            result.meta[CLASS_LOGITS_KEY] = out.meta[CLASS_LOGITS_KEY].float()
-        return result
-    return out
+def _check_stop_agreement(stop_agreement: float | None) -> float | None:
+    if stop_agreement is None:
+        return None
+    name = "stop_agreement (asme_stop_agreement in configs/asme.json)"
+    fix = "set a mask Dice in (0, 1], e.g. 0.9, or None to compute every view (null in JSON, None on a command line)"
+    try:
+        value = float(stop_agreement)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or isinstance(stop_agreement, bool):
+        raise UserInputError(f"{name} must be a number, got {stop_agreement!r}; {fix}.")
+    if not 0.0 < value <= 1.0:
+        raise UserInputError(f"{name} must be in (0, 1], got {stop_agreement}; {fix}.")
+    return value
 
 
 class ASMEInferer(Inferer):
@@ -167,10 +76,19 @@ class ASMEInferer(Inferer):
     (``combine="probabilities"``). The weighted sum is computed as ``z_0 + sum_i w_i (z_i - z_0)`` (the same
     since the weights sum to 1) so that members that agree exactly come back bit for bit.
 
+    Early stop (``stop_agreement`` set, off by default): the views are computed in their order instead, the first
+    two together (one batch of ``2B`` images, as two are always needed), then one at a time. After each step, a
+    sample stops as soon as two of its members so far have mask Dice ``>= stop_agreement``; the next view is
+    computed only for the samples still running, so the batch shrinks. Each view goes through every network, so with
+    extra ``networks`` a step adds one member per network and a sample keeps whole views (stopping per network would
+    drop the extra checkpoints first). The weights, consistency and eigenvalue ratio of a sample are those of its
+    members computed; the others get weight 0. A view list of two or fewer is computed in one step either way.
+
     Side channel: for a :class:`~monai.data.MetaTensor` input the result carries the input's metadata plus
-    ``asme_weights`` ``[B, N]``, ``asme_consistency`` ``[B]`` (mean off-diagonal Dice) and
-    ``asme_eigenvalue_ratio`` ``[B]`` (principal eigenvalue / N) as float32 CPU tensors, which MONAI's
-    ``decollate_batch`` splits per sample (the ``[B]`` scores become Python floats). The networks then see
+    ``asme_weights`` ``[B, N]`` (0 for members not computed), ``asme_consistency`` ``[B]`` (mean off-diagonal
+    Dice), ``asme_eigenvalue_ratio`` ``[B]`` (principal eigenvalue / members computed), all float32, and
+    ``asme_views_used`` ``[B]`` (members computed, int64), CPU tensors that MONAI's ``decollate_batch`` splits per
+    sample (the ``[B]`` scores become Python numbers). The networks then see
     MetaTensor inputs too; if their outputs carry ``meta["class_logits"]`` ``[B, K]``
     (:mod:`nerveseg.utils.class_logits`), these are combined with the same per-sample weights, always as a weighted
     sum of logits, into the result's ``meta["class_logits"]``. The scores of the last call are also kept in
@@ -187,6 +105,8 @@ class ASMEInferer(Inferer):
         combine: ``"logits"`` or ``"probabilities"``, what the weights average.
         max_batch: the most images per forward pass, at least 1.
         networks: more networks (e.g. other checkpoints) whose views join the ensemble beside ``network``.
+        stop_agreement: the mask Dice in ``(0, 1]`` at which two agreeing members stop a sample's remaining views;
+            ``None`` computes every view. 1 stops only on identical masks (two empty masks included).
 
     Raises:
         ValueError: an argument is out of range; the message lists the choices.
@@ -201,6 +121,7 @@ class ASMEInferer(Inferer):
         combine: str = "logits",
         max_batch: int = 16,
         networks: Sequence[nn.Module] | None = None,
+        stop_agreement: float | None = None,
     ) -> None:
         if isinstance(views, str):
             views = (views,)
@@ -231,6 +152,7 @@ class ASMEInferer(Inferer):
         self.combine = combine
         self.max_batch = int(max_batch)
         self.networks = networks
+        self.stop_agreement = _check_stop_agreement(stop_agreement)
         self.last_scores: dict[str, torch.Tensor] | None = None
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -252,51 +174,108 @@ class ASMEInferer(Inferer):
                 if isinstance(extra, nn.Module):
                     extra.train(network.training)
         as_meta = isinstance(inputs, MetaTensor)
-        images = _plain(inputs)
-        logits, class_logits = [], []
-        for net in (network, *self.networks):
-            z, k = self._members_of(net, images, as_meta, *args, **kwargs)
-            logits.extend(z)
-            class_logits.extend(k)
-        members = torch.stack(logits)  # [N, B, out_C, H, W]
-
-        with torch.no_grad():
-            probabilities = torch.sigmoid(members.detach().to(torch.promote_types(members.dtype, torch.float32)))
-            masks = (probabilities > self.threshold).transpose(0, 1)  # [B, N, out_C, H, W]
-            similarities = torch.stack([dice_similarity_matrix(m) for m in masks]).cpu()
-        weights, consistency, ratio = [], [], []
-        for similarity in similarities:
+        nets = (network, *self.networks)
+        logits, class_logits, similarities = self._run_views(nets, _plain(inputs), as_meta, *args, **kwargs)
+        num_members = len(self.views) * len(nets)
+        members = torch.stack([logits.get(i, logits[0]) for i in range(num_members)])  # [N, B, out_C, H, W]
+        weights = torch.zeros(len(similarities), num_members, dtype=torch.float64)
+        consistency, ratio = [], []
+        for b, similarity in enumerate(similarities):
             n = similarity.shape[0]
-            weights.append(
+            weights[b, self._members_computed(n // len(nets), len(nets))] = (
                 asme_weights(similarity, self.base) if self.adaptive else torch.full((n,), 1.0 / n, dtype=torch.float64)
             )
             scores = consistency_scores(similarity)
             consistency.append(scores["consistency"])
             ratio.append(scores["eigenvalue_ratio"])
-        weights = torch.stack(weights)  # [B, N]
 
         output = self._combine(members, weights, probabilities=self.combine == "probabilities")
         self.last_scores = {
             "asme_weights": weights.float(),
             "asme_consistency": torch.tensor(consistency, dtype=torch.float32),
             "asme_eigenvalue_ratio": torch.tensor(ratio, dtype=torch.float32),
+            "asme_views_used": torch.tensor([s.shape[0] for s in similarities], dtype=torch.int64),
         }
         if not as_meta:
             return output
         result = MetaTensor(output).copy_meta_from(inputs)
         result.meta.update({key: value.clone() for key, value in self.last_scores.items()})
-        if any(k is not None for k in class_logits):
-            if any(k is None for k in class_logits):
+        member_class_logits = [class_logits.get(i, class_logits[0]) for i in range(num_members)]
+        if any(k is not None for k in member_class_logits):
+            if any(k is None for k in member_class_logits):
                 raise ValueError("Some ensemble members carry meta['class_logits'] and others do not.")
-            result.meta[CLASS_LOGITS_KEY] = self._combine(torch.stack(class_logits), weights).detach()
+            result.meta[CLASS_LOGITS_KEY] = self._combine(torch.stack(member_class_logits), weights).detach()
         return result
 
+    def _run_views(
+        self, nets: Sequence[Callable[..., Any]], images: torch.Tensor, as_meta: bool, *args: Any, **kwargs: Any
+    ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor | None], list[torch.Tensor]]:
+        """The members' logits and class logits by member index, and each sample's Dice matrix of its members.
+
+        Member logits are ``[B, out_C, H, W]``; rows of samples that stopped before the member hold member 0's, so
+        that ``z_i - z_0`` is 0 there. A sample's ``[n, n]`` matrix is over the ``n`` members it computed.
+        """
+        num_views, batch = len(self.views), images.shape[0]
+        logits: dict[int, torch.Tensor] = {}
+        class_logits: dict[int, torch.Tensor | None] = {}
+        masks: dict[int, torch.Tensor] = {}
+        similarities: list[torch.Tensor | None] = [None] * batch
+        running, done = torch.arange(batch), 0
+        for step in self._steps():
+            rows = None if len(running) == batch else running.to(images.device)
+            for k, net in enumerate(nets):
+                z, c = self._members_of(net, images if rows is None else images[rows], step, as_meta, *args, **kwargs)
+                for i, (z_i, c_i) in enumerate(zip(z, c, strict=True), start=k * num_views + done):
+                    logits[i] = z_i if rows is None else _rows_into(logits[0], rows, z_i)
+                    class_logits[i] = c_i if rows is None else _rows_into(class_logits[0], rows, c_i)
+            done += len(step)
+            computed = self._members_computed(done, len(nets))
+            with torch.no_grad():
+                for i in computed:
+                    if i not in masks:
+                        z_i = logits[i].detach()
+                        masks[i] = torch.sigmoid(z_i.to(torch.promote_types(z_i.dtype, torch.float32))) > self.threshold
+                stacked = torch.stack([masks[i] for i in computed]).transpose(0, 1)  # [B, n, out_C, H, W]
+                if len(running) < batch:
+                    stacked = stacked[running.to(stacked.device)]
+                step_similarities = torch.stack([dice_similarity_matrix(m) for m in stacked]).cpu()
+            still_running = []
+            for b, similarity in zip(running.tolist(), step_similarities, strict=True):
+                if done == num_views or self._agree(similarity):
+                    similarities[b] = similarity
+                else:
+                    still_running.append(b)
+            if not still_running:
+                break
+            running = torch.tensor(still_running, dtype=torch.long)
+        return logits, class_logits, similarities
+
+    def _members_computed(self, views_done: int, num_nets: int) -> list[int]:
+        """The member indices of the first ``views_done`` views through each of ``num_nets`` networks."""
+        return [k * len(self.views) + j for k in range(num_nets) for j in range(views_done)]
+
+    def _steps(self) -> list[tuple[str, ...]]:
+        """The views computed together: all at once, or the first two and then one by one with early stop."""
+        if self.stop_agreement is None or len(self.views) <= 2:
+            return [self.views]
+        return [self.views[:2], *((view,) for view in self.views[2:])]
+
+    def _agree(self, similarity: torch.Tensor) -> bool:
+        """Whether two members of a sample agree enough to stop: an off-diagonal Dice ``>= stop_agreement``."""
+        return bool((similarity.triu(diagonal=1) >= self.stop_agreement).any())
+
     def _members_of(
-        self, net: Callable[..., Any], images: torch.Tensor, as_meta: bool, *args: Any, **kwargs: Any
+        self,
+        net: Callable[..., Any],
+        images: torch.Tensor,
+        views: Sequence[str],
+        as_meta: bool,
+        *args: Any,
+        **kwargs: Any,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
         """One network's member logits ``[B, out_C, H, W]`` and class logits ``[B, K]`` (or ``None``) per view."""
         batch = images.shape[0]
-        stacked = torch.cat([_flip(images, FLIP_VIEWS[v]) for v in self.views])  # view-major: [V * B, C, H, W]
+        stacked = torch.cat([_flip(images, FLIP_VIEWS[v]) for v in views])  # view-major: [V * B, C, H, W]
         outputs, class_logits = [], []
         for chunk in torch.split(stacked, self.max_batch):
             out = net(MetaTensor(chunk) if as_meta else chunk, *args, **kwargs)
@@ -311,10 +290,10 @@ class ASMEInferer(Inferer):
                 )
             class_logits.append(class_logits_of(out))
             outputs.append(_plain(out))
-        views = torch.cat(outputs).split(batch)
-        members = [_flip(z, FLIP_VIEWS[v]) for z, v in zip(views, self.views, strict=True)]
+        per_view = torch.cat(outputs).split(batch)
+        members = [_flip(z, FLIP_VIEWS[v]) for z, v in zip(per_view, views, strict=True)]
         if any(k is None for k in class_logits):
-            return members, [None] * len(self.views)
+            return members, [None] * len(views)
         return members, list(_plain(torch.cat(class_logits)).split(batch))
 
     @staticmethod
@@ -351,6 +330,8 @@ class FlipTTAInferer(ASMEInferer):
         combine: ``"logits"`` or ``"probabilities"``, what is averaged.
         max_batch: the most images per forward pass, at least 1.
         networks: more networks whose views join the ensemble beside ``network``.
+        stop_agreement: the mask Dice in ``(0, 1]`` at which two agreeing members stop a sample's remaining views
+            (the mean is then over the members computed); ``None`` computes every view.
     """
 
     def __init__(
@@ -361,6 +342,7 @@ class FlipTTAInferer(ASMEInferer):
         combine: str = "logits",
         max_batch: int = 16,
         networks: Sequence[nn.Module] | None = None,
+        stop_agreement: float | None = None,
     ) -> None:
         super().__init__(
             views=views,
@@ -370,4 +352,5 @@ class FlipTTAInferer(ASMEInferer):
             combine=combine,
             max_batch=max_batch,
             networks=networks,
+            stop_agreement=stop_agreement,
         )

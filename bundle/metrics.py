@@ -68,8 +68,8 @@ def summarise(rows: Sequence[dict], presence_score: str | None = None) -> dict:
 
     Returns:
         means of the per-image scores, the image-level presence confusion (predicted non-empty vs label
-        non-empty), the presence AUC, and, when rows carry ``asme_consistency``, its Spearman rank correlation
-        with Dice.
+        non-empty), the presence AUC, when rows carry ``asme_consistency``, its Spearman rank correlation
+        with Dice, and when they carry ``asme_views_used``, its mean (``mean_asme_views_used``).
     """
     if not rows:
         raise ValueError("No images to summarise.")
@@ -91,6 +91,8 @@ def summarise(rows: Sequence[dict], presence_score: str | None = None) -> dict:
         "presence_auc": presence_auc([row[score_key] for row in rows], present),
         "presence_auc_score": score_key,
     }
+    if "asme_views_used" in rows[0]:
+        summary["mean_asme_views_used"] = float(np.mean([row["asme_views_used"] for row in rows]))
     if "asme_consistency" in rows[0] and len(rows) > 2:
         correlation = stats.spearmanr([row["asme_consistency"] for row in rows], [row["dice"] for row in rows])
         summary["consistency_dice_spearman"] = {"rho": float(correlation.statistic), "p": float(correlation.pvalue)}

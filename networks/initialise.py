@@ -21,6 +21,7 @@ def initialise_network(
     bn_momentum: float = 0.1,
     pretrained_path: str | os.PathLike | None = None,
     init_weights: str | os.PathLike | None = None,
+    channels_last: bool = False,
 ) -> nn.Module:
     """Move ``network`` to ``device``, load its starting weights, set its batch-norm momentum, and return it.
 
@@ -32,6 +33,8 @@ def initialise_network(
             :func:`~nerveseg.networks.encoders.load_encoder_weights`.
         init_weights: a whole checkpoint of this network (``models/model.pt`` of an earlier run) to start from, as
             the stages of progressive training do; loaded after ``pretrained_path``.
+        channels_last: put the 4D weights in channels-last memory order, to train on channels-last batches
+            (:class:`nerveseg.bundle.training.TrainingBatch`); the state dict's values are the same either way.
     """
     network = load_encoder_weights(network.to(device), pretrained_path)
     if init_weights is not None:
@@ -40,4 +43,6 @@ def initialise_network(
             network.load_state_dict(state)
         except RuntimeError as error:
             raise UserInputError(f"init_weights {init_weights} does not fit network_def: {error}") from error
+    if channels_last:
+        network = network.to(memory_format=torch.channels_last)
     return set_batchnorm_momentum(network, bn_momentum)

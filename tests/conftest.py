@@ -38,6 +38,22 @@ def restore_logging():
     root.setLevel(level)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def absl_handler_on_the_real_stderr():
+    """absl.logging, which OpenVINO's model converter imports, creates a handler on the stderr of that moment and
+    closes that stream when a later ``logging.config.fileConfig`` (every bundle run applying configs/logging.conf)
+    shuts old handlers down, unless it is the current ``sys.stderr``. In a process that keeps one stderr this never
+    happens; under pytest, whose captures swap it, it closed the session's capture. Its stream is set to the
+    process's own stderr, which absl never closes."""
+    try:
+        from absl import logging as absl_logging
+    except ImportError:
+        yield
+        return
+    absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """A synthetic dataset in the challenge layout, small enough for CPU tests (64x96 frames)."""

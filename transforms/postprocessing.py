@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
+from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 from monai.utils.type_conversion import convert_data_type, convert_to_dst_type
@@ -73,7 +74,10 @@ class EmptySmallMask(Transform):
     not per connected component; a mask of exactly ``min_area`` pixels is emptied, one of ``min_area + 1`` kept.
 
     Apply it after the resize is inverted (``Invertd``) and the probabilities are thresholded (``AsDiscreted``),
-    so that ``min_area`` is in pixels of the original image and a pixel counts once.
+    so that ``min_area`` is in pixels of the original image and a pixel counts once. A mask still at the network's
+    size (the validation during training) that carries its image's original size (a MetaTensor's
+    ``meta["spatial_shape"]``, as MONAI's loaders set it) is held to ``min_area`` scaled by the ratio of the two
+    areas, so the same setting means the same rule at either size.
 
     Args:
         min_area: largest foreground area, in pixels, of a mask that is emptied; ``0`` keeps every non-empty mask
@@ -97,9 +101,17 @@ class EmptySmallMask(Transform):
             return mask
         m = convert_data_type(mask, torch.Tensor)[0]
         _check_mask("EmptySmallMask", m)
-        keep = ((m > 0).flatten(1).sum(dim=1) > self.min_area).view(-1, 1, 1)
+        keep = ((m > 0).flatten(1).sum(dim=1) > self.min_area * _area_scale(mask)).view(-1, 1, 1)
         out = torch.where(keep, m, torch.zeros_like(m))
         return convert_to_dst_type(out, mask)[0]
+
+
+def _area_scale(mask: NdarrayOrTensor) -> float:
+    """The mask's area over its image's original area (``meta["spatial_shape"]``), 1 when either is unknown."""
+    original = getattr(mask, "meta", {}).get("spatial_shape") if isinstance(mask, MetaTensor) else None
+    if original is None or len(original) != mask.ndim - 1:
+        return 1.0
+    return float(np.prod(mask.shape[1:])) / float(np.prod([int(v) for v in original]))
 
 
 class EmptySmallMaskd(MapTransform):

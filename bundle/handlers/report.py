@@ -46,7 +46,8 @@ class PerImageReport:
 
     - ``presence``: the probability of a single class logit (MUNet's head, the two-stage model; see
       :mod:`nerveseg.utils.class_logits`), which ranks images for the presence AUC;
-    - ``asme_consistency`` and ``asme_eigenvalue_ratio``: the agreement of an ensemble's views.
+    - ``asme_consistency`` and ``asme_eigenvalue_ratio``: the agreement of an ensemble's views;
+    - ``asme_views_used``: how many members the ensemble computed (fewer than all with its early stop).
 
     ``summary.json`` holds the means, the image-level presence confusion and AUC, and the Spearman correlation
     of consistency with Dice; the figures are ``dice_histogram.png``, ``worst_cases.png`` (the ``num_worst``
@@ -105,7 +106,7 @@ class PerImageReport:
         for index, (sample, pred, label) in enumerate(zip(samples, preds, labels, strict=True)):
             pred_np, label_np = np.asarray(torch.as_tensor(pred).cpu()), np.asarray(torch.as_tensor(label).cpu())
             row = {"id": _image_id(sample, self.id_key), **image_scores(pred_np, label_np)}
-            row.update({key: float(values[index]) for key, values in self._batch_scores.items()})
+            row.update({key: values[index].item() for key, values in self._batch_scores.items()})
             self.rows.append(row)
             if self.num_worst:
                 self._keep_if_worst(row, sample, pred_np, label_np)

@@ -20,6 +20,7 @@ PARTS = {
     "peer": "suite:peer",
     "training": "suite:training",
     "quality": "suite:quality",
+    "quickstart": "quickstart:quickstart",
     "recipe": "recipe_variants:recipe",
     "inference": "inference_comparison:inference_comparison",
     "active-learning": "active_learning_simulation:simulate",
@@ -44,8 +45,9 @@ def bench(part: str | None = None, **options: Any) -> None:
 
     Usage: ``nerveseg bench [PART] [--option value ...]``; ``nerveseg bench PART --help`` describes a part.
 
-    No part, the suite: latency, asme, peer, training and quality (quality only where ``--data`` exists and not
-    with ``--quick``) into ``bench.json`` (headline ratios at the top level) and ``bench.md``.
+    No part, the suite: latency, asme, peer, training, quality and quickstart (quality only where ``--data``
+    exists; neither quality nor quickstart with ``--quick``) into ``bench.json`` (headline ratios at the top
+    level) and ``bench.md``.
     Options: --out, --quick (a smoke run in about a minute; do not quote it), --bundle_root, --data (USGRA-seg,
     default ../shared/data/usgra_seg), --seeds (quality's training seeds), --threads (torch CPU threads), --parts
     (some of the suite's parts only, e.g. "['latency','asme']") and --name (the files' stem, default bench).
@@ -53,11 +55,15 @@ def bench(part: str | None = None, **options: Any) -> None:
     Parts:
         latency: forward time per image of every network config on every execution path (eager, channels-last,
             bfloat16, torch.compile, ONNX Runtime). Options: --out, --quick, --bundle_root, --threads.
-        asme: the ASME ensemble's 4 views batched and one by one against 1 view. Options: as latency.
+        asme: the ASME ensemble's 4 views batched and one by one, and with configs/asme.json's early stop,
+            against 1 view. Options: as latency.
         peer: FlexibleUNet-b1 against segmentation_models_pytorch's Unet-b1. Options: as latency.
-        training: training images/s with train.json and the share spent waiting for data. Options: as latency.
+        training: training images/s with train.json, the share spent waiting for data, and the trainer's step
+            against a bare PyTorch loop of the same network, loss and optimizer. Options: as latency.
         quality: the default recipe trained on USGRA-seg, validation Dice of the eager and the default inference
             path. Options: --out, --quick, --bundle_root, --data, --seeds, --threads.
+        quickstart: the README's Quick start training command from a cold data cache: seconds, and the
+            validation Dice of each epoch. Options: --out, --bundle_root.
         networks: parameters, GFLOPs and CPU latency of every selectable network.
             Options: --bundle_root, --image_size, --repeats, --out.
         recipe: validation Dice of the default recipe, with EMS and with SWA, per seed. Options: --datalist_file

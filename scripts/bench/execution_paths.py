@@ -1,5 +1,5 @@
-"""The execution paths a network is timed on (eager, channels-last, bfloat16, ``torch.compile``, ONNX Runtime), and
-which of them configs/inference.json selects on this machine."""
+"""The execution paths a network is timed on (eager, channels-last, bfloat16, OpenVINO, ``torch.compile``, ONNX
+Runtime), and which of them configs/inference.json selects on this machine."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import torch
 from monai.inferers import SimpleInferer
 from torch import nn
 
-from nerveseg.bundle.inferers import AcceleratedInferer, resolve_precision
+from nerveseg.bundle.accelerated import AcceleratedInferer, resolve_precision
+from nerveseg.bundle.backends import resolve_backend
 from nerveseg.scripts.bench.run_builder import config_files, read_config
 
 __all__ = [
@@ -31,39 +32,55 @@ __all__ = [
 ]
 
 PATHS = {
-    "eager fp32": {"precision": "float32", "channels_last": False},
-    "channels_last fp32": {"precision": "float32", "channels_last": True},
-    "bf16 autocast": {"precision": "bfloat16", "channels_last": False},
-    "channels_last + bf16": {"precision": "bfloat16", "channels_last": True},
+    "eager fp32": {"backend": "torch", "precision": "float32", "channels_last": False},
+    "channels_last fp32": {"backend": "torch", "precision": "float32", "channels_last": True},
+    "bf16 autocast": {"backend": "torch", "precision": "bfloat16", "channels_last": False},
+    "channels_last + bf16": {"backend": "torch", "precision": "bfloat16", "channels_last": True},
+    "openvino fp32": {"backend": "openvino", "precision": "float32", "channels_last": False},
+    "openvino bf16": {"backend": "openvino", "precision": "bfloat16", "channels_last": False},
 }
-"""The execution paths every network is timed on, as :class:`AcceleratedInferer` settings."""
+"""The execution paths every network is timed on, as :class:`AcceleratedInferer` settings (OpenVINO converts in
+memory, no cache folder; ``latency.timed_paths`` leaves out the paths this machine cannot run)."""
 
 DEFAULT_NETWORK = "FlexibleUNet efficientnet-b1"
 
 
 def inference_settings(bundle_root: str | os.PathLike) -> dict[str, Any]:
-    """configs/inference.json's ``inference_precision`` and ``channels_last``, as :class:`AcceleratedInferer` takes."""
+    """configs/inference.json's ``inference_precision``, ``channels_last`` and ``inference_backend``, as
+    :class:`AcceleratedInferer` takes them (without a cache folder: OpenVINO converts in memory)."""
     parser = read_config(config_files(bundle_root, "configs/inference.json"))
-    return {"precision": parser["inference_precision"], "channels_last": bool(parser["channels_last"])}
+    return {
+        "precision": parser["inference_precision"],
+        "channels_last": bool(parser["channels_last"]),
+        "backend": parser["inference_backend"],
+    }
 
 
 def default_path(bundle_root: str | os.PathLike) -> dict[str, Any]:
-    """The execution path configs/inference.json selects on this machine, and its name in :data:`PATHS`."""
+    """The execution path configs/inference.json selects on this machine's CPU, and its name in :data:`PATHS`."""
     settings = inference_settings(bundle_root)
-    precision, channels_last = resolve_precision(settings["precision"], "cpu"), settings["channels_last"]
+    backend, precision = resolve_backend(settings["backend"], "cpu"), resolve_precision(settings["precision"], "cpu")
+    channels_last = settings["channels_last"] and backend == "torch"
     name = next(
         (
             n
             for n, p in PATHS.items()
-            if resolve_precision(p["precision"], "cpu") == precision and p["channels_last"] == channels_last
+            if (p["backend"], resolve_precision(p["precision"], "cpu"), p["channels_last"])
+            == (backend, precision, channels_last)
         ),
         None,
     )
     if name is None:
         raise SystemExit(
-            f"inference.json's path ({precision}, channels_last={channels_last}) is not one of {list(PATHS)}."
+            f"inference.json's path ({backend}, {precision}, channels_last={channels_last}) is not one of "
+            f"{list(PATHS)}."
         )
-    return {"name": name, "precision": str(precision).removeprefix("torch."), "channels_last": channels_last}
+    return {
+        "name": name,
+        "backend": backend,
+        "precision": str(precision).removeprefix("torch."),
+        "channels_last": channels_last,
+    }
 
 
 def path_call(network: nn.Module, images: torch.Tensor, path: str) -> Callable[[], torch.Tensor]:

@@ -1,20 +1,23 @@
 """``nerveseg bench latency``: forward time per image of every network config on every execution path.
 
 Each network is built from the bundle's configs (:func:`run_builder.network_variants`) with random weights, and
-timed at each size and batch on every path of :data:`execution_paths.PATHS`, plus ``torch.compile`` for the
-default network and ONNX Runtime, all paths of one setting interleaved so that they share the machine's state.
+timed at each size and batch on every path of :data:`execution_paths.PATHS` that runs here (OpenVINO where it is
+installed), plus ``torch.compile`` for the default network and ONNX Runtime, all paths of one setting interleaved
+so that they share the machine's state.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nerveseg.bundle.inferers import resolve_precision
+from nerveseg.bundle.accelerated import resolve_precision
+from nerveseg.bundle.backends import BackendUnavailableError, openvino_supports
 from nerveseg.networks.profile import time_side_by_side
 from nerveseg.scripts.bench.execution_paths import (
     DEFAULT_NETWORK,
@@ -34,7 +37,9 @@ def measure_latency(bundle_root: str | os.PathLike, folder: Path, quick: bool) -
     """Per-image forward latency of every network config on every path, all paths of a setting interleaved.
 
     Each row also has ``max_abs_diff``, the largest difference of the path's logits from eager float32 on the
-    same random input: what the path costs in accuracy before any threshold.
+    same random input: what the path costs in accuracy before any threshold. An OpenVINO row of a network and size
+    seen first also has ``convert_s``, its first call (conversion and compilation); a network OpenVINO cannot
+    serve (class logits) has no OpenVINO rows.
     """
     variants = [v for v in network_variants(bundle_root, backbones=("efficientnet-b1",)) if "classifier" not in v[0]]
     paths = timed_paths(quick)
@@ -46,6 +51,7 @@ def measure_latency(bundle_root: str | os.PathLike, folder: Path, quick: bool) -
     for name, files, overrides in variants[:1] if quick else variants:
         network = build_network(files, overrides)
         sessions: dict[tuple[int, int], tuple[Callable[[torch.Tensor], torch.Tensor], float]] = {}
+        converted: set[tuple[str, tuple[int, int]]] = set()
         for size, batch in settings:
             images = torch.rand(batch, 1, *size)
             calls = {path: path_call(network, images, path) for path in paths}
@@ -59,7 +65,18 @@ def measure_latency(bundle_root: str | os.PathLike, folder: Path, quick: bool) -
                 calls["torch.compile channels_last + bf16"], seconds["compile_s"] = compiled_call(network, images)
             with torch.inference_mode():
                 reference = network(images)
-                differences = {path: (call() - reference).abs().max().item() for path, call in calls.items()}
+                differences = {}
+                for path, call in list(calls.items()):
+                    start = time.perf_counter()
+                    try:
+                        differences[path] = (call() - reference).abs().max().item()
+                    except BackendUnavailableError as error:
+                        print(f"{name}: {path} skipped: {error}", flush=True)
+                        del calls[path]
+                        continue
+                    if path.startswith("openvino") and (path, size) not in converted:
+                        converted.add((path, size))
+                        seconds[path] = time.perf_counter() - start
             repeats = 2 if quick else (5 if batch == 1 else 3)
             for path, timing in time_side_by_side(calls, repeats=repeats, warmup=1).items():
                 row = {"network": name, "size": list(size), "batch": batch, "path": path, "repeats": repeats}
@@ -69,6 +86,8 @@ def measure_latency(bundle_root: str | os.PathLike, folder: Path, quick: bool) -
                     row["compile_s"] = seconds["compile_s"]
                 if path.startswith("onnxruntime"):
                     row["export_s"] = seconds["export_s"]
+                if path in seconds:
+                    row["convert_s"] = seconds[path]
                 rows.append(row)
                 print(
                     f"{name:<36}{str(size):>12}{batch:>3}  {path:<36}{row['median']:>9.4f} s/image "
@@ -79,16 +98,25 @@ def measure_latency(bundle_root: str | os.PathLike, folder: Path, quick: bool) -
 
 
 def timed_paths(quick: bool) -> dict[str, dict[str, Any]]:
-    """:data:`PATHS`, less the bfloat16 ones in quick mode on a CPU that only emulates bfloat16.
+    """:data:`PATHS` that run here: OpenVINO's where it is installed, its bfloat16 where the CPU computes it; the
+    torch bfloat16 ones not in quick mode on a CPU that only emulates bfloat16.
 
     Emulated, a bfloat16 forward takes tens of times as long as a float32 one (23 s against 0.6 s per 448x576
     image on a 2-core CPU without AVX512-BF16), most of a quick run; ``inference_precision: auto`` never selects
-    it there, so the quick run's headline numbers do not need it.
+    it there, so the quick run's headline numbers do not need it. OpenVINO does not emulate bfloat16 at all.
     """
-    if not quick or resolve_precision("auto", "cpu") == torch.bfloat16:
-        return dict(PATHS)
-    print("Quick mode: bfloat16 paths skipped, this CPU emulates bfloat16.", flush=True)
-    return {name: path for name, path in PATHS.items() if path["precision"] != "bfloat16"}
+    paths = dict(PATHS)
+    openvino_missing = missing("openvino")
+    if openvino_missing:
+        print(f"OpenVINO paths skipped: {openvino_missing}", flush=True)
+    if openvino_missing or not openvino_supports(torch.bfloat16):
+        paths.pop("openvino bf16")
+    if openvino_missing:
+        paths.pop("openvino fp32")
+    if quick and resolve_precision("auto", "cpu") != torch.bfloat16:
+        print("Quick mode: bfloat16 paths skipped, this CPU emulates bfloat16.", flush=True)
+        paths = {name: path for name, path in paths.items() if path["precision"] != "bfloat16"}
+    return paths
 
 
 def fast_vs_eager_ratio(rows: list[dict[str, Any]], path: str) -> float:
@@ -127,4 +155,8 @@ def latency_markdown(rows: list[dict[str, Any]]) -> list[str]:
     if exported:
         span = f"{min(exported):.1f}-{max(exported):.1f} s"
         lines += ["", f"ONNX export (monai.bundle onnx_export, traced): {span} per network and size."]
+    converted = [r["convert_s"] for r in rows if "convert_s" in r]
+    if converted:
+        span = f"{min(converted):.1f}-{max(converted):.1f} s"
+        lines += ["", f"OpenVINO's first call (convert_model and compile, in memory): {span} per network and size."]
     return lines

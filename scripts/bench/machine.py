@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import platform
+from pathlib import Path
 from typing import Any
 
 import monai
@@ -12,7 +13,22 @@ import torch
 
 from nerveseg.networks.profile import cpu_model
 
-__all__ = ["describe_machine"]
+__all__ = ["cpu_isa", "describe_machine"]
+
+
+def cpu_isa() -> str:
+    """The CPU's widest vector class that changes the fast path: ``"avx512_bf16"`` (native bfloat16: AVX512-BF16 or
+    AMX), ``"avx512"``, ``"avx2"``, or ``"other"`` (e.g. no /proc/cpuinfo)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    line = ""
+    if cpuinfo.is_file():
+        line = next((row for row in cpuinfo.read_text().splitlines() if row.startswith("flags")), "")
+    flags = set(line.split())
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        return "avx512_bf16"
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2" if "avx2" in flags else "other"
 
 
 def describe_machine() -> dict[str, Any]:
@@ -27,13 +43,14 @@ def describe_machine() -> dict[str, Any]:
     info = {
         "date": datetime.date.today().isoformat(),
         "cpu": cpu,
+        "cpu_isa": cpu_isa(),
         "threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         **versions,
     }
     info["summary"] = (
-        f"{info['date']}, {cpu} ({info['threads']} threads; GPU: {info['gpu'] or 'none'}), torch {info['torch']}, "
-        f"MONAI {info['monai']}"
+        f"{info['date']}, {cpu} ({info['cpu_isa']}, {info['threads']} threads; GPU: {info['gpu'] or 'none'}), "
+        f"torch {info['torch']}, MONAI {info['monai']}"
     )
     return info

@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 
+from nerveseg.bundle.accelerated import resolve_precision
 from nerveseg.networks.profile import count_parameters, forward_flops, time_side_by_side
-from nerveseg.scripts.bench.execution_paths import path_call
+from nerveseg.scripts.bench.execution_paths import PATHS, path_call
 from nerveseg.scripts.bench.results import ms
 from nerveseg.scripts.bench.run_builder import build_network, config_files
 
@@ -19,8 +20,9 @@ __all__ = ["measure_peer", "peer_markdown"]
 def measure_peer(bundle_root: str | os.PathLike, default_path: str, quick: bool) -> dict[str, Any]:
     """smp ``Unet(efficientnet-b1)`` against our FlexibleUNet-b1, interleaved, same input, at 448x576 batch 1.
 
-    Both run eager and channels-last in float32 and on ``default_path``; ``peer_ratio`` is ours on the default
-    path over smp on its faster float32 format. Without segmentation_models_pytorch the result says why it skipped.
+    Both run on every torch path a user of smp could pick here (eager and channels-last float32, and bfloat16
+    where the CPU computes it natively) and on ``default_path``; ``peer_ratio`` is ours on the default path over
+    smp on its fastest torch path. Without segmentation_models_pytorch the result says why it skipped.
     """
     try:
         import segmentation_models_pytorch as smp
@@ -32,15 +34,21 @@ def measure_peer(bundle_root: str | os.PathLike, default_path: str, quick: bool)
     theirs = smp.Unet(encoder_name="efficientnet-b1", encoder_weights=None, in_channels=1, classes=1).eval()
     ours = build_network(config_files(bundle_root, "configs/train.json"))
     image = torch.rand(1, 1, 448, 576)
+    native_bf16 = resolve_precision("auto", "cpu") == torch.bfloat16
+    smp_paths = [
+        name
+        for name, path in PATHS.items()
+        if path["backend"] == "torch" and (native_bf16 or path["precision"] == "float32")
+    ]
     calls = {}
-    for path in ("eager fp32", "channels_last fp32", default_path):
+    for path in dict.fromkeys([*smp_paths, default_path]):
         calls[f"ours {path}"] = path_call(ours, image, path)
         calls[f"smp {path}"] = path_call(theirs, image, path)
     timings = time_side_by_side(calls, repeats=2 if quick else 7, warmup=1)
-    best_format = min(("eager fp32", "channels_last fp32"), key=lambda p: timings[f"smp {p}"]["median"])
+    best_format = min(smp_paths, key=lambda p: timings[f"smp {p}"]["median"])
     result = {name: {k: timing[k] for k in ("median", "min", "max")} for name, timing in timings.items()}
     result.update(
-        smp_best_fp32_path=best_format,
+        smp_fastest_path=best_format,
         peer_ratio=timings[f"ours {default_path}"]["median"] / timings[f"smp {best_format}"]["median"],
         peer_ratio_same_path=timings[f"ours {default_path}"]["median"] / timings[f"smp {default_path}"]["median"],
         peer_ratio_eager=timings["ours eager fp32"]["median"] / timings["smp eager fp32"]["median"],
@@ -60,8 +68,8 @@ def peer_markdown(result: dict[str, Any]) -> list[str]:
     lines += [
         "",
         f"Parameters: ours {result['parameters']['ours'] / 1e6:.2f} M, smp {result['parameters']['smp'] / 1e6:.2f} M. "
-        f"GFLOPs: ours {result['gflops']['ours']:.1f}, smp {result['gflops']['smp']:.1f}. smp's faster float32 "
-        f"format: {result['smp_best_fp32_path']}. Ours on the default path over smp on the same path: "
-        f"{result['peer_ratio_same_path']:.3f}.",
+        f"GFLOPs: ours {result['gflops']['ours']:.1f}, smp {result['gflops']['smp']:.1f}. smp's fastest torch "
+        f"path: {result['smp_fastest_path']}; ours on the default path over it: {result['peer_ratio']:.3f}. "
+        f"Ours on the default path over smp on the same path: {result['peer_ratio_same_path']:.3f}.",
     ]
     return lines

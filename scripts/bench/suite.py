@@ -6,10 +6,13 @@ The suite's parts, each also runnable alone (``nerveseg bench PART``):
   (eager float32, channels-last, bfloat16 autocast, both, ``torch.compile`` for the default network, ONNX Runtime).
 - ``asme``: the default network's ASME ensemble with 4 views in one batch, 4 views one at a time, and 1 view.
 - ``peer``: segmentation_models_pytorch's ``Unet`` (EfficientNet-b1) against our FlexibleUNet-b1, same input.
-- ``training``: training throughput at 448x576 with train.json's transforms and loader, and the share of each step
-  spent waiting for data.
+- ``training``: training throughput at 448x576 with train.json's transforms and loader, the share of each step
+  spent waiting for data, and the trainer's step against a bare PyTorch loop of the same step.
 - ``quality``: the default recipe trained on the USGRA nerve images at a reduced size, evaluated with the eager and
-  the default (accelerated) inference paths.
+  the default (accelerated) inference paths; and ASME's Dice/cost curve over its early-stop agreement on the
+  validation images with the first seed's network (which gives ``asme_ratio_cpu``, the shipped early stop's cost
+  on real images; without the quality part it is measured on a random image).
+- ``quickstart``: the README's Quick start training command, timed from a cold data cache.
 
 The suite writes ``bench.json`` (with the headline ratios at the top level) and ``bench.md``; a part run alone
 writes the same keys for that part into ``{part}.json`` and ``{part}.md``.
@@ -23,26 +26,39 @@ from typing import Any
 
 import torch
 
-from nerveseg.scripts.bench.asme_timing import asme_markdown, measure_asme
-from nerveseg.scripts.bench.execution_paths import default_path
+from nerveseg.scripts.bench.asme_timing import (
+    asme_curve_markdown,
+    asme_dice_cost_curve,
+    asme_markdown,
+    measure_asme,
+    shipped_asme,
+    validation_pairs,
+)
+from nerveseg.scripts.bench.execution_paths import default_path, inference_settings
 from nerveseg.scripts.bench.latency import fast_vs_eager_ratio, latency_markdown, measure_latency
 from nerveseg.scripts.bench.machine import describe_machine
 from nerveseg.scripts.bench.peer_comparison import measure_peer, peer_markdown
 from nerveseg.scripts.bench.quality import measure_quality, quality_markdown
+from nerveseg.scripts.bench.quickstart import measure_quickstart, quickstart_markdown
 from nerveseg.scripts.bench.results import write_results
-from nerveseg.scripts.bench.run_builder import config_files
+from nerveseg.scripts.bench.run_builder import build_network, config_files
+from nerveseg.scripts.bench.trainer_overhead import measure_trainer_overhead, trainer_overhead_markdown
 from nerveseg.scripts.bench.training_throughput import measure_training, training_markdown
+from nerveseg.utils.files import read_state_dict
 
 __all__ = ["SUITE_PARTS", "asme", "latency", "markdown", "peer", "quality", "run_suite", "training"]
 
-SUITE_PARTS = ("latency", "asme", "peer", "training", "quality")
+SUITE_PARTS = ("latency", "asme", "peer", "training", "quality", "quickstart")
 
 HEADLINES = {
     "peer_ratio": "peer",
     "fast_vs_eager_ratio": "latency",
     "asme_ratio_cpu": "asme",
+    "asme_full_ratio_cpu": "asme",
+    "trainer_overhead_ratio": "training",
     "data_wait_fraction": "training",
     "quality_mean_dice": "quality",
+    "quickstart_seconds": "quickstart",
 }
 """The top-level numbers of ``bench.json``, in their order, and the part that fills each."""
 
@@ -65,8 +81,8 @@ def run_suite(
     """Run the suite's ``parts``; write ``{name}.json`` and ``{name}.md`` into ``out``.
 
     Args:
-        parts: any of :data:`SUITE_PARTS`; none runs them all (quality only where ``data`` exists, and in quick
-            mode only when named).
+        parts: any of :data:`SUITE_PARTS`; none runs them all (quality only where ``data`` exists; quality and
+            quickstart in quick mode only when named).
         name: the stem of the two files written.
         out: folder for them and the runs behind them (``training/``, ``quality/``).
         quick: a smoke run in about a minute: the default network only, 448x576 batch 1, two timed repetitions,
@@ -85,13 +101,19 @@ def run_suite(
     config_files(root, "configs/inference.json", "configs/train.json")
     if threads is not None:
         torch.set_num_threads(int(threads))
-    selected = list(parts) or [p for p in SUITE_PARTS if p != "quality" or (not quick and Path(data).is_dir())]
+    long_parts = ("quality", "quickstart")  # trainings: run by the full suite, and in quick mode only when named
+    selected = list(parts) or [
+        p for p in SUITE_PARTS if not (quick and p in long_parts) and (p != "quality" or Path(data).is_dir())
+    ]
     if "quality" in selected and not Path(data).is_dir():
         raise SystemExit(f"{data} not found; pass --data, the USGRA-seg folder, for the quality part.")
     folder.mkdir(parents=True, exist_ok=True)
 
     path = default_path(root)
-    results: dict[str, Any] = {"machine": describe_machine(), "quick": bool(quick), "default_path": path}
+    machine = describe_machine()
+    results: dict[str, Any] = {"machine": machine, "cpu_isa": machine["cpu_isa"], "quick": bool(quick)}
+    results["backend"] = path["backend"]
+    results["default_path"] = path
     results.update({key: None for key, part in HEADLINES.items() if not parts or part in selected})
     print(f"{results['machine']['summary']}; default path {path['name']}", flush=True)
     if "latency" in selected:
@@ -99,7 +121,8 @@ def run_suite(
         results["fast_vs_eager_ratio"] = fast_vs_eager_ratio(results["latency"], path["name"])
     if "asme" in selected:
         results["asme"] = measure_asme(root, quick)
-        results["asme_ratio_cpu"] = results["asme"]["ratio_batched_vs_single"]
+        results["asme_full_ratio_cpu"] = results["asme"]["ratio_batched_vs_single"]
+        results["asme_ratio_cpu"] = results["asme"]["ratio_adaptive_vs_single"]  # real images' figure: quality's
         if torch.cuda.is_available():
             results["asme_gpu"] = measure_asme(root, quick, "cuda")
             results["asme_ratio_gpu"] = results["asme_gpu"]["ratio_batched_vs_single"]
@@ -109,11 +132,33 @@ def run_suite(
     if "training" in selected:
         results["training"] = measure_training(root, folder / "training", quick)
         results["data_wait_fraction"] = results["training"]["data_wait_fraction"]
+        results["trainer_overhead"] = measure_trainer_overhead(root, folder / "trainer_overhead", quick)
+        results["trainer_overhead_ratio"] = results["trainer_overhead"]["trainer_overhead_ratio"]
     if "quality" in selected:
         results["quality"] = measure_quality(root, Path(data), folder / "quality", seeds[:1] if quick else seeds, quick)
         results["quality_mean_dice"] = results["quality"]["mean_dice_default_path"]
+        results["asme_curve"] = _asme_curve(root, folder / "quality", results["quality"])
+        shipped = shipped_asme(root).stop_agreement
+        point = next(p for p in results["asme_curve"]["points"] if p["stop_agreement"] == shipped)
+        results["asme_ratio_cpu"] = point["x_one_view"]
+    if "quickstart" in selected:
+        results["quickstart"] = measure_quickstart(root, folder / "quickstart")
+        results["quickstart_seconds"] = results["quickstart"]["seconds"]
     write_results(folder, name, results, markdown(results, "nerveseg bench" + ("" if name == "bench" else f" {name}")))
     return results
+
+
+def _asme_curve(bundle_root: Path, folder: Path, quality: dict[str, Any]) -> dict[str, Any]:
+    """ASME's Dice/cost curve over its early-stop agreement, with the first quality seed's network on the default
+    path, on the validation images of the quality runs."""
+    seed = quality["runs"][0]["seed"]
+    image_size = quality["image_size"]
+    network = build_network(config_files(bundle_root, "configs/train.json"), {"image_size": image_size})
+    network.load_state_dict(read_state_dict(folder / f"seed{seed}" / "models" / "model.pt", what="Quality model"))
+    pairs = validation_pairs(bundle_root, folder / "data" / "datalist.json", image_size)
+    curve = asme_dice_cost_curve(network, pairs, settings=inference_settings(bundle_root))
+    curve["seed"] = seed
+    return curve
 
 
 def markdown(results: dict[str, Any], title: str = "nerveseg bench") -> str:
@@ -135,7 +180,10 @@ def markdown(results: dict[str, Any], title: str = "nerveseg bench") -> str:
         ("asme_gpu", asme_markdown),
         ("peer", peer_markdown),
         ("training", training_markdown),
+        ("trainer_overhead", trainer_overhead_markdown),
         ("quality", quality_markdown),
+        ("asme_curve", asme_curve_markdown),
+        ("quickstart", quickstart_markdown),
     )
     for part, table in tables:
         if part in results and "skipped" not in results[part]:
@@ -166,7 +214,7 @@ def _timing_part(name: str, summary: str) -> Callable[..., dict[str, Any]]:
 latency = _timing_part("latency", "Forward latency of every network config on every execution path")
 asme = _timing_part("asme", "ASME's 4 views batched and one by one against 1 view, on the CPU (and a GPU)")
 peer = _timing_part("peer", "FlexibleUNet-b1 against segmentation_models_pytorch's Unet-b1")
-training = _timing_part("training", "Training images/s and the data-wait share with train.json")
+training = _timing_part("training", "Training images/s, the data-wait share and the trainer's overhead")
 
 
 def quality(

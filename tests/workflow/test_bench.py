@@ -27,8 +27,12 @@ def test_quick_suite_writes_bench_json_with_the_headline_numbers(tmp_path):
     result = subprocess.run(command, cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     bench_json = json.loads((out / "bench.json").read_text())
-    assert list(bench_json)[:8] == ["machine", "quick", "default_path", *HEADLINES]
-    assert bench_json["quick"] is True
+    top = ["machine", "cpu_isa", "quick", "backend", "default_path", *HEADLINES]
+    assert list(bench_json)[: len(top)] == top
+    assert bench_json["quick"] is True and bench_json["cpu_isa"] == bench_json["machine"]["cpu_isa"]
+    assert bench_json["backend"] == bench_json["default_path"]["backend"]
+    assert bench_json["quickstart_seconds"] is None  # quick mode runs the Quick start only when it is named
+    assert 0 < bench_json["trainer_overhead_ratio"] and 0 < bench_json["asme_full_ratio_cpu"]
     assert bench_json["machine"]["threads"] >= 1 and bench_json["machine"]["torch"]
     assert bench_json["fast_vs_eager_ratio"] > 0 and bench_json["asme_ratio_cpu"] > 0
     assert 0 <= bench_json["data_wait_fraction"] < 1

@@ -7,18 +7,14 @@ import torch
 from monai.data import MetaTensor, decollate_batch, list_data_collate
 from torch import nn
 
+from nerveseg.bundle.accelerated import AcceleratedInferer, resolve_precision
 from nerveseg.bundle.ensemble import asme_weights, dice_similarity_matrix
-from nerveseg.bundle.inferers import (
-    FLIP_VIEWS,
-    SCORE_KEYS,
-    AcceleratedInferer,
-    ASMEInferer,
-    FlipTTAInferer,
-    resolve_precision,
-)
+from nerveseg.bundle.inferers import FLIP_VIEWS, SCORE_KEYS, ASMEInferer, FlipTTAInferer
 from nerveseg.utils.class_logits import CLASS_LOGITS_KEY, with_class_logits
+from nerveseg.utils.errors import UserInputError
 
 ALL_VIEWS = ("identity", "lr", "ud", "both")
+SCORE_DTYPES = {"asme_views_used": torch.int64}
 
 
 def conv_net(seed: int = 0, out_channels: int = 1) -> nn.Conv2d:
@@ -174,7 +170,7 @@ def test_metadata_and_scores_decollate_per_sample():
     torch.testing.assert_close(out.as_tensor(), expected)
     torch.testing.assert_close(out.meta["asme_weights"], weights)
     for key in SCORE_KEYS:
-        assert out.meta[key].dtype == torch.float32 and out.meta[key].shape[0] == 2
+        assert out.meta[key].dtype == SCORE_DTYPES.get(key, torch.float32) and out.meta[key].shape[0] == 2
         assert key not in batch["image"].meta
     # class logits: each view's [B, 2], weighted per sample with the mask weights
     views = [torch.flip(plain, FLIP_VIEWS[v]) if FLIP_VIEWS[v] else plain for v in ALL_VIEWS]
@@ -234,6 +230,148 @@ def test_call_errors():
         ASMEInferer()(images(1), lambda x: [x, x])
 
 
+class Region(nn.Module):
+    """Logits ``x`` inside a fixed region and -10 outside, recording the batch size of every forward.
+
+    Flipped back, each view's mask lies in the region's mirror image: with the top-left quadrant no two views of a
+    positive image overlap (Dice 0); with the left half the identity and up-down views agree. A negative image's
+    masks are all empty, so its views agree (Dice 1). ``class_logits`` adds view-dependent ``[B, 2]`` class logits.
+    """
+
+    def __init__(self, region: str = "quadrant", class_logits: bool = False) -> None:
+        super().__init__()
+        self.region, self.class_logits = region, class_logits
+        self.batch_sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plain = x.as_tensor() if isinstance(x, MetaTensor) else x
+        self.batch_sizes.append(plain.shape[0])
+        h, w = plain.shape[-2:]
+        inside = torch.zeros(h, w, dtype=torch.bool)
+        inside[: h // 2 if self.region == "quadrant" else h, : w // 2] = True
+        out = torch.where(inside, plain, torch.full_like(plain, -10.0))
+        return with_class_logits(out, plain[:, 0, 0, :2], x) if self.class_logits else out
+
+
+def signed_images(*signs: float) -> torch.Tensor:
+    """One image per sign: ``sign * (1 + |noise|)``, so every pixel of an image is on one side of 0."""
+    noise = images(len(signs)).abs() + 1
+    return noise * torch.tensor(signs).view(-1, 1, 1, 1)
+
+
+def test_early_stop_when_the_first_two_views_agree_computes_no_more_views():
+    net, x = Recorder(nn.Identity()), images(3)
+    inferer = ASMEInferer(stop_agreement=0.9)
+    out = inferer(x, net)
+    assert net.batch_sizes == [6]  # the first two views of the 3 samples in one forward, and no other
+    assert torch.equal(out, x)  # agreeing members come back bit for bit
+    torch.testing.assert_close(inferer.last_scores["asme_views_used"], torch.tensor([2, 2, 2]))
+    torch.testing.assert_close(inferer.last_scores["asme_weights"], torch.tensor([[0.5, 0.5, 0.0, 0.0]]).expand(3, 4))
+    torch.testing.assert_close(inferer.last_scores["asme_consistency"], torch.ones(3))
+
+
+@pytest.mark.parametrize("inferer_class", [ASMEInferer, FlipTTAInferer])
+def test_a_sample_whose_views_disagree_runs_every_view_while_another_stops_at_two(inferer_class):
+    net, x = Region("quadrant"), signed_images(-1, 1, -1)
+    inferer = inferer_class(stop_agreement=0.9)
+    out = inferer(x, net)
+    assert net.batch_sizes == [6, 1, 1]  # the later views only for the sample still running
+    scores = inferer.last_scores
+    assert scores["asme_views_used"].tolist() == [2, 4, 2]
+    weights = scores["asme_weights"]
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(3))
+    torch.testing.assert_close(weights[[0, 2]], torch.tensor([[0.5, 0.5, 0.0, 0.0]]).expand(2, 4))
+    torch.testing.assert_close(weights[1], torch.full((4,), 0.25))  # four disjoint masks weigh alike
+    assert scores["asme_consistency"].tolist() == [1.0, 0.0, 1.0]
+    torch.testing.assert_close(scores["asme_eigenvalue_ratio"], torch.tensor([1.0, 0.25, 1.0]))
+    members = torch.stack(members_by_hand([net], ALL_VIEWS, x))
+    torch.testing.assert_close(out[[0, 2]], members[:2, [0, 2]].mean(0))
+    torch.testing.assert_close(out[1], members[:, 1].mean(0))
+    full = inferer_class()
+    torch.testing.assert_close(out[1], full(x, net)[1])
+
+
+def test_a_sample_stops_at_the_view_that_agrees_with_an_earlier_one():
+    x = signed_images(1)
+    inferer = ASMEInferer(stop_agreement=1.0)
+    out = inferer(x, Region("left"))  # identity: left half, lr: right half, ud: left half again
+    assert inferer.last_scores["asme_views_used"].tolist() == [3]
+    weights = inferer.last_scores["asme_weights"][0]
+    assert weights[3] == 0 and weights[0] == weights[2] > weights[1]
+    expected, _ = asme_by_hand([Region("left")], ALL_VIEWS[:3], x)
+    torch.testing.assert_close(out, expected)
+
+
+def test_early_stop_gives_a_batch_the_results_of_its_samples_one_by_one():
+    net, x, inferer = conv_net(), images(3), ASMEInferer(stop_agreement=0.8, max_batch=4)
+    batched = inferer(x, net)
+    scores = inferer.last_scores
+    assert scores["asme_views_used"].tolist() == [4, 3, 3]
+    for b in range(3):
+        torch.testing.assert_close(inferer(x[b : b + 1], net), batched[b : b + 1])
+        for key, value in inferer.last_scores.items():
+            torch.testing.assert_close(value[0], scores[key][b])
+    expected, weights = asme_by_hand([net], ALL_VIEWS[:3], x[1:])
+    torch.testing.assert_close(batched[1:], expected)
+    torch.testing.assert_close(scores["asme_weights"][1:, :3], weights)
+
+
+def test_without_stop_agreement_every_view_is_computed_as_before():
+    net, x = Recorder(conv_net()), images(3)
+    out = ASMEInferer(stop_agreement=None, max_batch=5)(x, net)
+    assert net.batch_sizes == [5, 5, 2]
+    assert torch.equal(out, ASMEInferer(max_batch=5)(x, net.net))
+    expected, _ = asme_by_hand([net.net], ALL_VIEWS, x)
+    torch.testing.assert_close(out, expected)
+    inferer = ASMEInferer(stop_agreement=1.0)  # no two masks are the same: every view, the same ensemble
+    torch.testing.assert_close(inferer(x, net.net), out)
+    assert inferer.last_scores["asme_views_used"].tolist() == [4, 4, 4]
+
+
+def test_early_stop_with_extra_networks_keeps_whole_views():
+    first, second, x = Recorder(nn.Identity()), Recorder(nn.Identity()), images(2)
+    inferer = ASMEInferer(views=("identity", "lr", "ud"), networks=[second], stop_agreement=0.9)
+    out = inferer(x, first)
+    assert first.batch_sizes == second.batch_sizes == [4]
+    assert torch.equal(out, x)
+    assert inferer.last_scores["asme_views_used"].tolist() == [4, 4]
+    expected = torch.tensor([0.25, 0.25, 0.0, 0.25, 0.25, 0.0]).expand(2, 6)
+    torch.testing.assert_close(inferer.last_scores["asme_weights"], expected)
+
+
+def test_views_used_and_class_logits_decollate_per_sample_with_early_stop():
+    batch = list_data_collate(
+        [
+            {"image": MetaTensor(signed_images(sign)[0], meta={"filename_or_obj": f"{i}.tif"})}
+            for i, sign in enumerate((-1, 1))
+        ]
+    )
+    inferer = ASMEInferer(stop_agreement=0.9)
+    out = inferer(batch["image"], Region("quadrant", class_logits=True))
+    weights = out.meta["asme_weights"]
+    assert out.meta["asme_views_used"].tolist() == [2, 4]
+    plain = batch["image"].as_tensor()
+    views = [torch.flip(plain, FLIP_VIEWS[v]) if FLIP_VIEWS[v] else plain for v in ALL_VIEWS]
+    class_logits = torch.stack([v[:, 0, 0, :2] for v in views])  # [N, B, 2]
+    expected_class = (weights.T.unsqueeze(-1) * class_logits).sum(0)
+    torch.testing.assert_close(out.meta[CLASS_LOGITS_KEY], expected_class)
+    samples = decollate_batch(out)
+    assert [s.meta["asme_views_used"] for s in samples] == [2, 4]
+    assert [s.meta["asme_consistency"] for s in samples] == [1.0, 0.0]
+    for b, sample in enumerate(samples):
+        torch.testing.assert_close(sample.meta["asme_weights"], weights[b])
+        torch.testing.assert_close(sample.meta[CLASS_LOGITS_KEY], expected_class[b])
+
+
+@pytest.mark.parametrize("value", [0.0, -0.5, 1.5, float("nan"), "high", True])
+def test_stop_agreement_out_of_range_names_the_key_and_the_fix(value):
+    match = r"stop_agreement \(asme_stop_agreement in configs/asme.json\) must be .*; set a mask Dice in \(0, 1\]"
+    with pytest.raises(UserInputError, match=match + r", e\.g\. 0\.9, or None to compute every view"):
+        ASMEInferer(stop_agreement=value)
+    with pytest.raises(UserInputError, match=match):
+        FlipTTAInferer(stop_agreement=value)
+
+
 class ConvNet(nn.Module):
     """Two convolutions with a batch norm between: 4D weights to put in channels-last order."""
 
@@ -281,12 +419,12 @@ def test_accelerated_asme_keeps_metadata_scores_and_class_logits_in_float32():
     assert out.meta["filename_or_obj"] == ["a.tif", "b.tif"]
     assert out.meta[CLASS_LOGITS_KEY].dtype == torch.float32 and out.meta[CLASS_LOGITS_KEY].shape == (2, 2)
     for key in SCORE_KEYS:
-        assert out.meta[key].dtype == torch.float32 and out.meta[key].shape[0] == 2
+        assert out.meta[key].dtype == SCORE_DTYPES.get(key, torch.float32) and out.meta[key].shape[0] == 2
     torch.testing.assert_close(out.meta["asme_weights"], inner.last_scores["asme_weights"])
 
 
 def test_precision_names_and_auto(monkeypatch):
-    import nerveseg.bundle.inferers as inferers
+    import nerveseg.bundle.accelerated as inferers
 
     assert resolve_precision("bfloat16", "cpu") == torch.bfloat16
     assert resolve_precision("float32", "cuda") == torch.float32

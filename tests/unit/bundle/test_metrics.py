@@ -69,6 +69,7 @@ def test_report_writes_rows_summary_and_figures(tmp_path):
         samples.append({"image": image, "pred": pred, "label": label})
     scores = MetaTensor(torch.zeros(1, 1, 8, 8))
     scores.meta["asme_consistency"] = torch.tensor([0.9])
+    scores.meta["asme_views_used"] = torch.tensor([2])
     scores.meta["class_logits"] = torch.tensor([[2.0]])
 
     def step(engine, index):
@@ -86,8 +87,12 @@ def test_report_writes_rows_summary_and_figures(tmp_path):
     assert [row["id"] for row in rows] == ["0", "1", "2", "3"]
     assert [float(row["dice"]) for row in rows] == pytest.approx([50 / 72, 1.0, 0.0, 0.0])
     assert float(rows[0]["presence"]) == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
+    assert [row["asme_views_used"] for row in rows] == ["2"] * 4 and float(
+        rows[0]["asme_consistency"]
+    ) == pytest.approx(0.9)
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["images"] == 4 and summary["presence_auc_score"] == "presence"
+    assert summary["mean_asme_views_used"] == 2.0
     for figure in ("dice_histogram.png", "worst_cases.png", "consistency_vs_dice.png"):
         assert Image.open(tmp_path / "eval" / figure).format == "PNG"
     assert not list((tmp_path / "eval").glob(".*partial*"))

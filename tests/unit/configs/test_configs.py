@@ -11,7 +11,8 @@ from monai.bundle import ComponentLocator, ConfigParser, ConfigWorkflow
 from monai.inferers import SimpleInferer
 
 from conftest import CONFIGS
-from nerveseg.bundle.inferers import AcceleratedInferer, ASMEInferer, FlipTTAInferer
+from nerveseg.bundle.accelerated import AcceleratedInferer
+from nerveseg.bundle.inferers import ASMEInferer, FlipTTAInferer
 
 TRAIN = str(CONFIGS / "train.json")
 EVALUATE = [TRAIN, str(CONFIGS / "evaluate.json")]
@@ -99,28 +100,31 @@ def test_inference_restates_train_network_and_preprocessing():
     assert infer["mask_transforms"] == evaluate["mask_transforms"]
     for key in ("threshold", "min_area", "min_component", "gate_threshold"):
         assert infer[key] == train[key], key
-    for key in ("inference_precision", "channels_last", "view_inferer", "inferer"):
+    for key in ("inference_precision", "channels_last", "inference_backend", "inference_cache_dir", "view_inferer"):
         assert infer[key] == evaluate[key], key
+    assert infer["inferer"] == evaluate["inferer"]
 
 
 @pytest.mark.parametrize(
-    "extra, view_inferer, precision, channels_last",
+    "extra, view_inferer, precision, channels_last, backend",
     [
-        ([], SimpleInferer, "auto", True),
-        (["eager.json"], SimpleInferer, "float32", False),
-        (["asme.json"], ASMEInferer, "auto", True),
-        (["flip_tta.json", "eager.json"], FlipTTAInferer, "float32", False),
+        ([], SimpleInferer, "auto", True, "auto"),
+        (["eager.json"], SimpleInferer, "float32", False, "torch"),
+        (["asme.json"], ASMEInferer, "auto", True, "auto"),
+        (["flip_tta.json", "eager.json"], FlipTTAInferer, "float32", False, "torch"),
     ],
 )
 def test_the_fast_path_wraps_every_view_inferer_and_eager_json_turns_it_off(
-    extra, view_inferer, precision, channels_last
+    extra, view_inferer, precision, channels_last, backend, tmp_path
 ):
     for base in (EVALUATE, [INFERENCE]):
         parser = ConfigParser()
         parser.read_config([*base, *(str(CONFIGS / e) for e in extra)])
+        parser["checkpoint_path"] = str(tmp_path / "run" / "model_swa.pt")
         inferer = parser.get_parsed_content("inferer")
         assert isinstance(inferer, AcceleratedInferer) and type(inferer.inferer) is view_inferer
-        assert (inferer.precision, inferer.channels_last) == (precision, channels_last)
+        assert (inferer.precision, inferer.channels_last, inferer.backend) == (precision, channels_last, backend)
+        assert inferer.cache_dir == str(tmp_path / "run" / "openvino")  # beside the checkpoint
 
 
 def test_override_files_only_set_existing_keys():

@@ -47,3 +47,12 @@ def test_each_stage_starts_from_the_previous_one():
 def test_bad_stage_settings(sizes, epochs, message):
     with pytest.raises(ValueError, match=message):
         stage_commands(sizes, epochs, ["configs/train.json"], "m", "o")
+
+
+def test_channels_last_puts_the_weights_in_nhwc_order_and_keeps_their_values():
+    torch.manual_seed(0)
+    reference = _network()
+    torch.manual_seed(0)
+    network = initialise_network(_network(), "cpu", channels_last=True)
+    assert network[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(network[0].weight, reference[0].weight)

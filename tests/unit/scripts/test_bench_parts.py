@@ -8,16 +8,28 @@ import logging
 
 import pytest
 import torch
+from torch import nn
 
-from conftest import BUNDLE_ROOT
+from conftest import BUNDLE_ROOT, nerve_folders
 from nerveseg.networks.profile import time_side_by_side
 from nerveseg.scripts.bench import PARTS, bench, part_function, run_builder
 from nerveseg.scripts.bench.active_learning_simulation import _summary_lines
+from nerveseg.scripts.bench.asme_timing import (
+    ADAPTIVE,
+    asme_curve_markdown,
+    asme_dice_cost_curve,
+    asme_markdown,
+    shipped_asme,
+    validation_pairs,
+)
 from nerveseg.scripts.bench.execution_paths import PATHS, default_path
 from nerveseg.scripts.bench.latency import timed_paths
+from nerveseg.scripts.bench.machine import cpu_isa, describe_machine
+from nerveseg.scripts.bench.quickstart import quickstart_markdown, validation_dice_of_log
 from nerveseg.scripts.bench.recipe_variants import read_run_log
 from nerveseg.scripts.bench.results import mean_sd, ms, write_results
 from nerveseg.scripts.bench.suite import HEADLINES, SUITE_PARTS, markdown
+from nerveseg.scripts.bench.trainer_overhead import trainer_overhead_markdown
 
 TINY_BASIC_UNET = {"network_def#features": [4, 4, 8, 8, 16, 4]}
 
@@ -119,24 +131,34 @@ def test_a_run_leaves_the_root_logger_as_it_found_it(tmp_path):
     assert added.stream is None  # closed
 
 
-def test_default_path_is_what_inference_json_selects_on_this_cpu(monkeypatch):
-    import nerveseg.bundle.inferers as inferers
+@pytest.mark.parametrize("openvino", [False, True])
+def test_default_path_is_what_inference_json_selects_on_this_cpu(monkeypatch, openvino):
+    import nerveseg.bundle.accelerated as inferers
+    import nerveseg.bundle.backends as backends
 
+    monkeypatch.setattr(backends, "openvino_available", lambda: openvino)
     monkeypatch.setattr(inferers, "_cpu_has_bf16", lambda: False)
-    assert default_path(BUNDLE_ROOT)["name"] == "channels_last fp32"
+    assert default_path(BUNDLE_ROOT)["name"] == ("openvino fp32" if openvino else "channels_last fp32")
     monkeypatch.setattr(inferers, "_cpu_has_bf16", lambda: True)
-    expected = "channels_last + bf16" if inferers.torch.backends.mkldnn.is_available() else "channels_last fp32"
-    assert default_path(BUNDLE_ROOT)["name"] == expected
+    bf16 = inferers.torch.backends.mkldnn.is_available()
+    names = {False: ("channels_last fp32", "channels_last + bf16"), True: ("openvino fp32", "openvino bf16")}
+    assert default_path(BUNDLE_ROOT)["name"] == names[openvino][bf16]
 
 
 def test_quick_mode_times_bfloat16_only_where_the_cpu_computes_it(monkeypatch):
-    import nerveseg.bundle.inferers as inferers
+    import nerveseg.bundle.accelerated as inferers
+    import nerveseg.scripts.bench.latency as latency
 
+    monkeypatch.setattr(latency, "missing", lambda module: "no openvino")
     monkeypatch.setattr(inferers, "_cpu_has_bf16", lambda: False)
     assert list(timed_paths(quick=True)) == ["eager fp32", "channels_last fp32"]
-    assert timed_paths(quick=False) == PATHS
+    assert list(timed_paths(quick=False)) == [name for name in PATHS if not name.startswith("openvino")]
     monkeypatch.setattr(inferers, "_cpu_has_bf16", lambda: True)
-    assert timed_paths(quick=True) == PATHS or not inferers.torch.backends.mkldnn.is_available()
+    bf16 = inferers.torch.backends.mkldnn.is_available()
+    assert list(timed_paths(quick=True)) == list(timed_paths(quick=False)) or not bf16
+    monkeypatch.setattr(latency, "missing", lambda module: None)
+    monkeypatch.setattr(latency, "openvino_supports", lambda precision: False)
+    assert list(timed_paths(quick=False)) == [name for name in PATHS if name != "openvino bf16"]
 
 
 def test_time_side_by_side_interleaves_the_calls_after_their_warmup():
@@ -176,13 +198,15 @@ def test_bench_md_keeps_its_headline_table():
         "Measured today, a CPU (quick mode: few repetitions, do not quote).",
         "",
     ]
-    assert lines[4:11] == [
+    assert lines[4:13] == [
         "| headline | value |",
         "|---|---:|",
         "| `peer_ratio` | - |",
         "| `fast_vs_eager_ratio` | 0.500 |",
         "| `asme_ratio_cpu` | - |",
         "| `asme_ratio_gpu` | 1.250 |",
+        "| `asme_full_ratio_cpu` | - |",
+        "| `trainer_overhead_ratio` | - |",
         "| `data_wait_fraction` | - |",
     ]
     assert "Default inference path (configs/inference.json on this machine): channels_last fp32." in lines
@@ -227,3 +251,90 @@ def test_simulation_refuses_bad_settings_before_any_work(tmp_path):
     with pytest.raises(SystemExit, match="USGRA-seg not found at nowhere; pass --src"):
         simulate(src="nowhere", out=str(tmp_path), bundle_root=str(BUNDLE_ROOT))
     assert not list(tmp_path.iterdir())
+
+
+def test_asme_dice_cost_curve_scores_each_stop_agreement_against_one_view():
+    threshold_at_half = nn.Conv2d(1, 1, 1)  # logits 20 (x - 0.5): every flipped view agrees
+    threshold_at_half.weight.data.fill_(20.0)
+    threshold_at_half.bias.data.fill_(-10.0)
+    image = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(0))
+    empty = torch.zeros(1, 16, 16)
+    pairs = [(image, (image > 0.5).float()), (empty, torch.zeros(1, 32, 32))]  # a label at another size
+    curve = asme_dice_cost_curve(threshold_at_half, pairs, stop_agreements=(0.9, None), repeats=1)
+    assert curve["images"] == 2 and curve["one_view"]["mean_dice"] == 1.0
+    first, full = curve["points"]
+    assert (first["stop_agreement"], first["mean_views_used"], first["dice_minus_full"]) == (0.9, 2, 0.0)
+    assert (full["stop_agreement"], full["mean_views_used"], full["mean_dice"]) == (None, 4, 1.0)
+    assert all(point["x_one_view"] > 0 and point["ms_per_image"] > 0 for point in curve["points"])
+    lines = asme_curve_markdown(curve)
+    assert lines[2] == "| stop agreement | mean Dice | Dice - full ASME | mean views used | ms per image | x 1 view |"
+    assert lines[4].startswith("| 0.9 | 1.0000 | +0.0000 | 2.00 |")
+    assert lines[5].startswith("| full (every view) | 1.0000 | +0.0000 | 4.00 |")
+    assert lines[6].startswith("| 1 view | 1.0000 | | 1.00 |")
+    with pytest.raises(ValueError, match="pairs is empty"):
+        asme_dice_cost_curve(threshold_at_half, [])
+
+
+def test_validation_pairs_are_network_size_images_and_original_size_labels(tmp_path):
+    from nerveseg.bundle.data.prepare import prepare
+
+    datalist = tmp_path / "prepared" / "datalist.json"
+    prepare("folders", src=str(nerve_folders(tmp_path / "src", 10)), out=str(datalist), target_class=1)
+    pairs = validation_pairs(BUNDLE_ROOT, datalist, [32, 48])
+    assert len(pairs) == len(json.loads(datalist.read_text())["validation"]) > 0
+    for image, label in pairs:
+        assert image.shape == (1, 32, 48) and label.shape == (1, 64, 64)
+        assert set(label.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_asme_table_shows_the_shipped_early_stop():
+    assert (
+        shipped_asme(BUNDLE_ROOT).stop_agreement
+        == json.loads((BUNDLE_ROOT / "configs" / "asme.json").read_text())["asme_stop_agreement"]
+    )
+    timing = {"median": 0.1, "min": 0.09, "max": 0.12}
+    result = {"device": "cpu", "1 view": timing, "4 views batched": {**timing, "median": 0.3}}
+    assert asme_markdown(result)[-1] == "| 4 views batched | 300 [90, 120] | 3.00 |"  # results without the stop
+    result.update({ADAPTIVE: {**timing, "median": 0.2}, "adaptive_stop_agreement": 0.9, "adaptive_views_used": 2})
+    lines = asme_markdown(result)
+    assert "| adaptive (asme.json) | 200 [90, 120] | 2.00 |" in lines
+    assert lines[-1].startswith("The adaptive row (`asme_stop_agreement` 0.9) computed 2 views on this random image")
+
+
+def test_quickstart_reads_each_epochs_validation_dice_from_the_log():
+    log = "\n".join(
+        [
+            "2026-11-27 21:34:11,269 - ignite.engine.engine.SupervisedEvaluator - INFO - Epoch[2] Metrics -- "
+            "val_mean_dice: 0.7454 ",
+            "... Got new best metric of val_mean_dice: 0.745",
+            "2026-11-27 21:33:11,269 - ignite.engine.engine.SupervisedEvaluator - INFO - Epoch[1] Metrics -- "
+            "val_mean_dice: 0.5889 ",
+        ]
+    )
+    assert validation_dice_of_log(log) == [0.5889, 0.7454]
+    line = quickstart_markdown(
+        {"seconds": 412.3, "validation_dice": [0.5, 0.9, 0.8], "best_dice": 0.9, "best_epoch": 2, "last_dice": 0.8}
+    )[0]
+    assert "412 s" in line and "0.900 at epoch 2" in line and "last 0.800" in line
+
+
+def test_cpu_isa_names_the_vector_class_of_this_machine():
+    assert cpu_isa() in ("avx512_bf16", "avx512", "avx2", "other")
+    machine = describe_machine()
+    assert machine["cpu_isa"] == cpu_isa() and cpu_isa() in machine["summary"]
+
+
+def test_trainer_overhead_table_compares_with_both_bare_loops():
+    result = {
+        "image_size": [128, 160],
+        "batch_size": 8,
+        "steps": 10,
+        "network": "FlexibleUNet",
+        "channels_last": True,
+        "step_s": {"trainer": 1.1, "bare channels-last": 1.0, "bare contiguous": 1.25},
+        "trainer_overhead_ratio": 1.1,
+        "vs_bare_contiguous": 0.88,
+    }
+    table = "\n".join(trainer_overhead_markdown(result))
+    assert "| trainer | 1.100 | 1.10 |" in table and "| bare contiguous | 1.250 | 1.25 |" in table
+    assert "0.88x a bare loop in default memory order" in table

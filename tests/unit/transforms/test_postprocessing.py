@@ -53,6 +53,16 @@ def test_empty_small_mask_counts_the_whole_image_not_components():
     assert not EmptySmallMask(min_area=50)(mask).any()
 
 
+def test_empty_small_mask_at_the_network_size_scales_min_area_to_the_original_image():
+    original = MetaTensor(_mask_with_area(400, (40, 60)), meta={"spatial_shape": [40, 60]})
+    assert torch.equal(EmptySmallMask(min_area=399)(original), original)  # at its own size: unscaled
+    small = MetaTensor(_mask_with_area(100, (20, 30)), meta={"spatial_shape": [40, 60]})  # a quarter of the area
+    assert torch.equal(EmptySmallMask(min_area=399)(small), small)  # 100 px > 399 / 4
+    assert not EmptySmallMask(min_area=400)(small).any()  # 100 px <= 400 / 4
+    plain = _mask_with_area(100, (20, 30))
+    assert not EmptySmallMask(min_area=100)(plain).any() and torch.equal(EmptySmallMask(min_area=99)(plain), plain)
+
+
 def test_empty_small_mask_per_channel():
     mask = torch.cat([_mask_with_area(100), _mask_with_area(101), _mask_with_area(0)])
     out = EmptySmallMask(min_area=100)(mask)

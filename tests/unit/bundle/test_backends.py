@@ -1,0 +1,159 @@
+"""The inference backends: names and the auto rule, OpenVINO against eager, its cache, wrapped inferers, refusals."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.inferers import SimpleInferer
+from monai.networks.nets import BasicUNet
+from torch import nn
+
+from nerveseg.bundle import backends
+from nerveseg.bundle.accelerated import AcceleratedInferer
+from nerveseg.bundle.backends import OpenVINONetwork, cache_dir_beside, resolve_backend
+from nerveseg.bundle.inferers import ASMEInferer, FlipTTAInferer
+from nerveseg.utils.class_logits import with_class_logits
+from nerveseg.utils.errors import UserInputError
+
+NEEDS_OPENVINO = "the openvino backend needs the openvino package: pip install -e '.[openvino]'"
+
+
+@pytest.fixture
+def openvino():
+    module = pytest.importorskip("openvino", reason=NEEDS_OPENVINO)
+    backends._in_memory.clear()
+    yield module
+    backends._in_memory.clear()
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One cache folder for the tests that do not count conversions, so each tiny network is converted once."""
+    return tmp_path_factory.mktemp("openvino")
+
+
+def tiny_unet(seed: int = 0) -> nn.Module:
+    """MONAI's BasicUNet at its smallest, its logits spread wide so that no mask pixel sits on the threshold."""
+    torch.manual_seed(seed)
+    network = BasicUNet(spatial_dims=2, in_channels=1, out_channels=1, features=(4, 4, 8, 16, 32, 4)).eval()
+    with torch.no_grad():
+        network.final_conv.weight.mul_(10)
+    return network
+
+
+def small_net(seed: int = 0) -> nn.Module:
+    """Two convolutions: the quickest network to convert, for the tests that convert more than once."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 1)).eval()
+
+
+def images(batch: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(batch, 1, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+class WithClassLogits(nn.Module):
+    """A conv net that attaches ``[B, 2]`` class logits to its mask logits, as MUNet does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plain = x.as_tensor() if isinstance(x, MetaTensor) else x
+        return with_class_logits(self.conv(plain), plain[:, 0, 0, :2], x)
+
+
+def test_backend_names_and_the_auto_rule(monkeypatch):
+    monkeypatch.setattr(backends, "openvino_available", lambda: True)
+    assert resolve_backend("auto", "cpu") == "openvino" and resolve_backend("auto", "cuda") == "torch"
+    assert resolve_backend("torch", "cpu") == "torch" and resolve_backend("openvino", "cuda") == "openvino"
+    monkeypatch.setattr(backends, "openvino_available", lambda: False)
+    assert resolve_backend("auto", "cpu") == "torch"
+    with pytest.raises(UserInputError, match=r"not installed: pip install -e '\.\[openvino\]'"):
+        AcceleratedInferer(backend="openvino")
+    with pytest.raises(UserInputError, match=r"Unknown inference_backend 'onnx'; choose one of \['auto', 'torch'"):
+        AcceleratedInferer(backend="onnx")
+    assert cache_dir_beside("models/model_swa.pt") == "models/openvino"
+
+
+def test_openvino_matches_eager_at_any_batch_and_keeps_metadata(openvino, shared_cache):
+    network = tiny_unet()
+    x = MetaTensor(images(2), meta={"filename_or_obj": ["a.png", "b.png"]})
+    with torch.no_grad():
+        eager = AcceleratedInferer(precision="float32", channels_last=False)(x, network)
+        out = AcceleratedInferer(precision="float32", backend="openvino", cache_dir=shared_cache)(x, network)
+        three = OpenVINONetwork(network, cache_dir=shared_cache)(images(3, seed=1))
+        eager_three = network(images(3, seed=1))
+    assert isinstance(out, MetaTensor) and out.dtype == torch.float32 and out.shape == eager.shape
+    assert out.meta["filename_or_obj"] == eager.meta["filename_or_obj"] and out.is_batch == eager.is_batch
+    torch.testing.assert_close(out.as_tensor(), eager.as_tensor(), atol=1e-4, rtol=0)
+    assert type(three) is torch.Tensor and three.shape == (3, 1, 32, 32)
+    torch.testing.assert_close(three, eager_three, atol=1e-4, rtol=0)
+    assert network.final_conv.weight.is_contiguous()  # the openvino path leaves the network as it is
+
+
+def test_the_cache_is_written_once_reused_and_renewed_when_the_weights_change(openvino, tmp_path, monkeypatch):
+    conversions = []
+    convert = openvino.convert_model
+    monkeypatch.setattr(openvino, "convert_model", lambda *a, **k: conversions.append(1) or convert(*a, **k))
+    network, x = small_net(), images(1)
+    first = OpenVINONetwork(network, cache_dir=tmp_path)(x)
+    (entry,) = tmp_path.iterdir()
+    assert entry.name.startswith("Sequential-1x32x32-") and len(conversions) == 1
+    assert sorted(p.name for p in entry.iterdir()) == ["conversion.json", "model.bin", "model.xml"]
+    written = (entry / "model.bin").stat().st_mtime_ns
+
+    backends._in_memory.clear()  # as in a new process
+    again = OpenVINONetwork(copy.deepcopy(network), cache_dir=tmp_path)(x)
+    assert len(conversions) == 1 and (entry / "model.bin").stat().st_mtime_ns == written
+    torch.testing.assert_close(again, first, atol=0, rtol=0)
+
+    with torch.no_grad():
+        network[2].bias.add_(1.0)  # what loading another checkpoint into the network does
+        expected = network(x)
+    changed = OpenVINONetwork(network, cache_dir=tmp_path)(x)
+    assert len(conversions) == 2 and len(list(tmp_path.iterdir())) == 2
+    torch.testing.assert_close(changed, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("inner", [ASMEInferer(), FlipTTAInferer(), SimpleInferer()], ids=type)
+def test_openvino_wraps_every_inferer_with_the_torch_result(openvino, shared_cache, inner):
+    network, x = tiny_unet(), MetaTensor(images(2))
+    with torch.no_grad():
+        expected = AcceleratedInferer(inner, precision="float32", channels_last=False)(x, network)
+        scores = dict(getattr(inner, "last_scores", None) or {})
+        out = AcceleratedInferer(inner, precision="float32", backend="openvino", cache_dir=shared_cache)(x, network)
+    torch.testing.assert_close(out.as_tensor(), expected.as_tensor(), atol=1e-4, rtol=0)
+    for key, value in scores.items():
+        torch.testing.assert_close(inner.last_scores[key], value, atol=1e-6, rtol=0)
+
+
+def test_a_network_with_class_logits_is_refused_by_openvino_and_run_by_torch_under_auto(openvino, tmp_path, caplog):
+    network, x = WithClassLogits().eval(), MetaTensor(images(2))
+    with pytest.raises(UserInputError, match=r"WithClassLogits attaches class logits .* inference_backend to 'torch'"):
+        AcceleratedInferer(precision="float32", backend="openvino", cache_dir=tmp_path)(x, network)
+    with caplog.at_level(logging.WARNING), torch.no_grad():
+        out = AcceleratedInferer(ASMEInferer(), precision="float32", backend="auto", cache_dir=tmp_path)(x, network)
+        expected = AcceleratedInferer(ASMEInferer(), precision="float32")(x, network)
+    torch.testing.assert_close(out.meta["class_logits"], expected.meta["class_logits"])
+    torch.testing.assert_close(out.as_tensor(), expected.as_tensor())
+    assert not list(tmp_path.iterdir())  # nothing was converted
+
+
+def test_training_mode_an_unwritable_cache_and_a_precision_the_cpu_lacks_are_refused(openvino, tmp_path):
+    network, x = tiny_unet().train(), images(1)
+    with pytest.raises(UserInputError, match="BasicUNet is in training mode; .* put the network in eval mode"):
+        AcceleratedInferer(backend="openvino")(x, network)
+    auto = AcceleratedInferer(precision="float32", channels_last=False, backend="auto")(x, network)
+    torch.testing.assert_close(auto, network(x))  # training mode runs torch under auto
+
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(UserInputError, match=r"Cannot write the OpenVINO cache .*a_file.* set inference_cache_dir"):
+        OpenVINONetwork(network.eval(), cache_dir=tmp_path / "a_file" / "openvino")(x)
+    if not backends.openvino_supports(torch.float16):
+        with pytest.raises(UserInputError, match="OpenVINO does not compute float16 natively on this CPU"):
+            OpenVINONetwork(network, precision=torch.float16)(x)
