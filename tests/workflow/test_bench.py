@@ -63,7 +63,11 @@ def test_quality_part_trains_and_evaluates_both_paths(tmp_path):
     assert result["quality_mean_dice"] == quality["mean_dice_default_path"] == run["dice_default_path"]
     assert (out / "quality" / "seed0" / "eval_eager" / "eval" / "summary.json").is_file()
     assert (out / "quality" / "seed0" / "eval_default" / "eval" / "summary.json").is_file()
-    assert set(HEADLINES) & set(result) == {"quality_mean_dice"} and "latency" not in result
+    assert set(HEADLINES) & set(result) == {"quality_mean_dice", "asme_ratio_cpu"} and "latency" not in result
+    curve = result["asme_curve"]  # the early stop's cost on the validation images, with the first seed's network
+    assert curve["seed"] == 0 and [p["stop_agreement"] for p in curve["points"]][-1] is None
+    shipped = next(p for p in curve["points"] if p["stop_agreement"] == 0.9)
+    assert result["asme_ratio_cpu"] == shipped["x_one_view"] > 0
     assert (out / "quality.md").read_text().startswith("# nerveseg bench quality\n")
     assert not (out / "bench.json").exists()
 
