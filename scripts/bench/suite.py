@@ -3,8 +3,10 @@
 The suite's parts, each also runnable alone (``nerveseg bench PART``):
 
 - ``latency``: forward time per image of every network config, at each size and batch, for every execution path
-  (eager float32, channels-last, bfloat16 autocast, both, ``torch.compile`` for the default network, ONNX Runtime).
-- ``asme``: the default network's ASME ensemble with 4 views in one batch, 4 views one at a time, and 1 view.
+  (eager float32, channels-last, bfloat16 autocast, both, OpenVINO, ``torch.compile`` for the default network, ONNX
+  Runtime).
+- ``asme``: the default network's ASME ensemble with 4 views in one batch, 4 views one at a time, the shipped early
+  stop (on a random image), and 1 view.
 - ``peer``: segmentation_models_pytorch's ``Unet`` (EfficientNet-b1) against our FlexibleUNet-b1, same input.
 - ``training``: training throughput at 448x576 with train.json's transforms and loader, the share of each step
   spent waiting for data, and the trainer's step against a bare PyTorch loop of the same step.
