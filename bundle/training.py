@@ -16,7 +16,7 @@ class TrainingBatch(PrepareBatch):
     """A training batch's images and labels as plain tensors on ``device``, the images in channels-last order.
 
     The metadata MONAI's loaders attach is dropped before the network: neither the network nor the loss reads it,
-    and a :class:`~monai.data.MetaTensor` pays for bookkeeping on every operation (7-13% of a CPU training step of
+    and a :class:`~monai.data.MetaTensor` pays for bookkeeping on every operation (9-13% of a CPU training step of
     FlexibleUNet-b1 at 96x128 to 128x160, batch 8). Channels-last (NHWC) order cut the same step by a further 19-21%
     on a 2-core AVX2 CPU; the network must be in channels-last order too (``initialise_network(channels_last=
     True)``), else each convolution converts. Figures: ``nerveseg bench training``.

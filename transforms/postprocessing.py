@@ -108,7 +108,7 @@ class EmptySmallMask(Transform):
 
 def _area_scale(mask: NdarrayOrTensor) -> float:
     """The mask's area over its image's original area (``meta["spatial_shape"]``), 1 when either is unknown."""
-    original = getattr(mask, "meta", {}).get("spatial_shape") if isinstance(mask, MetaTensor) else None
+    original = mask.meta.get("spatial_shape") if isinstance(mask, MetaTensor) else None
     if original is None or len(original) != mask.ndim - 1:
         return 1.0
     return float(np.prod(mask.shape[1:])) / float(np.prod([int(v) for v in original]))

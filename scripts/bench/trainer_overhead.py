@@ -58,12 +58,13 @@ class _InterleavedSteps:
 
     def __init__(self, warmup: int, measured: int) -> None:
         self.warmup, self.measured = warmup, measured
-        self.loops: dict[str, Callable[..., None]] = {}
+        self.loops: dict[str, tuple[Callable[..., None], bool]] = {}
         self.seconds: dict[str, list[float]] = {"trainer": []}
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
         self._fetched = 0.0
 
-    def attach(self, trainer: Engine, loops: dict[str, Callable[..., None]]) -> None:
+    def attach(self, trainer: Engine, loops: dict[str, tuple[Callable[..., None], bool]]) -> None:
+        """Time ``trainer``'s steps and, after each, every loop (its step and whether it takes channels-last)."""
         self.loops = loops
         self.seconds.update({name: [] for name in loops})
         trainer.add_event_handler(Events.GET_BATCH_COMPLETED, self._batch_in_hand)
@@ -82,8 +83,7 @@ class _InterleavedSteps:
         if measuring:
             self.seconds["trainer"].append(trainer_s)
         images, labels = self._batch
-        for name, loop in self.loops.items():
-            channels_last = "channels-last" in name
+        for name, (loop, channels_last) in self.loops.items():
             x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
             start = time.perf_counter()
             loop(x, labels)
@@ -122,9 +122,9 @@ def measure_trainer_overhead(bundle_root: str | os.PathLike, folder: Path, quick
         channels_last = bool(parsed("channels_last"))
         settings.update(channels_last=channels_last, network=type(network).__name__)
         order = "channels-last" if channels_last else "contiguous"
-        loops = {f"bare {order}": _bare_copy(network, optimizer, loss, channels_last)}
+        loops = {f"bare {order}": (_bare_copy(network, optimizer, loss, channels_last), channels_last)}
         if channels_last:
-            loops["bare contiguous"] = _bare_copy(network, optimizer, loss, False)
+            loops["bare contiguous"] = (_bare_copy(network, optimizer, loss, False), False)
         timer.attach(parsed("train#trainer"), loops)
 
     run_workflow(config_files(bundle_root, "configs/train.json"), "training", overrides, before_run=attach)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 
 import pytest
 import torch
@@ -118,6 +119,17 @@ def test_the_cache_is_written_once_reused_and_renewed_when_the_weights_change(op
     changed = OpenVINONetwork(network, cache_dir=tmp_path)(x)
     assert len(conversions) == 2 and len(list(tmp_path.iterdir())) == 2
     torch.testing.assert_close(changed, expected, atol=1e-4, rtol=0)
+
+
+def test_conversion_runs_with_openvino_telemetry_declined_and_restores_the_environment(openvino, monkeypatch):
+    seen = []
+    convert = openvino.convert_model
+    monkeypatch.setattr(
+        openvino, "convert_model", lambda *a, **k: seen.append(os.environ.get("CI")) or convert(*a, **k)
+    )
+    monkeypatch.delenv("CI", raising=False)
+    OpenVINONetwork(small_net(seed=3))(images(1))
+    assert seen == ["true"] and "CI" not in os.environ  # the switch OpenVINO's consent check reads, then removed
 
 
 @pytest.mark.parametrize("inner", [ASMEInferer(), FlipTTAInferer(), SimpleInferer()], ids=type)
