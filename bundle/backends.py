@@ -6,26 +6,22 @@ returns the same float32 logits). :class:`~nerveseg.bundle.accelerated.Accelerat
 every inferer it wraps (single view, flip TTA, ASME) runs on either.
 
 The OpenVINO model is converted from the network at its first call, once per weights and input size, and cached
-on disk as ``{cache_dir}/{Network}-{C}x{H}x{W}-{key}/`` (``model.xml``, ``model.bin``, ``conversion.json``). The key
-hashes the network's class, structure and state dict, the input size and the OpenVINO version, so a retrained
-checkpoint gets a new entry; the folder keeps the :data:`CACHE_ENTRIES` most recently used and can be deleted at
-any time. Compiled models stay in memory for the process, so a MONAI Label server compiles once per checkpoint,
-not once per request.
+on disk as ``{cache_dir}/{Network}-{C}x{H}x{W}-{key}/`` (:mod:`~nerveseg.bundle.openvino_cache`). The key hashes the
+network's class, structure and state dict, the input size and the OpenVINO version, so a retrained checkpoint gets
+a new entry. Compiled models stay in memory for the process, so a MONAI Label server compiles once per checkpoint
+and batch size, not once per request.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import hashlib
 import importlib.util
-import json
 import logging
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 import warnings
@@ -40,17 +36,15 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
+from nerveseg.bundle import openvino_cache
 from nerveseg.utils.class_logits import class_logits_of
 from nerveseg.utils.errors import UserInputError
-from nerveseg.utils.files import atomic_path
 
 __all__ = [
     "BACKENDS",
-    "CACHE_ENTRIES",
     "BackendUnavailableError",
     "OpenVINONetwork",
     "backend_forward",
-    "cache_dir_beside",
     "check_backend",
     "openvino_available",
     "openvino_supports",
@@ -62,12 +56,9 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "openvino")
 """The values of ``inference_backend``."""
 
-CACHE_ENTRIES = 4
-"""How many converted models a cache folder keeps, the most recently used; older entries are removed."""
-
 _HINTS = {torch.float32: ("f32", "FP32"), torch.bfloat16: ("bf16", "BF16"), torch.float16: ("f16", "FP16")}
 _COMPILED_IN_MEMORY = 4
-_in_memory: OrderedDict[tuple[str, str, int], Any] = OrderedDict()
+_in_memory: OrderedDict[tuple[str, str, int], _Compiled] = OrderedDict()
 _digests: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]] = weakref.WeakKeyDictionary()
 _refused: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
 _lock = threading.RLock()
@@ -168,16 +159,41 @@ def backend_forward(
     return forward
 
 
-def cache_dir_beside(checkpoint: str | os.PathLike, name: str = "openvino") -> str:
-    """The folder ``name`` beside ``checkpoint``: where the configs cache the models converted from it."""
-    return str(Path(checkpoint).parent / name)
-
-
 @functools.cache
 def _core() -> Any:
     import openvino
 
     return openvino.Core()
+
+
+class _Compiled:
+    """A converted model, compiled for each batch size it is called with (static shapes), each with one infer
+    request that is reused: on a 2-core CPU a dynamic batch and a new request per call cost 30-50% more where the
+    batch size changes from call to call, as in ASME's early stop."""
+
+    def __init__(self, model: Any, config: dict[str, Any]) -> None:
+        self.model, self.config = model, config
+        self.by_batch: OrderedDict[int, tuple[Any, Any, threading.Lock]] = OrderedDict()
+
+    def infer(self, array: Any) -> Any:
+        """The logits of a ``[B, C, H, W]`` float32 array, as a new array."""
+        batch = array.shape[0]
+        with _lock:
+            if batch not in self.by_batch:
+                static = self.model.clone()
+                static.reshape([batch, *array.shape[1:]])
+                compiled = _core().compile_model(static, "CPU", self.config)
+                self.by_batch[batch] = (compiled, compiled.create_infer_request(), threading.Lock())
+                while len(self.by_batch) > _COMPILED_IN_MEMORY:
+                    self.by_batch.popitem(last=False)
+            self.by_batch.move_to_end(batch)
+            compiled, request, busy = self.by_batch[batch]
+        if not busy.acquire(blocking=False):  # another thread's call: a request of its own
+            return compiled.create_infer_request().infer({0: array})[0]
+        try:
+            return request.infer({0: array})[0]
+        finally:
+            busy.release()
 
 
 class OpenVINONetwork:
@@ -221,12 +237,11 @@ class OpenVINONetwork:
         if images.ndim != 4:
             raise ValueError(f"images must be [B, C, H, W], got shape {tuple(images.shape)}.")
         plain = (images.as_tensor() if isinstance(images, MetaTensor) else images).detach()
-        compiled = self._compiled_model(plain)
-        array = compiled.create_infer_request().infer({0: plain.to("cpu", torch.float32).contiguous().numpy()})[0]
+        array = self._compiled_model(plain).infer(plain.to("cpu", torch.float32).contiguous().numpy())
         logits = torch.from_numpy(array).to(images.device)
         return MetaTensor(logits).copy_meta_from(images) if isinstance(images, MetaTensor) else logits
 
-    def _compiled_model(self, images: torch.Tensor) -> Any:
+    def _compiled_model(self, images: torch.Tensor) -> _Compiled:
         network = self.network
         if not isinstance(network, nn.Module):
             raise BackendUnavailableError(
@@ -255,8 +270,8 @@ class OpenVINONetwork:
             _in_memory.move_to_end(key)
             return _in_memory[key]
 
-    def _compile(self, images: torch.Tensor, name: str, hint: str, threads: int) -> Any:
-        """The compiled model of entry ``name``: read from the cache, or converted (and then cached)."""
+    def _compile(self, images: torch.Tensor, name: str, hint: str, threads: int) -> _Compiled:
+        """The model of entry ``name``, read from the cache or converted (and then cached), ready to compile."""
         config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         entry = self.cache_dir / name if self.cache_dir is not None else None
         if entry is not None and (entry / "model.xml").is_file() and (entry / "model.bin").is_file():
@@ -266,13 +281,20 @@ class OpenVINONetwork:
                 logger.warning(f"Converting again: cannot read the cached OpenVINO model {entry}: {error}")
                 shutil.rmtree(entry, ignore_errors=True)
             else:
-                _touch(entry)
-                return _core().compile_model(model, "CPU", config)
+                openvino_cache.touch(entry)
+                return _Compiled(model, config)
         if entry is not None:
-            _check_writable(entry.parent)
+            try:
+                openvino_cache.check_writable(entry.parent)
+            except OSError as error:
+                raise BackendUnavailableError(
+                    f"Cannot write the OpenVINO cache {entry.parent} ({error.strerror or error}): make it writable, "
+                    "set inference_cache_dir to a writable folder (None converts in memory, once per run), or set "
+                    "inference_backend to 'torch'."
+                ) from error
         model, reference, info = self._convert(images[:1])
-        compiled = _core().compile_model(model, "CPU", config)
-        converted = torch.from_numpy(compiled.create_infer_request().infer({0: images[:1].float().cpu().numpy()})[0])
+        compiled = _Compiled(model, config)
+        converted = torch.from_numpy(compiled.infer(images.float().cpu().numpy())[:1])
         info["max_abs_diff"] = (converted - reference.cpu().float()).abs().max().item()
         info["checked_with_precision"] = hint
         size, cached = "x".join(map(str, info["input_shape"][1:])), f"; cached in {entry}" if entry else ""
@@ -281,7 +303,7 @@ class OpenVINONetwork:
             f"from torch {info['max_abs_diff']:.1e} ({hint}){cached}"
         )
         if entry is not None:
-            _save(model, entry, info)
+            openvino_cache.save_entry(model, entry, info)
         return compiled
 
     def _convert(self, example: torch.Tensor) -> tuple[Any, torch.Tensor, dict[str, Any]]:
@@ -354,47 +376,3 @@ def _state_digest(network: nn.Module) -> str:
         digest.update(flat.view(torch.uint8).numpy())
     _digests[network] = (fingerprint, digest.hexdigest())
     return _digests[network][1]
-
-
-def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as error:
-        raise BackendUnavailableError(
-            f"Cannot write the OpenVINO cache {folder} ({error.strerror or error}): make it writable, set "
-            "inference_cache_dir to a writable folder (None converts in memory, once per run), or set "
-            "inference_backend to 'torch'."
-        ) from error
-
-
-def _save(model: Any, entry: Path, info: dict[str, Any]) -> None:
-    """Write ``entry`` through a temporary folder beside it, keeping another process's complete entry.
-
-    A write that fails once the folder was found writable (a full disk) only costs the cache: it is logged.
-    """
-    import openvino
-
-    try:
-        with atomic_path(entry, replace=False) as partial:
-            partial.mkdir()
-            openvino.save_model(model, partial / "model.xml", compress_to_fp16=False)
-            (partial / "conversion.json").write_text(json.dumps(info, indent=4) + "\n")
-    except FileExistsError:
-        return
-    except OSError as error:
-        logger.warning(f"OpenVINO: could not cache the converted model in {entry} ({error}); it is used from memory")
-        return
-    _prune(entry.parent, CACHE_ENTRIES)
-
-
-def _prune(folder: Path, keep: int) -> None:
-    entries = [p for p in folder.iterdir() if p.is_dir() and (p / "conversion.json").is_file()]
-    entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in entries[keep:]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _touch(entry: Path) -> None:
-    with contextlib.suppress(OSError):  # a read-only cache is used as it is
-        os.utime(entry)

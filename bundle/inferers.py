@@ -76,13 +76,14 @@ class ASMEInferer(Inferer):
     (``combine="probabilities"``). The weighted sum is computed as ``z_0 + sum_i w_i (z_i - z_0)`` (the same
     since the weights sum to 1) so that members that agree exactly come back bit for bit.
 
-    Early stop (``stop_agreement`` set, off by default): the views are computed in their order instead, the first
-    two together (one batch of ``2B`` images, as two are always needed), then one at a time. After each step, a
-    sample stops as soon as two of its members so far have mask Dice ``>= stop_agreement``; the next view is
-    computed only for the samples still running, so the batch shrinks. Each view goes through every network, so with
-    extra ``networks`` a step adds one member per network and a sample keeps whole views (stopping per network would
-    drop the extra checkpoints first). The weights, consistency and eigenvalue ratio of a sample are those of its
-    members computed; the others get weight 0. A view list of two or fewer is computed in one step either way.
+    Early stop (``stop_agreement`` set, off by default): the views are computed in two steps instead, the first
+    two views (one batch of ``2B`` images, as two are always needed), then the rest together, only for the samples
+    whose first two members' masks have Dice ``< stop_agreement``. Two steps, not one view at a time: on a CPU
+    each step and each new batch size has a fixed cost, so view-by-view stopping cost more than all four views
+    batched. Each view goes through every network, so with extra ``networks`` a sample keeps whole views (stopping
+    per network would drop the extra checkpoints first) and any two of its members agreeing stop it. The weights,
+    consistency and eigenvalue ratio of a sample are those of its members computed; the others get weight 0. A view
+    list of two or fewer is computed in one step either way.
 
     Side channel: for a :class:`~monai.data.MetaTensor` input the result carries the input's metadata plus
     ``asme_weights`` ``[B, N]`` (0 for members not computed), ``asme_consistency`` ``[B]`` (mean off-diagonal
@@ -255,10 +256,10 @@ class ASMEInferer(Inferer):
         return [k * len(self.views) + j for k in range(num_nets) for j in range(views_done)]
 
     def _steps(self) -> list[tuple[str, ...]]:
-        """The views computed together: all at once, or the first two and then one by one with early stop."""
+        """The views computed together: all at once, or with early stop the first two and then the rest."""
         if self.stop_agreement is None or len(self.views) <= 2:
             return [self.views]
-        return [self.views[:2], *((view,) for view in self.views[2:])]
+        return [self.views[:2], self.views[2:]]
 
     def _agree(self, similarity: torch.Tensor) -> bool:
         """Whether two members of a sample agree enough to stop: an off-diagonal Dice ``>= stop_agreement``."""

@@ -47,7 +47,7 @@ ADAPTIVE = "adaptive (asme.json)"
 
 INFERERS = ("1 view", "4 views batched", "4 views sequential", ADAPTIVE)
 
-CURVE_STOP_AGREEMENTS: tuple[float | None, ...] = (0.8, 0.85, 0.9, 0.95, 0.98, None)
+CURVE_STOP_AGREEMENTS: tuple[float | None, ...] = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, None)
 """The points of :func:`asme_dice_cost_curve`: ``stop_agreement`` values, ``None`` for full ASME (every view)."""
 
 

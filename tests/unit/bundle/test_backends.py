@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import logging
 import os
@@ -15,8 +16,9 @@ from torch import nn
 
 from nerveseg.bundle import backends
 from nerveseg.bundle.accelerated import AcceleratedInferer
-from nerveseg.bundle.backends import OpenVINONetwork, cache_dir_beside, resolve_backend
+from nerveseg.bundle.backends import OpenVINONetwork, resolve_backend
 from nerveseg.bundle.inferers import ASMEInferer, FlipTTAInferer
+from nerveseg.bundle.openvino_cache import cache_dir_beside
 from nerveseg.utils.class_logits import with_class_logits
 from nerveseg.utils.errors import UserInputError
 
@@ -95,6 +97,24 @@ def test_openvino_matches_eager_at_any_batch_and_keeps_metadata(openvino, shared
     assert type(three) is torch.Tensor and three.shape == (3, 1, 32, 32)
     torch.testing.assert_close(three, eager_three, atol=1e-4, rtol=0)
     assert network.final_conv.weight.is_contiguous()  # the openvino path leaves the network as it is
+
+
+def test_each_batch_size_is_compiled_once_and_its_results_are_not_overwritten(openvino, shared_cache, monkeypatch):
+    network, runtime = small_net(), OpenVINONetwork(small_net(), cache_dir=shared_cache)
+    compiled = []
+    compile_model = backends._core().compile_model
+    monkeypatch.setattr(backends._core(), "compile_model", lambda *a: compiled.append(1) or compile_model(*a))
+    batches = [images(b, seed=b) for b in (2, 1, 2, 1)]
+    outputs = [runtime(x) for x in batches]  # alternating sizes, as ASME's early stop calls
+    assert len(compiled) == 2
+    with torch.no_grad():
+        for x, out in zip(batches, outputs, strict=True):  # each result is its own, not the kept request's buffer
+            torch.testing.assert_close(out, network(x), atol=1e-5, rtol=0)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:  # a busy request gives other threads requests of their own
+        together = list(pool.map(runtime, [images(1, seed=s) for s in range(8)]))
+    with torch.no_grad():
+        for s, out in enumerate(together):
+            torch.testing.assert_close(out, network(images(1, seed=s)), atol=1e-5, rtol=0)
 
 
 def test_the_cache_is_written_once_reused_and_renewed_when_the_weights_change(openvino, tmp_path, monkeypatch):
