@@ -21,6 +21,7 @@ PARTS = {
     "training": "suite:training",
     "quality": "suite:quality",
     "quickstart": "quickstart:quickstart",
+    "league": "league:league",
     "recipe": "recipe_variants:recipe",
     "inference": "inference_comparison:inference_comparison",
     "active-learning": "active_learning_simulation:simulate",
@@ -64,6 +65,10 @@ def bench(part: str | None = None, **options: Any) -> None:
             path. Options: --out, --quick, --bundle_root, --data, --seeds, --threads.
         quickstart: the README's Quick start training command from a cold data cache: seconds, and the
             validation Dice of each epoch. Options: --out, --bundle_root.
+        league: the default recipe, with ASME, EMS and SWA, against smp's Unet-b1, MONAI's FlexibleUNet-b0 and
+            nnU-Net v2, trained and scored alike on USGRA-seg and DSB2018 (about 90 min on 2 CPU cores; needs the
+            benchmark extra). Options: --data_root, --out, --bundle_root, --seeds, --nnunet_seeds, --datasets,
+            --quick (a handful of images, two epochs: a smoke run in under 3 minutes).
         networks: parameters, GFLOPs and CPU latency of every selectable network.
             Options: --bundle_root, --image_size, --repeats, --out.
         recipe: validation Dice of the default recipe, with EMS and with SWA, per seed. Options: --datalist_file

@@ -191,11 +191,12 @@ def train(
 def evaluate(
     bundle_root: str | os.PathLike, configs: Sequence[str | os.PathLike], output_dir: str | os.PathLike, **overrides
 ) -> dict[str, Any]:
-    """Evaluate ``configs`` (train.json, evaluate.json, ...) into ``output_dir``; return its ``eval/summary.json``."""
+    """Evaluate ``configs`` (train.json, evaluate.json, ...) into ``output_dir``; return the run's ``summary.json``
+    (in ``eval/``, or ``eval_{split}/`` for another ``eval_split``)."""
     root, output = Path(bundle_root).resolve(), Path(output_dir).resolve()
     overrides = _run_overrides(root, {"output_dir": str(output), **overrides})
-    run_workflow(config_files(root, *configs), "evaluating", overrides)
-    return json.loads((output / "eval" / "summary.json").read_text())
+    workflow = run_workflow(config_files(root, *configs), "evaluating", overrides)
+    return json.loads((Path(workflow.parser.get_parsed_content("eval_dir")) / "summary.json").read_text())
 
 
 def tune(

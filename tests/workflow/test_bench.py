@@ -11,11 +11,12 @@ import sys
 import pytest
 import torch
 
-from conftest import BUNDLE_ROOT, nerve_folders
+from conftest import BUNDLE_ROOT, SHARED_DATA, nerve_folders
 from nerveseg.bundle.data.prepare import prepare
 from nerveseg.scripts.bench import bench, execution_paths, run_builder
 from nerveseg.scripts.bench.inference_comparison import inference_comparison
 from nerveseg.scripts.bench.latency import timed_paths
+from nerveseg.scripts.bench.league import ASME, DATASETS, SYSTEMS, league
 from nerveseg.scripts.bench.recipe_variants import recipe
 from nerveseg.scripts.bench.suite import HEADLINES
 
@@ -117,3 +118,22 @@ def test_compiled_path_matches_the_network_in_bfloat16():
     assert compile_s > 0
     with torch.no_grad():
         torch.testing.assert_close(call(), network(images), atol=0.05, rtol=0.05)
+
+
+@pytest.mark.slow
+def test_quick_league_runs_every_system_on_both_data_sets(tmp_path):
+    for module in ("segmentation_models_pytorch", "nnunetv2"):
+        pytest.importorskip(module, reason="the league's peers come with the benchmark extra")
+    if not all((SHARED_DATA / name / "images").is_dir() for name in DATASETS):
+        pytest.skip(f"the league's real data sets are not at {SHARED_DATA}")
+    result = league(data_root=str(SHARED_DATA), out=str(tmp_path), bundle_root=str(BUNDLE_ROOT), quick=True)
+    assert result["quick"] is True
+    saved = json.loads((tmp_path / "league.json").read_text())
+    assert list(saved) == ["machine", "quick", "settings", "rows", "summary"]
+    for dataset in DATASETS:
+        assert list(saved["summary"][dataset]) == list(SYSTEMS)  # every system ran, nnU-Net included
+        rows = [r for r in saved["rows"] if r["dataset"] == dataset]
+        assert all(0.0 <= r["test_dice"] <= 1.0 for r in rows)
+        assert all(r["train_seconds"] > 0 for r in rows if r["system"] != ASME)
+        assert saved["settings"][dataset]["test"] > 0
+    assert "QUICK smoke run: not a result" in (tmp_path / "league.md").read_text()

@@ -1,0 +1,347 @@
+"""``nerveseg bench league``: the bundle's recipe against the models users would train instead, on real data.
+
+Every system trains on the same prepared split of each data set, at the same image size, for the same epochs,
+with the same seeds, on this machine, and is scored by the bundle's challenge mean Dice (an empty prediction on an
+empty mask scores 1) on the test split at each image's original size:
+
+1. ``default``: train.json as shipped, evaluated by evaluate.json on the default path (best validation epoch);
+2. ``default + ASME``: the same checkpoint with configs/asme.json, and how well its consistency flags bad images
+   (Spearman with Dice; AUROC for finding the images with Dice < 0.3);
+3. ``EMS``: + configs/training/ems.json; 4. ``SWA``: + configs/training/swa.json (the SWA weights);
+5. ``smp Unet-b1`` and 6. ``MONAI FlexibleUNet-b0``: the peers of :mod:`.league_peers`;
+7. ``nnU-Net v2 2d``: nnU-Net's own planning, preprocessing, augmentation and trainer (:mod:`.league_nnunet`),
+   shortened to the epochs of system 1 with as many batches per epoch as system 1 (``nnUNetTrainer``'s
+   ``num_epochs`` and ``num_iterations_per_epoch``, so its learning-rate schedule spans the run): the same number
+   of network updates; its batch size is its own plan's.
+
+The data, split once by ``nerveseg prepare`` (a fifth of the images held out as test with seed 0, then fold 0 of 5
+as validation): USGRA-seg's nerve (class 1) and DSB2018's nuclei. The bundle's systems select their epoch on the
+validation split; the peers and nnU-Net have no use for it and train on training + validation, the same pool.
+The probabilities of systems 5-7, predicted at the league's size, are resized bilinearly to the original size and
+thresholded at 0.5, as evaluate.json does. Not tuned on the test split: nothing reads it but the scoring.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import json
+import math
+import shutil
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nerveseg.bundle.data.datalist import load_datalist_file
+from nerveseg.bundle.data.prepare import prepare
+from nerveseg.bundle.metrics import image_scores, presence_auc
+from nerveseg.scripts.bench import run_builder
+from nerveseg.scripts.bench.asme_timing import validation_pairs
+from nerveseg.scripts.bench.league_peers import PEERS, peer_probabilities
+from nerveseg.scripts.bench.machine import describe_machine
+from nerveseg.scripts.bench.quickstart import validation_dice_of_log
+from nerveseg.scripts.bench.results import write_results
+
+__all__ = ["ASME", "BUNDLE_SYSTEMS", "DATASETS", "NNUNET", "SYSTEMS", "league", "league_markdown", "verdict"]
+
+DATASETS: dict[str, dict[str, Any]] = {
+    "usgra_seg": {"prepare": {"target_class": 1}, "image_size": [96, 96], "num_epochs": 8},
+    "dsb2018": {"prepare": {}, "image_size": [96, 96], "num_epochs": 4},
+}
+"""Data set (a folder of ``--data_root``) to its ``nerveseg prepare`` options (``folders`` layout), size and epochs."""
+
+BUNDLE_SYSTEMS = {"default": [], "EMS": ["configs/training/ems.json"], "SWA": ["configs/training/swa.json"]}
+"""The bundle's trained systems: override files stacked on train.json."""
+
+ASME = "default + ASME"
+NNUNET = "nnU-Net v2 2d"
+SYSTEMS = ("default", ASME, "EMS", "SWA", *PEERS, NNUNET)
+"""Every system, in the table's order."""
+
+BATCH_SIZE = 8
+"""train.json's batch size, used by every system but nnU-Net, which plans its own."""
+
+QUICK_IMAGES = {"training": 8, "validation": 4, "test": 4}
+QUICK_RECIPE = {"image_size": [64, 64], "num_epochs": 2, "evaluation": {"inference_backend": "torch"}}
+"""Quick mode's size and epochs (two: SWA averages two), and torch for evaluation (no OpenVINO conversions)."""
+
+
+def league(
+    data_root: str = "../shared/data",
+    out: str = "outputs/bench",
+    bundle_root: str = ".",
+    seeds: Sequence[int] = (0, 1, 2),
+    nnunet_seeds: int = 1,
+    datasets: Sequence[str] = tuple(DATASETS),
+    quick: bool = False,
+) -> dict[str, Any]:
+    """Train and score every system on every data set; write ``league.json`` and ``league.md`` into ``out``.
+
+    Args:
+        data_root: the folder holding ``usgra_seg/`` and ``dsb2018/`` (../shared/data).
+        out: folder of the results; the prepared data and every run go in ``out/league/``.
+        bundle_root: the bundle folder holding ``configs/``.
+        seeds: one run of each system per seed.
+        nnunet_seeds: how many of ``seeds`` nnU-Net runs (its runs are the longest).
+        datasets: names of :data:`DATASETS`.
+        quick: a smoke run for CI: a handful of images, :data:`QUICK_RECIPE`, seed 0 only; do not quote it.
+    """
+    unknown = [name for name in datasets if name not in DATASETS]
+    if unknown:
+        raise SystemExit(f"Unknown datasets {unknown}; choose from {list(DATASETS)}.")
+    for name in datasets:
+        if not (Path(data_root) / name / "images").is_dir():
+            raise SystemExit(f"{Path(data_root) / name / 'images'} not found; pass --data_root, the folder of {name}.")
+    _check_benchmark_extra()
+    folder = Path(out).resolve()
+    root = folder / "league"
+    seeds = [0] if quick else list(seeds)
+    rows: list[dict[str, Any]] = []
+    settings: dict[str, Any] = {}
+    for name in datasets:
+        recipe = {**DATASETS[name], **(QUICK_RECIPE if quick else {})}
+        datalist = _prepare(Path(data_root) / name, root / "data" / name, recipe["prepare"], quick)
+        settings[name] = {"image_size": recipe["image_size"], "num_epochs": recipe["num_epochs"], **_sizes(datalist)}
+        for seed in seeds:
+            run = root / name / f"seed{seed}"
+            rows += _bundle_systems(bundle_root, datalist, run, recipe, seed)
+            rows += _other_systems(bundle_root, datalist, run, recipe, seed, nnunet=seeds.index(seed) < nnunet_seeds)
+            _write(folder, rows, settings, quick)
+    return _write(folder, rows, settings, quick)
+
+
+def verdict(default: Sequence[float], other: Sequence[float], margin: float = 0.02) -> str:
+    """``"win"``, ``"loss"`` or ``"tie"`` of the default against another system's test Dice over seeds.
+
+    A win (loss) needs the mean difference ``>= margin`` and more than two standard errors of the difference
+    (Welch's, from each side's seed sd; a side with one run borrows the other's sd); anything less is a tie, and
+    so is any comparison of one run with one run, whose spread is unknown.
+    """
+    if len(default) < 2 and len(other) < 2:
+        return "tie"
+    difference = statistics.mean(default) - statistics.mean(other)
+    sds = [statistics.stdev(v) if len(v) > 1 else None for v in (default, other)]
+    sds = [sd if sd is not None else next((s for s in sds if s is not None), 0.0) for sd in sds]
+    standard_error = math.sqrt(sds[0] ** 2 / len(default) + sds[1] ** 2 / len(other))
+    if abs(difference) < margin or abs(difference) <= 2 * standard_error:
+        return "tie"
+    return "win" if difference > 0 else "loss"
+
+
+def league_markdown(result: dict[str, Any]) -> str:
+    """The league tables: per data set, each system's test Dice (mean ± sd over seeds), time and verdict."""
+    lines = [
+        f"League on {result['machine']['summary']}{' (QUICK smoke run: not a result)' if result['quick'] else ''}.",
+        "Test mean Dice (empty-empty = 1) at the original size; mean ± sd over seeds (n runs); training seconds "
+        "per run; the default's verdict against each system (win/loss: >= 0.02 and > 2 standard errors).",
+    ]
+    for dataset, systems in result["summary"].items():
+        s = result["settings"][dataset]
+        lines += [
+            "",
+            f"**{dataset}** ({s['training']} training, {s['validation']} validation, {s['test']} test images; "
+            f"{s['image_size'][0]}x{s['image_size'][1]}, {s['num_epochs']} epochs)",
+            "",
+            "| system | test Dice | n | train s | default's verdict |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for system in (name for name in SYSTEMS if name in systems):
+            v = systems[system]
+            seconds = "-" if v["train_seconds"] is None else f"{v['train_seconds']:.0f}"
+            lines.append(
+                f"| {system} | {v['mean']:.4f} ± {v['sd']:.4f} | {v['n']} | {seconds} | {v.get('verdict', '')} |"
+            )
+        asme = [r for r in result["rows"] if r["dataset"] == dataset and r["system"] == ASME]
+        if asme:
+            spearman = [r["consistency_spearman"] for r in asme if r["consistency_spearman"] is not None]
+            auroc = [r["consistency_auroc_dice_below_0_3"] for r in asme if r["consistency_auroc_dice_below_0_3"]]
+            lines += [
+                "",
+                f"ASME consistency as a quality flag: Spearman with Dice {_mean(spearman)}, AUROC for Dice < 0.3 "
+                f"{_mean(auroc)} (mean over seeds).",
+            ]
+        default = [r for r in result["rows"] if r["dataset"] == dataset and r["system"] == "default"]
+        if default:
+            gaps = ", ".join(f"{r['val_best'] - r['val_last']:.3f}" for r in default)
+            lines.append(f"Default recipe, validation Dice best epoch - last epoch per seed: {gaps}.")
+    return "\n".join(lines) + "\n"
+
+
+def _check_benchmark_extra() -> None:
+    missing = [m for m in ("segmentation_models_pytorch", "nnunetv2") if not _importable(m)]
+    if missing:
+        raise SystemExit(f"The league's peers need {', '.join(missing)}: pip install -e '.[benchmark]'")
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _prepare(source: Path, folder: Path, options: dict[str, Any], quick: bool) -> Path:
+    """The data set split once by ``nerveseg prepare`` (a few images of it in quick mode)."""
+    if quick:  # the first images only, linked into a small copy of the layout
+        subset = folder.parent / f"{folder.name}_source"
+        shutil.rmtree(subset, ignore_errors=True)
+        count = sum(QUICK_IMAGES.values()) + 4
+        for kind in ("images", "masks"):
+            (subset / kind).mkdir(parents=True)
+            for path in sorted((source / kind).iterdir())[:count]:
+                (subset / kind / path.name).symlink_to(path.resolve())
+        source = subset
+    datalist = folder / "datalist.json"
+    prepare("folders", src=source, out=datalist, test_fraction=0.2, seed=0, **options)
+    return datalist
+
+
+def _sizes(datalist: Path) -> dict[str, int]:
+    items = load_datalist_file(datalist)
+    return {split: len(items.get(split, [])) for split in ("training", "validation", "test")}
+
+
+def _bundle_systems(
+    bundle_root: str, datalist: Path, run: Path, recipe: dict[str, Any], seed: int
+) -> list[dict[str, Any]]:
+    """Systems 1-4: train each of :data:`BUNDLE_SYSTEMS`, evaluate it (and the default with ASME) on the test split."""
+    common = {"datalist_file": str(datalist), "image_size": recipe["image_size"]}
+    evaluation = ["configs/train.json", "configs/evaluate.json"]
+    test_settings = recipe.get("evaluation", {})
+    rows = []
+    for system, overrides in BUNDLE_SYSTEMS.items():
+        folder = run / system.lower()
+        shutil.rmtree(folder, ignore_errors=True)
+        start = time.perf_counter()
+        run_builder.train(
+            bundle_root,
+            ["configs/train.json", *overrides],
+            folder,
+            seed=seed,
+            num_epochs=recipe["num_epochs"],
+            **common,
+        )
+        seconds = time.perf_counter() - start
+        gc.collect()
+        validation = validation_dice_of_log((folder / "outputs" / "train.log").read_text())
+        checkpoint = folder / "models" / ("model_swa.pt" if system == "SWA" else "model.pt")
+        test = {"eval_split": "test", "ckpt_dir": str(folder / "models"), "checkpoint_path": str(checkpoint)}
+        test.update(test_settings)
+        summary = run_builder.evaluate(bundle_root, [*evaluation, *overrides], folder / "test", **common, **test)
+        base = {"val_best": max(validation), "val_last": validation[-1], "train_seconds": seconds}
+        rows.append(_row(run, system, seed, summary["mean_dice"], **base))
+        if system == "default":
+            asme = run_builder.evaluate(
+                bundle_root, [*evaluation, "configs/asme.json"], folder / "test_asme", **common, **test
+            )
+            rows.append(_row(run, ASME, seed, asme["mean_dice"], train_seconds=None, **_consistency(folder)))
+    return rows
+
+
+def _consistency(folder: Path) -> dict[str, float | None]:
+    """Spearman of ASME's consistency with Dice over the test images, and its AUROC for finding Dice < 0.3."""
+    with open(folder / "test_asme" / "eval_test" / "metrics.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    consistency = [float(r["asme_consistency"]) for r in rows]
+    dice = [float(r["dice"]) for r in rows]
+    from scipy import stats
+
+    varied = len(set(consistency)) > 1 and len(set(dice)) > 1
+    spearman = stats.spearmanr(consistency, dice).statistic if varied else float("nan")
+    auroc = presence_auc([-c for c in consistency], [d < 0.3 for d in dice])
+    return {
+        "consistency_spearman": None if math.isnan(spearman) else float(spearman),
+        "consistency_auroc_dice_below_0_3": auroc,
+    }
+
+
+def _other_systems(
+    bundle_root: str, datalist: Path, run: Path, recipe: dict[str, Any], seed: int, nnunet: bool
+) -> list[dict[str, Any]]:
+    """Systems 5-7 on training + validation, scored on the test split like evaluate.json scores."""
+    size = recipe["image_size"]
+    pool = [
+        pair for split in ("training", "validation") for pair in validation_pairs(bundle_root, datalist, size, split)
+    ]
+    train_images = torch.stack([image for image, _ in pool]).float()
+    train_masks = (
+        torch.stack([F.interpolate(label[None].float(), size=size, mode="nearest")[0] for _, label in pool])
+        .gt(0)
+        .float()
+    )
+    test = validation_pairs(bundle_root, datalist, size, "test")
+    test_images = torch.stack([image for image, _ in test]).float()
+    labels = [np.asarray(label[0]) > 0 for _, label in test]
+    updates = recipe["num_epochs"] * math.ceil(_sizes(datalist)["training"] / BATCH_SIZE)
+    rows = []
+    for peer in PEERS:
+        probabilities, info = peer_probabilities(
+            peer, train_images, train_masks, test_images, recipe["num_epochs"], BATCH_SIZE, seed, updates
+        )
+        rows.append(_row(run, peer, seed, _mean_dice(probabilities[:, 0], labels), **info))
+        gc.collect()
+    if nnunet:
+        from nerveseg.scripts.bench.league_nnunet import nnunet_probabilities
+
+        work = run / "nnunet"
+        shutil.rmtree(work, ignore_errors=True)
+        probabilities, seconds = nnunet_probabilities(
+            [np.asarray(i[0]) for i in train_images], [np.asarray(m[0]) for m in train_masks],
+            [np.asarray(i[0]) for i in test_images], work, num_epochs=recipe["num_epochs"],
+            iterations_per_epoch=updates // recipe["num_epochs"], seed=seed, threads=torch.get_num_threads(),
+        )  # fmt: skip
+        plan = json.loads((work / "result.json").read_text())
+        rows.append(_row(run, NNUNET, seed, _mean_dice(torch.as_tensor(np.stack(probabilities)), labels),
+                         train_seconds=seconds, steps=updates, batch_size=plan["batch_size"],
+                         patch_size=plan["patch_size"]))  # fmt: skip
+    return rows
+
+
+def _mean_dice(probabilities: torch.Tensor, labels: Sequence[np.ndarray]) -> float:
+    """Mean Dice of ``[M, H, W]`` probabilities resized bilinearly to each label's size and thresholded at 0.5."""
+    dice = []
+    for probability, label in zip(probabilities, labels, strict=True):
+        resized = F.interpolate(probability[None, None].float(), size=label.shape, mode="bilinear", align_corners=False)
+        dice.append(image_scores(np.asarray(resized[0, 0]) > 0.5, label)["dice"])
+    return float(np.mean(dice))
+
+
+def _row(run: Path, system: str, seed: int, test_dice: float, **extra: Any) -> dict[str, Any]:
+    row = {"dataset": run.parent.name, "system": system, "seed": seed, "test_dice": test_dice, **extra}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def _mean(values: Sequence[float]) -> str:
+    return f"{statistics.mean(values):.3f}" if values else "-"
+
+
+def _write(folder: Path, rows: list[dict[str, Any]], settings: dict[str, Any], quick: bool) -> dict[str, Any]:
+    summary: dict[str, dict[str, Any]] = {}
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        systems = summary.setdefault(dataset, {})
+        for system in SYSTEMS:
+            runs = [r for r in rows if r["dataset"] == dataset and r["system"] == system]
+            if not runs:
+                continue
+            dice = [r["test_dice"] for r in runs]
+            seconds = [r["train_seconds"] for r in runs if r.get("train_seconds") is not None]
+            systems[system] = {
+                "mean": statistics.mean(dice),
+                "sd": statistics.stdev(dice) if len(dice) > 1 else 0.0,
+                "n": len(dice),
+                "train_seconds": statistics.mean(seconds) if seconds else None,
+            }
+        default = [r["test_dice"] for r in rows if r["dataset"] == dataset and r["system"] == "default"]
+        for system, values in systems.items():
+            if system != "default" and default:
+                others = [r["test_dice"] for r in rows if r["dataset"] == dataset and r["system"] == system]
+                values["verdict"] = verdict(default, others)
+    result = {"machine": describe_machine(), "quick": quick, "settings": settings, "rows": rows, "summary": summary}
+    write_results(folder, "league", result, league_markdown(result))
+    return result
