@@ -37,6 +37,7 @@ from monai.data import MetaTensor
 from torch import nn
 
 from nerveseg.bundle import openvino_cache
+from nerveseg.bundle.openvino_cache import cache_dir_beside  # noqa: F401  apps laid out by 0.8.0 name it here
 from nerveseg.utils.class_logits import class_logits_of
 from nerveseg.utils.errors import UserInputError
 
@@ -189,9 +190,9 @@ class _Compiled:
             self.by_batch.move_to_end(batch)
             compiled, request, busy = self.by_batch[batch]
         if not busy.acquire(blocking=False):  # another thread's call: a request of its own
-            return compiled.create_infer_request().infer({0: array})[0]
+            return compiled.create_infer_request().infer({0: array}, share_outputs=False)[0]
         try:
-            return request.infer({0: array})[0]
+            return request.infer({0: array}, share_outputs=False)[0]  # a copy: the request's buffer is reused
         finally:
             busy.release()
 
@@ -200,10 +201,10 @@ class OpenVINONetwork:
     """A torch network's forward pass on the OpenVINO runtime (CPU): called like the network, float32 logits back.
 
     ``[B, C, H, W]`` images run through a model converted from ``network`` by ``openvino.convert_model`` at the
-    first call for each ``(C, H, W)`` (any batch size), compiled for the CPU with ``torch.get_num_threads()``
-    threads and ``precision`` as the inference precision hint. A MetaTensor comes back with the images' metadata,
-    on the images' device. The network is read, never changed; if its weights change (a checkpoint loaded into
-    it), the next call converts again.
+    first call for each ``(C, H, W)``, compiled once per batch size (static shapes) for the CPU with
+    ``torch.get_num_threads()`` threads and ``precision`` as the inference precision hint. A MetaTensor comes
+    back with the images' metadata, on the images' device. The network is read, never changed; if its weights
+    change (a checkpoint loaded into it), the next call converts again.
 
     A network in training mode, one whose output is not a single tensor, and one that attaches class logits
     (``meta["class_logits"]``: MUNet, the presence-gated model; the converted graph would drop them) raise

@@ -66,7 +66,7 @@ def bench(part: str | None = None, **options: Any) -> None:
         quickstart: the README's Quick start training command from a cold data cache: seconds, and the
             validation Dice of each epoch. Options: --out, --bundle_root.
         league: the default recipe, with ASME, EMS and SWA, against smp's Unet-b1, MONAI's FlexibleUNet-b0 and
-            nnU-Net v2, trained and scored alike on USGRA-seg and DSB2018 (about 90 min on 2 CPU cores; needs the
+            nnU-Net v2, trained and scored alike on USGRA-seg and DSB2018 (about 110 min on 2 CPU cores; needs the
             benchmark extra). Options: --data_root, --out, --bundle_root, --seeds, --nnunet_seeds, --datasets,
             --quick (a handful of images, two epochs: a smoke run in under 3 minutes).
         networks: parameters, GFLOPs and CPU latency of every selectable network.

@@ -15,8 +15,12 @@ empty mask scores 1) on the test split at each image's original size:
    of network updates; its batch size is its own plan's.
 
 The data, split once by ``nerveseg prepare`` (a fifth of the images held out as test with seed 0, then fold 0 of 5
-as validation): USGRA-seg's nerve (class 1) and DSB2018's nuclei. The bundle's systems select their epoch on the
-validation split; the peers and nnU-Net have no use for it and train on training + validation, the same pool.
+as validation; neither data set names subjects, so by image): USGRA-seg's nerve (class 1) and DSB2018's nuclei.
+The bundle's systems select their epoch on the validation split; the peers and nnU-Net have no use for it and
+train on training + validation, the same pool, for as many updates as the default recipe makes (its epochs times
+its batches per epoch): the peers at its batch size, so they see as many images; nnU-Net at its own plan's batch
+size, so more images where that is larger, and it predicts with its default test-time mirroring (four views, as
+ASME): both favour nnU-Net, so a win of the default over it is not flattered.
 The probabilities of systems 5-7, predicted at the league's size, are resized bilinearly to the original size and
 thresholded at 0.5, as evaluate.json does. Not tuned on the test split: nothing reads it but the scoring.
 """
@@ -37,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import stats
 
 from nerveseg.bundle.data.datalist import load_datalist_file
 from nerveseg.bundle.data.prepare import prepare
@@ -64,10 +69,8 @@ NNUNET = "nnU-Net v2 2d"
 SYSTEMS = ("default", ASME, "EMS", "SWA", *PEERS, NNUNET)
 """Every system, in the table's order."""
 
-BATCH_SIZE = 8
-"""train.json's batch size, used by every system but nnU-Net, which plans its own."""
-
-QUICK_IMAGES = {"training": 8, "validation": 4, "test": 4}
+QUICK_IMAGES = 20
+"""Quick mode's images per data set (the first by name), split as the full run splits them."""
 QUICK_RECIPE = {"image_size": [64, 64], "num_epochs": 2, "evaluation": {"inference_backend": "torch"}}
 """Quick mode's size and epochs (two: SWA averages two), and torch for evaluation (no OpenVINO conversions)."""
 
@@ -92,6 +95,8 @@ def league(
         datasets: names of :data:`DATASETS`.
         quick: a smoke run for CI: a handful of images, :data:`QUICK_RECIPE`, seed 0 only; do not quote it.
     """
+    datasets = [datasets] if isinstance(datasets, str) else list(datasets)  # fire gives one name as a string
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
     unknown = [name for name in datasets if name not in DATASETS]
     if unknown:
         raise SystemExit(f"Unknown datasets {unknown}; choose from {list(DATASETS)}.")
@@ -101,7 +106,10 @@ def league(
     _check_benchmark_extra()
     folder = Path(out).resolve()
     root = folder / "league"
-    seeds = [0] if quick else list(seeds)
+    seeds = [0] if quick else seeds
+    batch_size = run_builder.read_config(
+        run_builder.config_files(bundle_root, "configs/train.json")
+    ).get_parsed_content("batch_size")
     rows: list[dict[str, Any]] = []
     settings: dict[str, Any] = {}
     for name in datasets:
@@ -111,7 +119,8 @@ def league(
         for seed in seeds:
             run = root / name / f"seed{seed}"
             rows += _bundle_systems(bundle_root, datalist, run, recipe, seed)
-            rows += _other_systems(bundle_root, datalist, run, recipe, seed, nnunet=seeds.index(seed) < nnunet_seeds)
+            nnunet = seeds.index(seed) < nnunet_seeds
+            rows += _other_systems(bundle_root, datalist, run, recipe, seed, batch_size, nnunet)
             _write(folder, rows, settings, quick)
     return _write(folder, rows, settings, quick)
 
@@ -119,17 +128,22 @@ def league(
 def verdict(default: Sequence[float], other: Sequence[float], margin: float = 0.02) -> str:
     """``"win"``, ``"loss"`` or ``"tie"`` of the default against another system's test Dice over seeds.
 
-    A win (loss) needs the mean difference ``>= margin`` and more than two standard errors of the difference
-    (Welch's, from each side's seed sd; a side with one run borrows the other's sd); anything less is a tie, and
-    so is any comparison of one run with one run, whose spread is unknown.
+    A win (loss) needs the mean difference ``>= margin`` and Welch's t test over the seeds at the two-sided 5%
+    level (Satterthwaite's degrees of freedom; a side with one run, nnU-Net's, borrows the other side's sd and
+    gives no degrees of freedom); anything less is a tie, and so is one run against one run, whose spread is unknown.
+    The seeds' spread is the only noise counted: every system is scored on the same test images.
     """
     if len(default) < 2 and len(other) < 2:
         return "tie"
     difference = statistics.mean(default) - statistics.mean(other)
-    sds = [statistics.stdev(v) if len(v) > 1 else None for v in (default, other)]
-    sds = [sd if sd is not None else next((s for s in sds if s is not None), 0.0) for sd in sds]
-    standard_error = math.sqrt(sds[0] ** 2 / len(default) + sds[1] ** 2 / len(other))
-    if abs(difference) < margin or abs(difference) <= 2 * standard_error:
+    sides = [(statistics.stdev(v) if len(v) > 1 else None, len(v)) for v in (default, other)]
+    known = next(sd for sd, _ in sides if sd is not None)
+    terms = [(known if sd is None else sd) ** 2 / n for sd, n in sides]
+    if sum(terms) == 0:
+        return "tie" if abs(difference) < margin else ("win" if difference > 0 else "loss")
+    freedom = sum(terms) ** 2 / sum(t**2 / (n - 1) for t, (sd, n) in zip(terms, sides, strict=True) if sd is not None)
+    critical = float(stats.t.ppf(0.975, freedom))
+    if abs(difference) < margin or abs(difference) <= critical * math.sqrt(sum(terms)):
         return "tie"
     return "win" if difference > 0 else "loss"
 
@@ -139,7 +153,15 @@ def league_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"League on {result['machine']['summary']}{' (QUICK smoke run: not a result)' if result['quick'] else ''}.",
         "Test mean Dice (empty-empty = 1) at the original size; mean ± sd over seeds (n runs); training seconds "
-        "per run; the default's verdict against each system (win/loss: >= 0.02 and > 2 standard errors).",
+        "per run; the default's verdict against each system (win/loss: >= 0.02 and Welch's t over seeds at 5%).",
+        "",
+        "Protocol: each data set split once by `nerveseg prepare` (test: a fifth of the images, seed 0; validation: "
+        "fold 0 of 5 of the rest); neither data set names subjects, so the split is by image. The bundle's systems "
+        "train on training and keep their best validation epoch; the peers and nnU-Net train on training + "
+        "validation for as many updates as the default (the peers at its batch size, nnU-Net at its own plan's) "
+        "and keep their last weights; nnU-Net predicts with its default mirroring (4 views, as ASME); its batch size "
+        "is in league.json. Training seconds: the bundle's include data caching, a validation per epoch "
+        "and checkpoints; the peers' only their steps; nnU-Net's its planning and preprocessing.",
     ]
     for dataset, systems in result["summary"].items():
         s = result["settings"][dataset]
@@ -154,13 +176,14 @@ def league_markdown(result: dict[str, Any]) -> str:
         for system in (name for name in SYSTEMS if name in systems):
             v = systems[system]
             seconds = "-" if v["train_seconds"] is None else f"{v['train_seconds']:.0f}"
-            lines.append(
-                f"| {system} | {v['mean']:.4f} ± {v['sd']:.4f} | {v['n']} | {seconds} | {v.get('verdict', '')} |"
-            )
+            spread = "n/a" if v["sd"] is None else f"{v['sd']:.4f}"
+            lines.append(f"| {system} | {v['mean']:.4f} ± {spread} | {v['n']} | {seconds} | {v.get('verdict', '')} |")
         asme = [r for r in result["rows"] if r["dataset"] == dataset and r["system"] == ASME]
         if asme:
             spearman = [r["consistency_spearman"] for r in asme if r["consistency_spearman"] is not None]
-            auroc = [r["consistency_auroc_dice_below_0_3"] for r in asme if r["consistency_auroc_dice_below_0_3"]]
+            auroc = [
+                r["consistency_auroc_dice_below_0_3"] for r in asme if r["consistency_auroc_dice_below_0_3"] is not None
+            ]
             lines += [
                 "",
                 f"ASME consistency as a quality flag: Spearman with Dice {_mean(spearman)}, AUROC for Dice < 0.3 "
@@ -190,11 +213,11 @@ def _prepare(source: Path, folder: Path, options: dict[str, Any], quick: bool) -
     if quick:  # the first images only, linked into a small copy of the layout
         subset = folder.parent / f"{folder.name}_source"
         shutil.rmtree(subset, ignore_errors=True)
-        count = sum(QUICK_IMAGES.values()) + 4
         for kind in ("images", "masks"):
             (subset / kind).mkdir(parents=True)
-            for path in sorted((source / kind).iterdir())[:count]:
-                (subset / kind / path.name).symlink_to(path.resolve())
+        for image in sorted((source / "images").iterdir())[:QUICK_IMAGES]:
+            for kind in ("images", "masks"):
+                (subset / kind / image.name).symlink_to((source / kind / image.name).resolve())
         source = subset
     datalist = folder / "datalist.json"
     prepare("folders", src=source, out=datalist, test_fraction=0.2, seed=0, **options)
@@ -228,7 +251,10 @@ def _bundle_systems(
         )
         seconds = time.perf_counter() - start
         gc.collect()
-        validation = validation_dice_of_log((folder / "outputs" / "train.log").read_text())
+        log = folder / "outputs" / "train.log"
+        validation = validation_dice_of_log(log.read_text())
+        if not validation:
+            raise SystemExit(f"{log} holds no validation Dice; the league reads the best and last epoch from it.")
         checkpoint = folder / "models" / ("model_swa.pt" if system == "SWA" else "model.pt")
         test = {"eval_split": "test", "ckpt_dir": str(folder / "models"), "checkpoint_path": str(checkpoint)}
         test.update(test_settings)
@@ -247,10 +273,10 @@ def _consistency(folder: Path) -> dict[str, float | None]:
     """Spearman of ASME's consistency with Dice over the test images, and its AUROC for finding Dice < 0.3."""
     with open(folder / "test_asme" / "eval_test" / "metrics.csv", newline="") as file:
         rows = list(csv.DictReader(file))
+    if not rows or "asme_consistency" not in rows[0]:
+        raise SystemExit(f"{folder / 'test_asme' / 'eval_test' / 'metrics.csv'} has no asme_consistency column.")
     consistency = [float(r["asme_consistency"]) for r in rows]
     dice = [float(r["dice"]) for r in rows]
-    from scipy import stats
-
     varied = len(set(consistency)) > 1 and len(set(dice)) > 1
     spearman = stats.spearmanr(consistency, dice).statistic if varied else float("nan")
     auroc = presence_auc([-c for c in consistency], [d < 0.3 for d in dice])
@@ -261,7 +287,7 @@ def _consistency(folder: Path) -> dict[str, float | None]:
 
 
 def _other_systems(
-    bundle_root: str, datalist: Path, run: Path, recipe: dict[str, Any], seed: int, nnunet: bool
+    bundle_root: str, datalist: Path, run: Path, recipe: dict[str, Any], seed: int, batch_size: int, nnunet: bool
 ) -> list[dict[str, Any]]:
     """Systems 5-7 on training + validation, scored on the test split like evaluate.json scores."""
     size = recipe["image_size"]
@@ -277,11 +303,11 @@ def _other_systems(
     test = validation_pairs(bundle_root, datalist, size, "test")
     test_images = torch.stack([image for image, _ in test]).float()
     labels = [np.asarray(label[0]) > 0 for _, label in test]
-    updates = recipe["num_epochs"] * math.ceil(_sizes(datalist)["training"] / BATCH_SIZE)
+    updates = recipe["num_epochs"] * math.ceil(_sizes(datalist)["training"] / batch_size)
     rows = []
     for peer in PEERS:
         probabilities, info = peer_probabilities(
-            peer, train_images, train_masks, test_images, recipe["num_epochs"], BATCH_SIZE, seed, updates
+            peer, train_images, train_masks, test_images, recipe["num_epochs"], batch_size, seed, updates
         )
         rows.append(_row(run, peer, seed, _mean_dice(probabilities[:, 0], labels), **info))
         gc.collect()
@@ -333,7 +359,7 @@ def _write(folder: Path, rows: list[dict[str, Any]], settings: dict[str, Any], q
             seconds = [r["train_seconds"] for r in runs if r.get("train_seconds") is not None]
             systems[system] = {
                 "mean": statistics.mean(dice),
-                "sd": statistics.stdev(dice) if len(dice) > 1 else 0.0,
+                "sd": statistics.stdev(dice) if len(dice) > 1 else None,
                 "n": len(dice),
                 "train_seconds": statistics.mean(seconds) if seconds else None,
             }

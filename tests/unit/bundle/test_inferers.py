@@ -303,19 +303,19 @@ def test_a_sample_whose_first_two_views_disagree_gets_the_others_in_one_forward(
 
 
 def test_early_stop_gives_a_batch_the_results_of_its_samples_one_by_one():
-    # the first two views' masks have Dice 0.605, 0.615 and 0.655 for the three images
-    net, x, inferer = conv_net(), images(3), ASMEInferer(stop_agreement=0.61, max_batch=4)
+    # the first two views' masks have Dice 0.605, 0.615 and 0.655 for the three images: 0.635 is 0.02 from each
+    net, x, inferer = conv_net(), images(3), ASMEInferer(stop_agreement=0.635, max_batch=4)
     batched = inferer(x, net)
     scores = inferer.last_scores
-    assert scores["asme_views_used"].tolist() == [4, 2, 2]
+    assert scores["asme_views_used"].tolist() == [4, 4, 2]
     for b in range(3):
         torch.testing.assert_close(inferer(x[b : b + 1], net), batched[b : b + 1])
         for key, value in inferer.last_scores.items():
             torch.testing.assert_close(value[0], scores[key][b])
-    expected, weights = asme_by_hand([net], ALL_VIEWS[:2], x[1:])
-    torch.testing.assert_close(batched[1:], expected)
-    torch.testing.assert_close(scores["asme_weights"][1:, :2], weights)
-    torch.testing.assert_close(batched[:1], asme_by_hand([net], ALL_VIEWS, x[:1])[0])
+    expected, weights = asme_by_hand([net], ALL_VIEWS[:2], x[2:])
+    torch.testing.assert_close(batched[2:], expected)
+    torch.testing.assert_close(scores["asme_weights"][2:, :2], weights)
+    torch.testing.assert_close(batched[:2], asme_by_hand([net], ALL_VIEWS, x[:2])[0])
 
 
 def test_without_stop_agreement_every_view_is_computed_as_before():
