@@ -33,6 +33,7 @@ from nerveseg.scripts.bench.run_builder import build_network, config_files, read
 __all__ = [
     "CURVE_STOP_AGREEMENTS",
     "asme_curve_markdown",
+    "mean_dice_at_label_size",
     "asme_dice_cost_curve",
     "asme_markdown",
     "measure_asme",
@@ -266,11 +267,21 @@ def _plain(x: Any) -> torch.Tensor:
 
 
 def _mean_dice(outputs: Sequence[torch.Tensor], labels: Sequence[np.ndarray], threshold: float) -> float:
+    probabilities = [torch.sigmoid(_plain(logits).float())[0, 0] for logits in outputs]
+    return mean_dice_at_label_size(probabilities, labels, threshold)
+
+
+def mean_dice_at_label_size(
+    probabilities: Sequence[torch.Tensor], labels: Sequence[np.ndarray], threshold: float = 0.5
+) -> float:
+    """The challenge's mean Dice of ``[H, W]`` probabilities, each resized bilinearly to its label's ``[H', W']``
+    (or ``[1, H', W']``) size, as evaluate.json inverts the resize, and thresholded; an empty prediction on an empty
+    label scores 1."""
     dice = []
-    for logits, label in zip(outputs, labels, strict=True):
-        probabilities = torch.sigmoid(_plain(logits).float())
-        if tuple(probabilities.shape[-2:]) != label.shape[-2:]:
-            probabilities = F.interpolate(probabilities, size=label.shape[-2:], mode="bilinear", align_corners=False)
-        prediction = np.asarray(probabilities[0].cpu()) > threshold
+    for probability, label in zip(probabilities, labels, strict=True):
+        probability = probability.float()[None, None]
+        if tuple(probability.shape[-2:]) != label.shape[-2:]:
+            probability = F.interpolate(probability, size=label.shape[-2:], mode="bilinear", align_corners=False)
+        prediction = np.asarray(probability[0, 0].cpu()) > threshold
         dice.append(image_scores(prediction.reshape(label.shape), label)["dice"])
     return float(statistics.mean(dice))

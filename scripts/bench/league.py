@@ -45,9 +45,9 @@ from scipy import stats
 
 from nerveseg.bundle.data.datalist import load_datalist_file
 from nerveseg.bundle.data.prepare import prepare
-from nerveseg.bundle.metrics import image_scores, presence_auc
+from nerveseg.bundle.metrics import presence_auc
 from nerveseg.scripts.bench import run_builder
-from nerveseg.scripts.bench.asme_timing import validation_pairs
+from nerveseg.scripts.bench.asme_timing import mean_dice_at_label_size, validation_pairs
 from nerveseg.scripts.bench.league_peers import PEERS, peer_probabilities
 from nerveseg.scripts.bench.machine import describe_machine
 from nerveseg.scripts.bench.quickstart import validation_dice_of_log
@@ -265,25 +265,20 @@ def _bundle_systems(
             asme = run_builder.evaluate(
                 bundle_root, [*evaluation, "configs/asme.json"], folder / "test_asme", **common, **test
             )
-            rows.append(_row(run, ASME, seed, asme["mean_dice"], train_seconds=None, **_consistency(folder)))
+            spearman = asme.get("consistency_dice_spearman", {}).get("rho")  # evaluate.json's summary computes it
+            flag = {"consistency_spearman": None if spearman is None or math.isnan(spearman) else spearman}
+            flag["consistency_auroc_dice_below_0_3"] = _consistency_auroc(folder / "test_asme" / "eval_test")
+            rows.append(_row(run, ASME, seed, asme["mean_dice"], train_seconds=None, **flag))
     return rows
 
 
-def _consistency(folder: Path) -> dict[str, float | None]:
-    """Spearman of ASME's consistency with Dice over the test images, and its AUROC for finding Dice < 0.3."""
-    with open(folder / "test_asme" / "eval_test" / "metrics.csv", newline="") as file:
+def _consistency_auroc(eval_dir: Path) -> float | None:
+    """AUROC of low ASME consistency for finding the test images with Dice < 0.3 (``metrics.csv``'s rows)."""
+    with open(eval_dir / "metrics.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     if not rows or "asme_consistency" not in rows[0]:
-        raise SystemExit(f"{folder / 'test_asme' / 'eval_test' / 'metrics.csv'} has no asme_consistency column.")
-    consistency = [float(r["asme_consistency"]) for r in rows]
-    dice = [float(r["dice"]) for r in rows]
-    varied = len(set(consistency)) > 1 and len(set(dice)) > 1
-    spearman = stats.spearmanr(consistency, dice).statistic if varied else float("nan")
-    auroc = presence_auc([-c for c in consistency], [d < 0.3 for d in dice])
-    return {
-        "consistency_spearman": None if math.isnan(spearman) else float(spearman),
-        "consistency_auroc_dice_below_0_3": auroc,
-    }
+        raise SystemExit(f"{eval_dir / 'metrics.csv'} has no asme_consistency column.")
+    return presence_auc([-float(r["asme_consistency"]) for r in rows], [float(r["dice"]) < 0.3 for r in rows])
 
 
 def _other_systems(
@@ -309,7 +304,7 @@ def _other_systems(
         probabilities, info = peer_probabilities(
             peer, train_images, train_masks, test_images, recipe["num_epochs"], batch_size, seed, updates
         )
-        rows.append(_row(run, peer, seed, _mean_dice(probabilities[:, 0], labels), **info))
+        rows.append(_row(run, peer, seed, mean_dice_at_label_size(probabilities[:, 0], labels), **info))
         gc.collect()
     if nnunet:
         from nerveseg.scripts.bench.league_nnunet import nnunet_probabilities
@@ -322,19 +317,10 @@ def _other_systems(
             iterations_per_epoch=updates // recipe["num_epochs"], seed=seed, threads=torch.get_num_threads(),
         )  # fmt: skip
         plan = json.loads((work / "result.json").read_text())
-        rows.append(_row(run, NNUNET, seed, _mean_dice(torch.as_tensor(np.stack(probabilities)), labels),
-                         train_seconds=seconds, steps=updates, batch_size=plan["batch_size"],
-                         patch_size=plan["patch_size"]))  # fmt: skip
+        dice = mean_dice_at_label_size([torch.as_tensor(p) for p in probabilities], labels)
+        plan_used = {"batch_size": plan["batch_size"], "patch_size": plan["patch_size"]}
+        rows.append(_row(run, NNUNET, seed, dice, train_seconds=seconds, steps=updates, **plan_used))
     return rows
-
-
-def _mean_dice(probabilities: torch.Tensor, labels: Sequence[np.ndarray]) -> float:
-    """Mean Dice of ``[M, H, W]`` probabilities resized bilinearly to each label's size and thresholded at 0.5."""
-    dice = []
-    for probability, label in zip(probabilities, labels, strict=True):
-        resized = F.interpolate(probability[None, None].float(), size=label.shape, mode="bilinear", align_corners=False)
-        dice.append(image_scores(np.asarray(resized[0, 0]) > 0.5, label)["dice"])
-    return float(np.mean(dice))
 
 
 def _row(run: Path, system: str, seed: int, test_dice: float, **extra: Any) -> dict[str, Any]:

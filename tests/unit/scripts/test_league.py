@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from nerveseg.scripts.bench.league import SYSTEMS, _mean_dice, league, league_markdown, verdict
+from nerveseg.scripts.bench.asme_timing import mean_dice_at_label_size
+from nerveseg.scripts.bench.league import SYSTEMS, league, league_markdown, verdict
 
 
 def test_a_win_needs_the_margin_and_more_than_two_standard_errors():
@@ -27,8 +28,8 @@ def test_predictions_are_scored_at_the_original_size_with_empty_on_empty_scoring
     probability = torch.zeros(20, 30)
     probability[5:15, 10:20] = 0.9  # the label at half size
     empty = torch.zeros(20, 30)
-    assert _mean_dice(torch.stack([probability, empty]), [label, np.zeros((40, 60), bool)]) == pytest.approx(1.0)
-    assert _mean_dice(torch.stack([empty]), [label]) == 0.0
+    assert mean_dice_at_label_size([probability, empty], [label, np.zeros((40, 60), bool)]) == pytest.approx(1.0)
+    assert mean_dice_at_label_size([empty], [label]) == 0.0
 
 
 def test_the_markdown_gives_each_system_its_verdict_and_the_quick_flag():
