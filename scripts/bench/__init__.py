@@ -22,6 +22,7 @@ PARTS = {
     "quality": "suite:quality",
     "quickstart": "quickstart:quickstart",
     "league": "league:league",
+    "ablations": "league_ablations:ablations",
     "recipe": "recipe_variants:recipe",
     "inference": "inference_comparison:inference_comparison",
     "active-learning": "active_learning_simulation:simulate",
@@ -65,10 +66,15 @@ def bench(part: str | None = None, **options: Any) -> None:
             path. Options: --out, --quick, --bundle_root, --data, --seeds, --threads.
         quickstart: the README's Quick start training command from a cold data cache: seconds, and the
             validation Dice of each epoch. Options: --out, --bundle_root.
-        league: the default recipe, with ASME, EMS and SWA, against smp's Unet-b1, MONAI's FlexibleUNet-b0 and
-            nnU-Net v2, trained and scored alike on USGRA-seg and DSB2018 (about 110 min on 2 CPU cores; needs the
-            benchmark extra). Options: --data_root, --out, --bundle_root, --seeds, --nnunet_seeds, --datasets,
-            --quick (a handful of images, two epochs: a smoke run in under 3 minutes).
+        league: the default recipe against smp's Unet-b1, MONAI's FlexibleUNet-b0 and nnU-Net v2, trained alike
+            on USGRA-seg and DSB2018 and scored on their test splits from one and four views, with paired
+            intervals (needs the benchmark extra). Resumable: league.json gains each run as it ends, and the same
+            command skips runs already there. Options: --data_root, --out, --bundle_root, --seeds, --datasets
+            (one of each: one piece), --nnunet_timeout_s, --quick (a handful of images, two epochs: a smoke run).
+        ablations: one change at a time to the default recipe (learning rate, batch size, loss, warm-up, EMS,
+            batch-norm momentum, augmentation, intensity scaling, input size, encoder), trained on the league's
+            data and split, scored on its validation split (best and last epoch). Options: --data_root, --out,
+            --bundle_root, --seeds, --datasets, --names (some ablations only), --base (overrides under all).
         networks: parameters, GFLOPs and CPU latency of every selectable network.
             Options: --bundle_root, --image_size, --repeats, --out.
         recipe: validation Dice of the default recipe, with EMS and with SWA, per seed. Options: --datalist_file

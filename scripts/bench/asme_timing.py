@@ -17,23 +17,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 
 from nerveseg.bundle.accelerated import AcceleratedInferer, resolve_precision
 from nerveseg.bundle.inferers import ASMEInferer
-from nerveseg.bundle.metrics import image_scores
 from nerveseg.networks.profile import time_side_by_side
 from nerveseg.scripts.bench.execution_paths import inference_settings
 from nerveseg.scripts.bench.results import ms
 from nerveseg.scripts.bench.run_builder import build_network, config_files, read_config
+from nerveseg.scripts.bench.scoring import mean_dice_at_label_size
 
 __all__ = [
     "CURVE_STOP_AGREEMENTS",
     "asme_curve_markdown",
-    "mean_dice_at_label_size",
     "asme_dice_cost_curve",
     "asme_markdown",
     "measure_asme",
@@ -269,19 +267,3 @@ def _plain(x: Any) -> torch.Tensor:
 def _mean_dice(outputs: Sequence[torch.Tensor], labels: Sequence[np.ndarray], threshold: float) -> float:
     probabilities = [torch.sigmoid(_plain(logits).float())[0, 0] for logits in outputs]
     return mean_dice_at_label_size(probabilities, labels, threshold)
-
-
-def mean_dice_at_label_size(
-    probabilities: Sequence[torch.Tensor], labels: Sequence[np.ndarray], threshold: float = 0.5
-) -> float:
-    """The challenge's mean Dice of ``[H, W]`` probabilities, each resized bilinearly to its label's ``[H', W']``
-    (or ``[1, H', W']``) size, as evaluate.json inverts the resize, and thresholded; an empty prediction on an empty
-    label scores 1."""
-    dice = []
-    for probability, label in zip(probabilities, labels, strict=True):
-        probability = probability.float()[None, None]
-        if tuple(probability.shape[-2:]) != label.shape[-2:]:
-            probability = F.interpolate(probability, size=label.shape[-2:], mode="bilinear", align_corners=False)
-        prediction = np.asarray(probability[0, 0].cpu()) > threshold
-        dice.append(image_scores(prediction.reshape(label.shape), label)["dice"])
-    return float(statistics.mean(dice))

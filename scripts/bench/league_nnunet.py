@@ -20,11 +20,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DATASET", "DATASET_ID", "nnunet_probabilities"]
+__all__ = ["DATASET", "DATASET_ID", "PREDICTIONS", "nnunet_probabilities"]
 
 DATASET_ID = 501
 DATASET = f"Dataset{DATASET_ID}_League"
 """The nnU-Net data set written into ``work_dir/nnUNet_raw``."""
+
+PREDICTIONS = {"mirrored": True, "single view": False}
+"""Each prediction nnU-Net makes of the test images, by name, to whether it mirrors (its default) or not."""
+
+STEP_FILE = "step.txt"
+"""The file in ``work_dir`` naming the step the subprocess is in, so that a timeout can say where it hung."""
 
 CHANNEL = "grayscale"
 """The channel's name; any name other than CT gives nnU-Net's per-image z-score normalisation."""
@@ -36,17 +42,20 @@ def nnunet_probabilities(
     test_images: Sequence[np.ndarray],
     work_dir: str | os.PathLike,
     num_epochs: int,
-    iterations_per_epoch: int,
+    images_per_epoch: int,
     seed: int = 0,
     threads: int = 2,
-) -> tuple[list[np.ndarray], float]:
+    timeout_s: float = 1800.0,
+) -> tuple[dict[str, list[np.ndarray]], float]:
     """Train nnU-Net v2 ``2d`` on all training images and predict the foreground probability of each test image.
 
     nnU-Net plans with its default ``ExperimentPlanner`` (patch size, network and batch size of its own), preprocesses
     and augments as it does by default, and trains ``nnUNetTrainer`` on fold ``"all"`` on the CPU, shortened only in
-    ``num_epochs`` and ``num_iterations_per_epoch`` (its polynomial learning rate spans the shortened run) and to one
+    ``num_epochs`` and ``num_iterations_per_epoch`` (as many batches of its plan's size as hold ``images_per_epoch``
+    images; its polynomial learning rate spans the shortened run) and to one
     validation batch per epoch; its final validation is skipped, as there is no held-out fold. ``nnUNetPredictor``
-    predicts with its defaults: Gaussian-weighted sliding windows and test-time mirroring on both axes. Torch, numpy
+    predicts with its defaults, Gaussian-weighted sliding windows and test-time mirroring on both axes, and once more
+    without mirroring, a single view, to set beside single-view systems. Torch, numpy
     and ``random`` are seeded with ``seed``, and augmentation runs in the training process (``nnUNet_n_proc_DA=0``),
     but nnU-Net is not promised to be bit-for-bit repeatable.
 
@@ -56,20 +65,23 @@ def nnunet_probabilities(
         test_images: ``[H, W]`` float images in [0, 1]; any size (nnU-Net pads those below its patch size).
         work_dir: a fresh folder for ``nnUNet_raw``, ``nnUNet_preprocessed``, ``nnUNet_results``, predictions and logs.
         num_epochs: epochs of nnU-Net's trainer (its default is 1000).
-        iterations_per_epoch: batches per epoch (its default is 250).
+        images_per_epoch: images per epoch, rounded up to whole batches of the plan's batch size (its default is
+            250 batches).
         seed: seeds torch, numpy and ``random`` in the subprocess.
         threads: torch and OpenMP threads of the subprocess.
+        timeout_s: the subprocess is stopped after this many seconds, and the error names the step it was in.
 
     Returns:
-        The ``[H, W]`` float32 foreground probabilities of ``test_images``, in their order and at their size, and the
-        seconds of fingerprinting, planning, preprocessing and training (not prediction). ``work_dir/result.json``
-        adds nnU-Net's plan (batch and patch size) and the seconds of each epoch; its logs are in ``work_dir``.
+        For each prediction of :data:`PREDICTIONS`, the ``[H, W]`` float32 foreground probabilities of
+        ``test_images``, in their order and at their size; and the seconds of training (not of planning,
+        preprocessing or prediction). ``work_dir/result.json`` adds nnU-Net's plan (batch and patch size), the
+        seconds of planning and preprocessing, of each epoch and of each prediction; its logs are in ``work_dir``.
     """
     if importlib.util.find_spec("nnunetv2") is None:
         raise SystemExit("nnU-Net v2 is not installed: pip install -e '.[benchmark]'")
-    if min(num_epochs, iterations_per_epoch, threads) < 1:
+    if min(num_epochs, images_per_epoch, threads) < 1:
         raise ValueError(
-            f"num_epochs ({num_epochs}), iterations_per_epoch ({iterations_per_epoch}) and threads ({threads}) "
+            f"num_epochs ({num_epochs}), images_per_epoch ({images_per_epoch}) and threads ({threads}) "
             "must be at least 1."
         )
     work = Path(work_dir).resolve()
@@ -79,7 +91,7 @@ def nnunet_probabilities(
     test_files = _write_raw(raw, train_images, train_masks, test_images)
     job = {
         "num_epochs": num_epochs,
-        "iterations_per_epoch": iterations_per_epoch,
+        "images_per_epoch": images_per_epoch,
         "seed": seed,
         "threads": threads,
         "test_files": [str(path) for path in test_files],
@@ -97,13 +109,21 @@ def nnunet_probabilities(
         "HF_HUB_OFFLINE": "1",
     }
     with open(work / "stdout.log", "w") as stdout, open(work / "stderr.log", "w") as stderr:
-        process = subprocess.run(
-            [sys.executable, "-m", "nerveseg.scripts.bench.league_nnunet", str(work / "job.json")],
-            env=env,
-            stdout=stdout,
-            stderr=stderr,
-            check=False,
-        )
+        try:
+            process = subprocess.run(
+                [sys.executable, "-m", "nerveseg.scripts.bench.league_nnunet", str(work / "job.json")],
+                env=env,
+                stdout=stdout,
+                stderr=stderr,
+                check=False,
+                timeout=timeout_s,
+            )
+        except subprocess.TimeoutExpired:
+            step = (work / STEP_FILE).read_text() if (work / STEP_FILE).is_file() else "starting"
+            raise RuntimeError(
+                f"nnU-Net's subprocess ran past {timeout_s:.0f} s while {step} and was stopped; its logs and "
+                f"folders are in {work}. On a slower or busy machine pass a larger timeout_s."
+            ) from None
     if process.returncode != 0:
         tail = "\n".join((work / "stderr.log").read_text(errors="replace").splitlines()[-25:])
         raise RuntimeError(
@@ -111,15 +131,23 @@ def nnunet_probabilities(
             f"Last lines of its stderr:\n{tail}"
         )
     result = json.loads((work / "result.json").read_text())
-    probabilities = []
-    for path, image in zip(test_files, test_images, strict=True):
-        with np.load(work / "predictions" / f"{path.name.removesuffix('_0000.png')}.npz") as saved:
-            foreground = np.asarray(saved["probabilities"][1], dtype=np.float32)  # [1, H, W]: nnU-Net's 2D as 3D
-        foreground = foreground[0] if foreground.ndim == 3 else foreground
-        if foreground.shape != np.shape(image):
-            raise RuntimeError(f"nnU-Net predicted {foreground.shape} for an image of {np.shape(image)}; see {work}.")
-        probabilities.append(np.clip(foreground, 0.0, 1.0))
+    probabilities: dict[str, list[np.ndarray]] = {name: [] for name in PREDICTIONS}
+    for name, maps in probabilities.items():
+        for path, image in zip(test_files, test_images, strict=True):
+            case = path.name.removesuffix("_0000.png")
+            with np.load(work / "predictions" / _folder(name) / f"{case}.npz") as saved:
+                foreground = np.asarray(saved["probabilities"][1], dtype=np.float32)  # [1, H, W]: nnU-Net's 2D as 3D
+            foreground = foreground[0] if foreground.ndim == 3 else foreground
+            if foreground.shape != np.shape(image):
+                raise RuntimeError(
+                    f"nnU-Net predicted {foreground.shape} for an image of {np.shape(image)}; see {work}."
+                )
+            maps.append(np.clip(foreground, 0.0, 1.0))
     return probabilities, float(result["train_seconds"])
+
+
+def _folder(prediction: str) -> str:
+    return prediction.replace(" ", "_")
 
 
 def _write_raw(
@@ -183,6 +211,8 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
     from nnunetv2.run.run_training import get_trainer_from_args
 
     dataset_id, cpu = DATASET_ID, torch.device("cpu")
+    step_file = Path(job["predictions"]).parent / STEP_FILE
+    step_file.write_text("fingerprinting, planning and preprocessing")
     start = time.perf_counter()
     # nnUNetv2_plan_and_preprocess -d 501 -c 2d -np 1 with the default planner; each step spawns a pool (seconds)
     extract_fingerprints([dataset_id], num_processes=1, show_progress_bar=False)
@@ -193,23 +223,32 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
     os.environ["nnUNet_n_proc_DA"] = "0"  # no data-loader processes to share the cores with training
     trainer = get_trainer_from_args(str(dataset_id), "2d", "all", "nnUNetTrainer", plans, device=cpu)
     trainer.num_epochs = job["num_epochs"]
-    trainer.num_iterations_per_epoch = job["iterations_per_epoch"]
+    batch_size = trainer.configuration_manager.batch_size  # the plan's; the trainer copies it when it starts
+    trainer.num_iterations_per_epoch = -(-job["images_per_epoch"] // batch_size)
     trainer.num_val_iterations_per_epoch = 1
+    step_file.write_text(f"training ({trainer.num_epochs} epochs of {trainer.num_iterations_per_epoch} batches)")
     trainer.run_training()
     trained = time.perf_counter()
     begins, ends = (trainer.logger.get_value(f"epoch_{edge}_timestamps", step=None) for edge in ("start", "end"))
-    # nnUNetv2_predict -d 501 -c 2d -f all -device cpu --save_probabilities (mirroring on, its default)
-    predictor = nnUNetPredictor(use_mirroring=True, device=cpu, allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(trainer.output_folder_base, ("all",), "checkpoint_final.pth")
-    outputs = [str(Path(job["predictions"]) / Path(f).name.removesuffix("_0000.png")) for f in job["test_files"]]
-    Path(job["predictions"]).mkdir(parents=True, exist_ok=True)
-    predictor.predict_from_files_sequential([[f] for f in job["test_files"]], outputs, save_probabilities=True)
+    # nnUNetv2_predict -d 501 -c 2d -f all -device cpu --save_probabilities (mirroring on, its default; then off)
+    predict_seconds = {}
+    for name, mirroring in PREDICTIONS.items():
+        begin = time.perf_counter()
+        step_file.write_text(f"predicting the test images ({name})")
+        predictor = nnUNetPredictor(use_mirroring=mirroring, device=cpu, allow_tqdm=False)
+        predictor.initialize_from_trained_model_folder(trainer.output_folder_base, ("all",), "checkpoint_final.pth")
+        folder = Path(job["predictions"]) / _folder(name)
+        outputs = [str(folder / Path(f).name.removesuffix("_0000.png")) for f in job["test_files"]]
+        folder.mkdir(parents=True, exist_ok=True)
+        predictor.predict_from_files_sequential([[f] for f in job["test_files"]], outputs, save_probabilities=True)
+        predict_seconds[name] = time.perf_counter() - begin
     result = {
-        "train_seconds": trained - start,
+        "train_seconds": trained - planned,
         "plan_and_preprocess_seconds": planned - start,
         "epoch_seconds": [end - begin for begin, end in zip(begins, ends, strict=True)],
-        "predict_seconds": time.perf_counter() - trained,
+        "predict_seconds": predict_seconds,
         "batch_size": trainer.batch_size,
+        "iterations_per_epoch": trainer.num_iterations_per_epoch,
         "patch_size": list(trainer.configuration_manager.patch_size),
         "network_stages": len(trainer.configuration_manager.pool_op_kernel_sizes),
     }

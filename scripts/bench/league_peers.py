@@ -33,6 +33,9 @@ from torch import nn
 
 __all__ = ["PEERS", "peer_probabilities"]
 
+FLIPS = ((), (-1,), (-2,), (-2, -1))
+"""The four views of the peers' test-time augmentation: the image, flipped left-right, up-down and both ways."""
+
 PEER_LEARNING_RATE = 1e-3
 PEER_BN_MOMENTUM = 0.1
 
@@ -70,23 +73,23 @@ def peer_probabilities(
     num_epochs: int,
     batch_size: int,
     seed: int,
-    max_iterations: int | None = None,
-) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Train peer ``peer`` from random weights and return its foreground probabilities of ``test_images``.
+) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
+    """Train peer ``peer`` from random weights and return its foreground probabilities of ``test_images``, from one
+    view and from four (the plain mean of the image and its left-right, up-down and both-ways flips, each flipped
+    back: the test-time augmentation a user of either library would write).
 
     Args:
         peer: a name of :data:`PEERS`.
         train_images: ``[N, 1, H, W]`` float images at the league's size.
         train_masks: ``[N, 1, H, W]`` binary float masks, same size.
         test_images: ``[M, 1, H, W]`` images to predict, same size.
-        num_epochs: passes over the training images, unless ``max_iterations`` stops it earlier.
+        num_epochs: passes over the training images; the cosine schedule spans them.
         batch_size: images per step; the last, smaller batch of an epoch is kept.
         seed: seeds the weights, the order and the flips.
-        max_iterations: stop after this many steps in all (the league gives the default recipe's number of steps),
-            ``None`` for no limit; the cosine schedule spans the steps run.
 
     Returns:
-        ``[M, 1, H, W]`` probabilities, and ``train_seconds`` with the loss of the last epoch.
+        ``[M, 1, H, W]`` probabilities by number of views (1 and 4), and ``train_seconds``, ``steps`` and the loss
+        of the last epoch.
     """
     if peer not in PEERS:
         raise SystemExit(f"Unknown peer {peer!r}; choose from {list(PEERS)}.")
@@ -98,7 +101,7 @@ def peer_probabilities(
     network = network.train()
     optimizer = torch.optim.Adam(network.parameters(), lr=PEER_LEARNING_RATE)
     total = num_epochs * math.ceil(len(train_images) / batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=min(total, max_iterations or total))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     generator = torch.Generator().manual_seed(seed)
     steps, losses, start = 0, [], time.perf_counter()
     for _ in range(num_epochs):
@@ -116,12 +119,17 @@ def peer_probabilities(
             schedule.step()
             losses.append(loss.item())
             steps += 1
-            if max_iterations is not None and steps >= max_iterations:
-                break
-        if max_iterations is not None and steps >= max_iterations:
-            break
     seconds = time.perf_counter() - start
     network.eval()
+    views: dict[int, list[torch.Tensor]] = {1: [], 4: []}
     with torch.no_grad():
-        probabilities = torch.cat([torch.sigmoid(network(batch)) for batch in test_images.split(batch_size)])
+        for batch in test_images.split(batch_size):
+            maps = [_flip(torch.sigmoid(network(_flip(batch, dims))), dims) for dims in FLIPS]
+            views[1].append(maps[0])
+            views[4].append(torch.stack(maps).mean(0))
+    probabilities = {count: torch.cat(maps) for count, maps in views.items()}
     return probabilities, {"train_seconds": seconds, "steps": steps, "last_epoch_loss": sum(losses) / len(losses)}
+
+
+def _flip(images: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    return images.flip(dims) if dims else images

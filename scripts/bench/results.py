@@ -20,12 +20,13 @@ def ms(timing: dict[str, float]) -> str:
 
 
 def mean_sd(values: Sequence[float], signed: bool = False) -> str:
-    """``"mean ± sd"`` to four places (sd 0 for one value, ``-`` for none); ``signed`` shows the mean's sign."""
+    """``"mean ± sd"`` to four places (sd ``n/a`` for one value, ``-`` for no value); ``signed`` shows the mean's
+    sign."""
     if not values:
         return "-"
     mean = statistics.mean(values)
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:+.4f} ± {sd:.4f}" if signed else f"{mean:.4f} ± {sd:.4f}"
+    sd = f"{statistics.stdev(values):.4f}" if len(values) > 1 else "n/a"
+    return f"{mean:+.4f} ± {sd}" if signed else f"{mean:.4f} ± {sd}"
 
 
 def write_results(folder: str | os.PathLike, name: str, result: Any, markdown: str) -> tuple[Path, Path]:

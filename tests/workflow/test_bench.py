@@ -16,7 +16,8 @@ from nerveseg.bundle.data.prepare import prepare
 from nerveseg.scripts.bench import bench, execution_paths, run_builder
 from nerveseg.scripts.bench.inference_comparison import inference_comparison
 from nerveseg.scripts.bench.latency import timed_paths
-from nerveseg.scripts.bench.league import ASME, DATASETS, SYSTEMS, league
+from nerveseg.scripts.bench.league import DATASETS, league
+from nerveseg.scripts.bench.league_table import SYSTEMS, VIEWS
 from nerveseg.scripts.bench.recipe_variants import recipe
 from nerveseg.scripts.bench.suite import HEADLINES
 
@@ -133,7 +134,12 @@ def test_quick_league_runs_every_system_on_both_data_sets(tmp_path):
     for dataset in DATASETS:
         assert list(saved["summary"][dataset]) == list(SYSTEMS)  # every system ran, nnU-Net included
         rows = [r for r in saved["rows"] if r["dataset"] == dataset]
-        assert all(0.0 <= r["test_dice"] <= 1.0 for r in rows)
-        assert all(r["train_seconds"] > 0 for r in rows if r["system"] != ASME)
-        assert saved["settings"][dataset]["test"] > 0
+        assert sorted((r["system"], r["views"]) for r in rows) == sorted((s, v) for s in SYSTEMS for v in VIEWS)
+        test_images = saved["settings"][dataset]["test_images"]
+        assert test_images and all(len(r["image_dice"]) == len(test_images) for r in rows)
+        assert all(0.0 <= d <= 1.0 for r in rows for d in r["image_dice"])
+        assert all(r["train_seconds"] > 0 for r in rows)
+        assert all("difference" in saved["summary"][dataset][s]["4"] for s in SYSTEMS[1:])
     assert "QUICK smoke run: not a result" in (tmp_path / "league.md").read_text()
+    league(data_root=str(SHARED_DATA), out=str(tmp_path), bundle_root=str(BUNDLE_ROOT), quick=True)  # all skipped
+    assert json.loads((tmp_path / "league.json").read_text())["rows"] == saved["rows"]

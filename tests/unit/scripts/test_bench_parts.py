@@ -178,7 +178,7 @@ def test_results_are_written_as_json_and_markdown(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["part.json", "part.md"]  # no temporary left
     assert f"Saved {json_path} and {md_path}" in capsys.readouterr().out
     assert ms({"median": 0.0125, "min": 0.01, "max": 0.02}) == "12 [10, 20]"
-    assert mean_sd([0.5, 0.7]) == "0.6000 ± 0.1414" and mean_sd([0.1], signed=True) == "+0.1000 ± 0.0000"
+    assert mean_sd([0.5, 0.7]) == "0.6000 ± 0.1414" and mean_sd([0.1], signed=True) == "+0.1000 ± n/a"
     assert mean_sd([]) == "-"
 
 

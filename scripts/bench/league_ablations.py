@@ -1,0 +1,139 @@
+"""``nerveseg bench ablations``: one change at a time to the default recipe, scored on the league's validation split.
+
+The league (:mod:`.league`) says whether the default recipe wins; where it does not, these runs say why. Each
+ablation stacks override files and id-value overrides on train.json (on top of ``--base``, the recipe under
+study), trains on the league's prepared training split at the league's size and epochs, and is read from its
+train.log: validation mean Dice of the best and of the last epoch (train.json's evaluator: the training size,
+threshold 0.5, no post-processing). The best epoch is the figure the shipped recipe keeps, but it is a maximum over
+epochs, so it is biased upwards; the last epoch is not, and a recipe that converges has the two close. Nothing
+here reads the test split.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from nerveseg.scripts.bench import run_builder
+from nerveseg.scripts.bench.league import DATASETS, prepare_split
+from nerveseg.scripts.bench.machine import describe_machine
+from nerveseg.scripts.bench.quickstart import validation_dice_of_log
+from nerveseg.scripts.bench.results import mean_sd, write_results
+
+__all__ = ["ABLATIONS", "ablations", "ablations_markdown"]
+
+ABLATIONS: dict[str, tuple[list[str], dict[str, Any]]] = {
+    "base": ([], {}),
+    "learning rate 1e-3": ([], {"learning_rate": 1e-3}),
+    "learning rate 2e-3": ([], {"learning_rate": 2e-3}),
+    "learning rate 4e-3": ([], {"learning_rate": 4e-3}),
+    "batch size 4": ([], {"batch_size": 4}),
+    "warm-up": (["configs/training/warmup.json"], {}),
+    "Dice + cross-entropy loss": (["configs/losses/bce_dice.json"], {}),
+    "EMS": (["configs/training/ems.json"], {}),
+    "batch-norm momentum 0.01": ([], {"bn_momentum": 0.01}),
+    "intensity augmentation at p 0.5": ([], {"train#augmentation#2#prob": 0.5, "train#augmentation#3#prob": 0.5}),
+    "per-image intensity scaling": ([], {"load_transforms#2": {"_target_": "ScaleIntensityd", "keys": "image"}}),
+    "input size 128x128": ([], {"image_size": [128, 128]}),
+    "encoder efficientnet-b0": ([], {"network_def#backbone": "efficientnet-b0"}),
+    "encoder efficientnet-b2": ([], {"network_def#backbone": "efficientnet-b2"}),
+}
+"""Ablation name to (override files, id-value overrides), each stacked on train.json and ``--base``."""
+
+
+def ablations(
+    data_root: str = "../shared/data",
+    out: str = "outputs/bench",
+    bundle_root: str = ".",
+    seeds: Sequence[int] = (0,),
+    datasets: Sequence[str] = tuple(DATASETS),
+    names: Sequence[str] = tuple(ABLATIONS),
+    base: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train each ablation of :data:`ABLATIONS` on each league data set and seed; write ``ablations.json`` and
+    ``ablations.md`` into ``out``.
+
+    Args:
+        data_root: the folder holding the league's data sets.
+        out: folder of the results; the runs go in ``out/ablations/``, the prepared data in ``out/league/data``
+            (the league's own split, prepared again the same way).
+        bundle_root: the bundle folder holding ``configs/``.
+        seeds: one run of each ablation per seed.
+        datasets: names of the league's :data:`~.league.DATASETS`.
+        names: the ablations to run, names of :data:`ABLATIONS`.
+        base: id-value overrides under every ablation (the recipe under study, e.g. ``{"learning_rate": 0.002}``).
+    """
+    datasets = [datasets] if isinstance(datasets, str) else list(datasets)  # fire gives one name as a string
+    names = [names] if isinstance(names, str) else list(names)
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    unknown = [n for n in datasets if n not in DATASETS] + [n for n in names if n not in ABLATIONS]
+    if unknown:
+        raise SystemExit(
+            f"Unknown data sets or ablations {unknown}; choose from {list(DATASETS)} and {list(ABLATIONS)}."
+        )
+    folder = Path(out).resolve()
+    base = dict(base or {})
+    rows: list[dict[str, Any]] = []
+    result = {"machine": describe_machine(), "base": base, "settings": _settings(datasets), "rows": rows}
+    for dataset in datasets:
+        recipe = DATASETS[dataset]
+        datalist = prepare_split(Path(data_root) / dataset, folder / "league" / "data" / dataset, recipe["prepare"])
+        for name in names:
+            files, overrides = ABLATIONS[name]
+            for seed in seeds:
+                run = folder / "ablations" / dataset / name.replace(" ", "_") / f"seed{seed}"
+                start = time.perf_counter()
+                settings = {"image_size": recipe["image_size"], "num_epochs": recipe["num_epochs"], **base, **overrides}
+                run_builder.train(
+                    bundle_root, ["configs/train.json", *files], run, seed=seed, datalist_file=str(datalist), **settings
+                )
+                seconds = time.perf_counter() - start
+                gc.collect()
+                dice = validation_dice_of_log((run / "outputs" / "train.log").read_text())
+                if not dice:
+                    raise SystemExit(f"{run / 'outputs' / 'train.log'} holds no validation Dice.")
+                row = {"dataset": dataset, "ablation": name, "seed": seed, "val_best": max(dice)}
+                row.update({"val_last": dice[-1], "val_per_epoch": dice, "train_seconds": seconds})
+                rows.append(row)
+                print(f"{dataset} | {name} | seed {seed}: best {max(dice):.4f}, last {dice[-1]:.4f}", flush=True)
+                write_results(folder, "ablations", result, ablations_markdown(result))
+    return result
+
+
+def ablations_markdown(result: dict[str, Any]) -> str:
+    """Per data set, each ablation's validation Dice (best and last epoch, mean ± sd over seeds) and its change."""
+    lines = [
+        f"Ablations of the default recipe on {result['machine']['summary']}; "
+        f"base overrides {result['base'] or 'none'}.",
+        "Validation mean Dice (train.json's evaluator: training size, threshold 0.5) of the best and the last epoch, "
+        "mean ± sd over seeds; Δ: the last epoch's change from the base run of the same seed, mean over the ablation's "
+        "seeds (seeds without a base run are left out of it). Not the test split.",
+    ]
+    for dataset in dict.fromkeys(r["dataset"] for r in result["rows"]):
+        rows = [r for r in result["rows"] if r["dataset"] == dataset]
+        s = result["settings"][dataset]
+        base = {r["seed"]: r["val_last"] for r in rows if r["ablation"] == "base"}
+        lines += [
+            "",
+            f"**{dataset}** ({s['image_size'][0]}x{s['image_size'][1]}, {s['num_epochs']} epochs)",
+            "",
+            "| ablation | best epoch | last epoch | Δ last | n | train s |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name in dict.fromkeys(r["ablation"] for r in rows):
+            runs = [r for r in rows if r["ablation"] == name]
+            last = [r["val_last"] for r in runs]
+            paired = [r["val_last"] - base[r["seed"]] for r in runs if r["seed"] in base]
+            change = f"{statistics.mean(paired):+.4f}" if paired else "-"
+            seconds = statistics.mean(r["train_seconds"] for r in runs)
+            best = mean_sd([r["val_best"] for r in runs])
+            lines.append(f"| {name} | {best} | {mean_sd(last)} | {change} | {len(runs)} | {seconds:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _settings(datasets: Sequence[str]) -> dict[str, Any]:
+    return {name: {k: DATASETS[name][k] for k in ("image_size", "num_epochs")} for name in datasets}

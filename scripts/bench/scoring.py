@@ -1,0 +1,84 @@
+"""How the benchmarks score and compare: the challenge Dice at the label's size, and paired intervals and verdicts.
+
+Two systems scored on the same test images by several seeds differ by noise of two kinds: which images happen to
+be in the test split, and which seed trained each network. :func:`paired_bootstrap` counts both. It resamples
+seeds, then images, and keeps the pairing: each resample takes the same images and seeds from both systems.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nerveseg.bundle.metrics import image_scores
+
+__all__ = ["MARGIN", "dice_at_label_size", "mean_dice_at_label_size", "paired_bootstrap", "verdict"]
+
+MARGIN = 0.02
+"""The smallest mean Dice difference called a win or a loss."""
+
+
+def dice_at_label_size(
+    probabilities: Sequence[torch.Tensor], labels: Sequence[np.ndarray], threshold: float = 0.5
+) -> list[float]:
+    """The challenge Dice of each ``[H, W]`` probability map, resized bilinearly to its label's ``[H', W']`` (or
+    ``[1, H', W']``) size, as evaluate.json inverts the resize, and thresholded; an empty prediction on an empty
+    label scores 1."""
+    dice = []
+    for probability, label in zip(probabilities, labels, strict=True):
+        probability = torch.as_tensor(probability).float()[None, None]
+        if tuple(probability.shape[-2:]) != label.shape[-2:]:
+            probability = F.interpolate(probability, size=label.shape[-2:], mode="bilinear", align_corners=False)
+        prediction = np.asarray(probability[0, 0].cpu()) > threshold
+        dice.append(float(image_scores(prediction.reshape(label.shape), label)["dice"]))
+    return dice
+
+
+def mean_dice_at_label_size(
+    probabilities: Sequence[torch.Tensor], labels: Sequence[np.ndarray], threshold: float = 0.5
+) -> float:
+    """The mean of :func:`dice_at_label_size`: the challenge's score of a test set."""
+    return float(statistics.mean(dice_at_label_size(probabilities, labels, threshold)))
+
+
+def paired_bootstrap(
+    differences: np.ndarray | Sequence[Sequence[float]], resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float, float]:
+    """The mean of per-image Dice differences and its 95% percentile interval from a two-level bootstrap.
+
+    Args:
+        differences: ``[seeds, images]``: system A's Dice minus system B's, for the same seed and test image.
+        resamples: bootstrap resamples; each draws seeds with replacement, then images with replacement, and
+            averages the differences of every drawn seed on every drawn image.
+        seed: the generator's seed, so that the same rows give the same interval.
+
+    Returns:
+        ``(mean, low, high)``; with one seed only the images are resampled.
+    """
+    values = np.asarray(differences, dtype=np.float64)
+    if values.ndim != 2 or values.size == 0:
+        raise ValueError(f"differences must be [seeds, images] and not empty, got shape {values.shape}.")
+    generator = np.random.default_rng(seed)
+    num_seeds, num_images = values.shape
+    means = np.empty(resamples)
+    for start in range(0, resamples, 1000):  # in chunks: seeds x images x 1000 floats at a time
+        count = min(1000, resamples - start)
+        seeds = generator.integers(0, num_seeds, size=(count, num_seeds, 1))
+        images = generator.integers(0, num_images, size=(count, 1, num_images))
+        means[start : start + count] = values[seeds, images].mean(axis=(1, 2))
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(values.mean()), float(low), float(high)
+
+
+def verdict(mean: float, low: float, high: float, margin: float = MARGIN) -> str:
+    """``"win"`` when the difference is at least ``margin`` and its interval lies above 0, ``"loss"`` when the
+    reverse holds, else ``"tie"``."""
+    if mean >= margin and low > 0:
+        return "win"
+    if mean <= -margin and high < 0:
+        return "loss"
+    return "tie"
