@@ -63,7 +63,7 @@ from nerveseg.scripts.bench.results import write_results
 from nerveseg.scripts.bench.scoring import dice_at_label_size
 from nerveseg.utils.files import save_state_dict
 
-__all__ = ["DATASETS", "QUICK_RECIPE", "league", "prepare_split"]
+__all__ = ["DATASETS", "QUICK_RECIPE", "RECIPE_FILES", "config_digest", "league", "prepare_split"]
 
 DATASETS: dict[str, dict[str, Any]] = {
     "usgra_seg": {"prepare": {"target_class": 1}, "image_size": [96, 96], "num_epochs": 8},
@@ -115,7 +115,7 @@ def league(
     batch_size = run_builder.read_config(
         run_builder.config_files(bundle_root, "configs/train.json")
     ).get_parsed_content("batch_size")
-    recipe_digest = _recipe_digest(bundle_root)
+    recipe_digest = config_digest(bundle_root, RECIPE_FILES)
     result = _previous_result(folder / "league.json", quick)
     for name in datasets:
         recipe = {**DATASETS[name], **(QUICK_RECIPE if quick else {})}
@@ -206,10 +206,10 @@ def _settings(datalist: Path, recipe: dict[str, Any], batch_size: int) -> dict[s
     }
 
 
-def _recipe_digest(bundle_root: str) -> str:
-    """A digest of the default's config files: its runs are reused only while these are unchanged."""
+def config_digest(bundle_root: str, files: Sequence[str]) -> str:
+    """A digest of config files' contents: a run is reused only while the files it read are unchanged."""
     digest = hashlib.sha256()
-    for path in run_builder.config_files(bundle_root, *RECIPE_FILES):
+    for path in run_builder.config_files(bundle_root, *files):
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]
 

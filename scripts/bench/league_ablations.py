@@ -7,11 +7,17 @@ train.log: validation mean Dice of the best and of the last epoch (train.json's 
 threshold 0.5, no post-processing). The best epoch is the figure the shipped recipe keeps, but it is a maximum over
 epochs, so it is biased upwards; the last epoch is not, and a recipe that converges has the two close. Nothing
 here reads the test split.
+
+Batches of ablations resume: ``ablations.json`` gains each run's row as it ends, and a rerun skips the runs already
+there with the same settings and config files (a run whose settings or files changed is run again and replaces
+its row).
 """
 
 from __future__ import annotations
 
 import gc
+import json
+import shutil
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -19,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nerveseg.scripts.bench import run_builder
-from nerveseg.scripts.bench.league import DATASETS, prepare_split
+from nerveseg.scripts.bench.league import DATASETS, config_digest, prepare_split
 from nerveseg.scripts.bench.machine import describe_machine
 from nerveseg.scripts.bench.quickstart import validation_dice_of_log
 from nerveseg.scripts.bench.results import mean_sd, write_results
@@ -77,17 +83,23 @@ def ablations(
         )
     folder = Path(out).resolve()
     base = dict(base or {})
-    rows: list[dict[str, Any]] = []
-    result = {"machine": describe_machine(), "base": base, "settings": _settings(datasets), "rows": rows}
+    result = _previous_result(folder / "ablations.json", base)
+    result["settings"].update(_settings(datasets))
     for dataset in datasets:
         recipe = DATASETS[dataset]
         datalist = prepare_split(Path(data_root) / dataset, folder / "league" / "data" / dataset, recipe["prepare"])
         for name in names:
             files, overrides = ABLATIONS[name]
+            digest = config_digest(bundle_root, ["configs/train.json", *files])
+            settings = {"image_size": recipe["image_size"], "num_epochs": recipe["num_epochs"], **base, **overrides}
             for seed in seeds:
+                key = {"dataset": dataset, "ablation": name, "seed": seed, "settings": settings, "configs": digest}
+                if any(all(r.get(k) == v for k, v in key.items()) for r in result["rows"]):
+                    print(f"{dataset} | {name} | seed {seed}: in {folder / 'ablations.json'} already, skipped.")
+                    continue
                 run = folder / "ablations" / dataset / name.replace(" ", "_") / f"seed{seed}"
+                shutil.rmtree(run, ignore_errors=True)  # a stopped run's files
                 start = time.perf_counter()
-                settings = {"image_size": recipe["image_size"], "num_epochs": recipe["num_epochs"], **base, **overrides}
                 run_builder.train(
                     bundle_root, ["configs/train.json", *files], run, seed=seed, datalist_file=str(datalist), **settings
                 )
@@ -96,12 +108,29 @@ def ablations(
                 dice = validation_dice_of_log((run / "outputs" / "train.log").read_text())
                 if not dice:
                     raise SystemExit(f"{run / 'outputs' / 'train.log'} holds no validation Dice.")
-                row = {"dataset": dataset, "ablation": name, "seed": seed, "val_best": max(dice)}
-                row.update({"val_last": dice[-1], "val_per_epoch": dice, "train_seconds": seconds})
-                rows.append(row)
+                stale = {k: key[k] for k in ("dataset", "ablation", "seed")}  # the same run, other settings
+                result["rows"] = [r for r in result["rows"] if any(r.get(k) != v for k, v in stale.items())]
+                row = {**key, "val_best": max(dice), "val_last": dice[-1], "val_per_epoch": dice}
+                result["rows"].append({**row, "train_seconds": seconds, "machine": describe_machine()["summary"]})
                 print(f"{dataset} | {name} | seed {seed}: best {max(dice):.4f}, last {dice[-1]:.4f}", flush=True)
                 write_results(folder, "ablations", result, ablations_markdown(result))
     return result
+
+
+def _previous_result(path: Path, base: dict[str, Any]) -> dict[str, Any]:
+    """The ablations.json of earlier batches with the same ``base``, or a fresh result."""
+    fresh = {"machine": describe_machine(), "base": base, "settings": {}, "rows": []}
+    if not path.is_file():
+        return fresh
+    try:
+        previous = json.loads(path.read_text())
+        rows, settings, previous_base = previous["rows"], previous["settings"], previous["base"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise SystemExit(f"{path} is not an ablations result ({error}); move it away or pass another --out.") from None
+    if previous_base != base:
+        print(f"{path} holds ablations on the base {previous_base}; this run on {base} starts afresh over it.")
+        return fresh
+    return {**fresh, "settings": settings, "rows": rows}
 
 
 def ablations_markdown(result: dict[str, Any]) -> str:

@@ -104,7 +104,7 @@ def test_a_stopped_league_goes_on_where_it_stopped(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "out" / "league.json").read_text())
     assert len(saved["rows"]) == 4 * len(SYSTEMS) and set(saved["summary"]["usgra_seg"]) == set(SYSTEMS)
     calls.clear()
-    monkeypatch.setattr(league_module, "_recipe_digest", lambda bundle_root: "another train.json")
+    monkeypatch.setattr(league_module, "config_digest", lambda bundle_root, files: "another train.json")
     league(**options, seeds=[0, 1])
     assert calls == [(DEFAULT, 0), (DEFAULT, 1)]  # the peers and nnU-Net do not read the default's configs
     assert len(json.loads((tmp_path / "out" / "league.json").read_text())["rows"]) == 4 * len(SYSTEMS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import BUNDLE_ROOT
@@ -41,3 +43,33 @@ def test_the_table_gives_best_and_last_epoch_and_the_change_from_the_base_of_the
 def test_unknown_ablations_are_named_before_anything_runs(tmp_path):
     with pytest.raises(SystemExit, match=r"Unknown data sets or ablations \['dropout'\]"):
         ablations(data_root=str(tmp_path), out=str(tmp_path), names=["dropout"])
+
+
+def test_a_batch_of_ablations_skips_the_runs_already_saved_and_reruns_changed_ones(tmp_path, monkeypatch):
+    from nerveseg.scripts.bench import league_ablations
+
+    trained: list[tuple[str, int]] = []
+
+    def fake_train(bundle_root, configs, run, seed, **settings):
+        trained.append((run.parent.name, seed))
+        (run / "outputs").mkdir(parents=True)
+        lines = [f"Epoch[{e}] Metrics -- val_mean_dice: {0.5 + 0.1 * e:.4f}" for e in (1, 2)]
+        (run / "outputs" / "train.log").write_text("\n".join(lines))
+
+    monkeypatch.setattr(league_ablations.run_builder, "train", fake_train)
+    monkeypatch.setattr(league_ablations, "prepare_split", lambda source, folder, options: folder / "datalist.json")
+    options = {"out": str(tmp_path), "bundle_root": str(BUNDLE_ROOT), "datasets": "dsb2018"}
+    ablations(**options, names=["base", "EMS"], seeds=[0, 1])
+    assert trained == [("base", 0), ("base", 1), ("EMS", 0), ("EMS", 1)]
+    trained.clear()
+    result = ablations(**options, names=["base", "EMS", "batch size 4"], seeds=[0, 1])
+    assert trained == [("batch_size_4", 0), ("batch_size_4", 1)]
+    assert len(result["rows"]) == 6 and result["rows"][0]["val_last"] == pytest.approx(0.7)
+    trained.clear()
+    monkeypatch.setitem(ABLATIONS, "EMS", (["configs/training/ems.json"], {"ems_iterations": 2}))  # changed
+    result = ablations(**options, names=["EMS"], seeds=[0])
+    assert trained == [("EMS", 0)] and len(result["rows"]) == 6  # its row replaced, not added
+    trained.clear()
+    ablations(**options, names=["base"], seeds=[0], base={"learning_rate": 0.002})  # another base: afresh
+    assert trained == [("base", 0)]
+    assert len(json.loads((tmp_path / "ablations.json").read_text())["rows"]) == 1
