@@ -47,9 +47,9 @@ ABLATIONS: dict[str, tuple[list[str], dict[str, Any]]] = {
     "input size 128x128": ([], {"image_size": [128, 128]}),
     "encoder efficientnet-b0": ([], {"network_def#backbone": "efficientnet-b0"}),
     "encoder efficientnet-b2": ([], {"network_def#backbone": "efficientnet-b2"}),
-    "SGD Nesterov + poly (nnU-Net's)": (["configs/training/sgd_poly.json"], {}),
-    "Dice (batch) + cross-entropy (nnU-Net's)": (["configs/losses/dice_ce_batch.json"], {}),
-    "z-score per image (nnU-Net's)": (["configs/preprocessing/zscore.json"], {}),
+    "SGD Nesterov + poly": (["configs/training/sgd_poly.json"], {}),
+    "Dice (batch) + cross-entropy": (["configs/losses/dice_ce_batch.json"], {}),
+    "z-score per image": (["configs/preprocessing/zscore.json"], {}),
     "nnU-Net-like augmentation": (["configs/augmentation/nnunet.json"], {}),
     "BasicUNet with instance norm": (["configs/networks/basic_unet_instance.json"], {}),
 }
