@@ -52,6 +52,7 @@ ABLATIONS: dict[str, tuple[list[str], dict[str, Any]]] = {
     "z-score per image": (["configs/preprocessing/zscore.json"], {}),
     "nnU-Net-like augmentation": (["configs/augmentation/nnunet.json"], {}),
     "BasicUNet with instance norm": (["configs/networks/basic_unet_instance.json"], {}),
+    "deep supervision": (["configs/networks/flexible_unet_deep_supervision.json"], {}),
 }
 """Ablation name to (override files, id-value overrides), each stacked on train.json and ``--base``."""
 
