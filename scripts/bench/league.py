@@ -98,8 +98,8 @@ def league(
         bundle_root: the bundle folder holding ``configs/``.
         seeds: one run of each system per seed.
         datasets: names of :data:`DATASETS`.
-        quick: a smoke run for CI: a handful of images, :data:`QUICK_RECIPE`, seed 0 only; do not quote it. Its
-            results replace a full league's in ``out`` (and the other way round).
+        quick: a smoke run for CI: a handful of images, :data:`QUICK_RECIPE`, seed 0 only, written to
+            ``league_quick.json`` and ``league_quick.md`` beside a full league's; do not quote it.
         nnunet_timeout_s: nnU-Net's subprocess is stopped after this long, with an error naming its step.
     """
     datasets = [datasets] if isinstance(datasets, str) else list(datasets)  # fire gives one name as a string
@@ -116,13 +116,14 @@ def league(
         run_builder.config_files(bundle_root, "configs/train.json")
     ).get_parsed_content("batch_size")
     recipe_digest = config_digest(bundle_root, RECIPE_FILES)
-    result = _previous_result(folder / "league.json", quick)
+    results_file = folder / f"{_results_name(quick)}.json"
+    result = _previous_result(results_file, quick)
     for name in datasets:
         recipe = {**DATASETS[name], **(QUICK_RECIPE if quick else {})}
         datalist = prepare_split(Path(data_root) / name, folder / "league" / "data" / name, recipe["prepare"], quick)
         settings = _settings(datalist, recipe, batch_size)
         if result["settings"].get(name, settings) != settings:
-            print(f"{name}: the settings changed since {folder / 'league.json'}; its runs there are run again.")
+            print(f"{name}: the settings changed since {results_file}; its runs there are run again.")
             result["rows"] = [r for r in result["rows"] if r["dataset"] != name]
         result["settings"][name] = settings
         for seed in seeds:
@@ -130,7 +131,7 @@ def league(
                 key = (name, system, seed)
                 runs = [r for r in result["rows"] if (r["dataset"], r["system"], r["seed"]) == key]
                 if {r["views"] for r in runs if r.get("recipe", recipe_digest) == recipe_digest} == set(VIEWS):
-                    print(f"{name} | {system} | seed {seed}: in {folder / 'league.json'} already, skipped.")
+                    print(f"{name} | {system} | seed {seed}: in {results_file} already, skipped.")
                     continue
                 result["rows"] = [r for r in result["rows"] if r not in runs]  # a part, or of another recipe
                 run = folder / "league" / name / f"seed{seed}" / system.replace(" ", "_")
@@ -173,20 +174,17 @@ def _check_benchmark_extra() -> None:
 
 
 def _previous_result(path: Path, quick: bool) -> dict[str, Any]:
-    """The league.json of earlier pieces, or a fresh result when there is none or it was of the other mode."""
+    """The results of earlier pieces, or a fresh result where there are none."""
     fresh = {"machine": describe_machine(), "quick": quick, "settings": {}, "rows": []}
     if not path.is_file():
         return fresh
     try:
         previous = json.loads(path.read_text())
-        rows, settings, previous_quick = previous["rows"], previous["settings"], previous["quick"]
+        rows, settings = previous["rows"], previous["settings"]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise SystemExit(
             f"{path} is not a league's result ({error}); move it away or pass another --out to start afresh."
         ) from None
-    if previous_quick != quick:
-        print(f"{path} holds a {'quick' if previous_quick else 'full'} league; this run starts afresh over it.")
-        return fresh
     if any("image_dice" not in row for row in rows):
         print(f"{path} was written before per-image Dice was kept; this run starts afresh over it.")
         return fresh
@@ -310,8 +308,12 @@ def _row(views: int, image_dice: Sequence[float], **extra: Any) -> dict[str, Any
     return {"views": views, "test_dice": float(np.mean(image_dice)), **extra, "image_dice": list(image_dice)}
 
 
+def _results_name(quick: bool) -> str:
+    return "league_quick" if quick else "league"
+
+
 def _write(folder: Path, result: dict[str, Any]) -> dict[str, Any]:
     result["machine"] = describe_machine()
     result["summary"] = league_summary(result["rows"])
-    write_results(folder, "league", result, league_markdown(result))
+    write_results(folder, _results_name(result["quick"]), result, league_markdown(result))
     return result

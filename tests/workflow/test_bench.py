@@ -129,7 +129,7 @@ def test_quick_league_runs_every_system_on_both_data_sets(tmp_path):
         pytest.skip(f"the league's real data sets are not at {SHARED_DATA}")
     result = league(data_root=str(SHARED_DATA), out=str(tmp_path), bundle_root=str(BUNDLE_ROOT), quick=True)
     assert result["quick"] is True
-    saved = json.loads((tmp_path / "league.json").read_text())
+    saved = json.loads((tmp_path / "league_quick.json").read_text())
     assert list(saved) == ["machine", "quick", "settings", "rows", "summary"]
     for dataset in DATASETS:
         assert list(saved["summary"][dataset]) == list(SYSTEMS)  # every system ran, nnU-Net included
@@ -140,6 +140,7 @@ def test_quick_league_runs_every_system_on_both_data_sets(tmp_path):
         assert all(0.0 <= d <= 1.0 for r in rows for d in r["image_dice"])
         assert all(r["train_seconds"] > 0 for r in rows)
         assert all("difference" in saved["summary"][dataset][s]["4"] for s in SYSTEMS[1:])
-    assert "QUICK smoke run: not a result" in (tmp_path / "league.md").read_text()
+    assert "QUICK smoke run: not a result" in (tmp_path / "league_quick.md").read_text()
     league(data_root=str(SHARED_DATA), out=str(tmp_path), bundle_root=str(BUNDLE_ROOT), quick=True)  # all skipped
-    assert json.loads((tmp_path / "league.json").read_text())["rows"] == saved["rows"]
+    assert json.loads((tmp_path / "league_quick.json").read_text())["rows"] == saved["rows"]
+    assert not (tmp_path / "league.json").exists()  # a full league beside it is left alone
