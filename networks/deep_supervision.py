@@ -1,8 +1,10 @@
 """FlexibleUNet with deep supervision: a mask head on each of the decoder's coarser scales, as nnU-Net trains.
 
 In training each head's logits join the loss (MONAI's ``DeepSupervisionLoss`` resizes the label to each), which
-gives the decoder's early stages a gradient of their own. In ``eval()`` the network is MONAI's ``FlexibleUNet``:
-one ``[B, C, H, W]`` tensor of the full-size head, so inferers, export and MONAI Label see no difference.
+gives the decoder's early stages a gradient of their own. In ``eval()`` the network computes what MONAI's
+``FlexibleUNet`` computes: one ``[B, C, H, W]`` tensor of the full-size head, so inferers, export and MONAI Label
+work unchanged. Its checkpoints hold the heads too (``supervision_heads.*``): load them into this class, as the
+bundle's configs do, or into a plain ``FlexibleUNet`` with ``strict=False``.
 """
 
 from __future__ import annotations

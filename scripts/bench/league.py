@@ -31,7 +31,11 @@ least 0.02 with the interval above 0. Nothing is tuned on the test split.
 
 The league runs in pieces: ``league.json`` gains each run's rows as it ends (atomically), and the same command run
 again skips the runs already there with the same settings, so a stopped league goes on where it stopped;
-``--datasets`` and ``--seeds`` run one piece.
+``--datasets`` and ``--seeds`` run one piece. Run pieces one after another, not side by side: each reads the
+file when it starts and writes it whole, and two trainings on one small CPU slow each other many times over. A
+run is reused only while the settings (size, epochs, batch, pool and test images) and its system's digest (the
+inputs as read; the default's config files, or the module that trains a peer or nnU-Net, and nnU-Net's version)
+are unchanged.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from __future__ import annotations
 import csv
 import gc
 import hashlib
+import importlib.metadata
+import importlib.util
 import json
 import math
 import shutil
@@ -57,7 +63,7 @@ from nerveseg.bundle.metrics import presence_auc
 from nerveseg.scripts.bench import run_builder
 from nerveseg.scripts.bench.asme_timing import validation_pairs
 from nerveseg.scripts.bench.league_peers import PEERS, peer_probabilities
-from nerveseg.scripts.bench.league_table import DEFAULT, SYSTEMS, VIEWS, league_markdown, league_summary
+from nerveseg.scripts.bench.league_table import DEFAULT, NNUNET, SYSTEMS, VIEWS, league_markdown, league_summary
 from nerveseg.scripts.bench.machine import describe_machine
 from nerveseg.scripts.bench.results import write_results
 from nerveseg.scripts.bench.scoring import dice_at_label_size
@@ -112,35 +118,44 @@ def league(
             raise SystemExit(f"{Path(data_root) / name / 'images'} not found; pass --data_root, the folder of {name}.")
     _check_benchmark_extra()
     folder = Path(out).resolve()
+    root = folder / _results_name(quick)  # the prepared data and the runs; quick runs apart from a full league's
     batch_size = run_builder.read_config(
         run_builder.config_files(bundle_root, "configs/train.json")
     ).get_parsed_content("batch_size")
-    recipe_digest = config_digest(bundle_root, RECIPE_FILES)
     results_file = folder / f"{_results_name(quick)}.json"
     result = _previous_result(results_file, quick)
     for name in datasets:
         recipe = {**DATASETS[name], **(QUICK_RECIPE if quick else {})}
-        datalist = prepare_split(Path(data_root) / name, folder / "league" / "data" / name, recipe["prepare"], quick)
+        datalist = prepare_split(Path(data_root) / name, root / "data" / name, recipe["prepare"], quick)
         settings = _settings(datalist, recipe, batch_size)
         if result["settings"].get(name, settings) != settings:
             print(f"{name}: the settings changed since {results_file}; its runs there are run again.")
             result["rows"] = [r for r in result["rows"] if r["dataset"] != name]
         result["settings"][name] = settings
+        data = _league_data(bundle_root, datalist, recipe["image_size"])
+        digests = {system: _system_digest(system, bundle_root, data["digest"]) for system in SYSTEMS}
+        stale = [
+            r
+            for r in result["rows"]
+            if r["dataset"] == name and r.get("digest", digests[r["system"]]) != digests[r["system"]]
+        ]
+        if stale:
+            print(f"{name}: the code, configs or inputs of {sorted({r['system'] for r in stale})} changed; run again.")
+            result["rows"] = [r for r in result["rows"] if r not in stale]
         for seed in seeds:
             for system in SYSTEMS:
                 key = (name, system, seed)
                 runs = [r for r in result["rows"] if (r["dataset"], r["system"], r["seed"]) == key]
-                if {r["views"] for r in runs if r.get("recipe", recipe_digest) == recipe_digest} == set(VIEWS):
+                if {r["views"] for r in runs} == set(VIEWS):
                     print(f"{name} | {system} | seed {seed}: in {results_file} already, skipped.")
                     continue
-                result["rows"] = [r for r in result["rows"] if r not in runs]  # a part, or of another recipe
-                run = folder / "league" / name / f"seed{seed}" / system.replace(" ", "_")
+                result["rows"] = [r for r in result["rows"] if r not in runs]  # one view of a stopped run
+                run = root / name / f"seed{seed}" / system.replace(" ", "_")
                 shutil.rmtree(run, ignore_errors=True)
                 start = time.perf_counter()
-                rows = _run_system(system, bundle_root, datalist, run, recipe, seed, batch_size, nnunet_timeout_s)
+                rows = _run_system(system, bundle_root, datalist, data, run, recipe, seed, batch_size, nnunet_timeout_s)
                 where = {"dataset": name, "system": system, "seed": seed, "machine": describe_machine()["summary"]}
-                if system == DEFAULT:
-                    where["recipe"] = recipe_digest
+                where["digest"] = digests[system]
                 for row in rows:
                     result["rows"].append({**where, **row, "run_seconds": time.perf_counter() - start})
                     print(f"{name} | {system} | seed {seed} | {row['views']} views: {row['test_dice']:.4f}", flush=True)
@@ -166,8 +181,6 @@ def prepare_split(source: Path, folder: Path, options: dict[str, Any], quick: bo
 
 
 def _check_benchmark_extra() -> None:
-    import importlib.util
-
     missing = [m for m in ("segmentation_models_pytorch", "nnunetv2") if importlib.util.find_spec(m) is None]
     if missing:
         raise SystemExit(f"The league's peers need {', '.join(missing)}: pip install -e '.[benchmark]'")
@@ -212,10 +225,45 @@ def config_digest(bundle_root: str, files: Sequence[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+def _league_data(bundle_root: str, datalist: Path, size: Sequence[int]) -> dict[str, Any]:
+    """The pool's images and masks and the test images at the league's size, the test labels at their own, read
+    by evaluate.json's preprocessing, and a digest of them all."""
+    pool = [
+        pair for split in ("training", "validation") for pair in validation_pairs(bundle_root, datalist, size, split)
+    ]
+    test = validation_pairs(bundle_root, datalist, size, "test")
+    data = {
+        "images": torch.stack([image for image, _ in pool]).float(),
+        "masks": torch.stack([F.interpolate(label[None].float(), size=size, mode="nearest")[0] for _, label in pool]),
+        "test_images": torch.stack([image for image, _ in test]).float(),
+        "labels": [np.asarray(label[0]) > 0 for _, label in test],
+    }
+    data["masks"] = data["masks"].gt(0)
+    digest = hashlib.sha256()
+    for array in (data["images"], data["masks"], data["test_images"], *data["labels"]):
+        digest.update(np.ascontiguousarray(np.asarray(array)).tobytes())
+    return {**data, "digest": digest.hexdigest()[:16]}
+
+
+def _system_digest(system: str, bundle_root: str, inputs: str) -> str:
+    """What a system's runs depend on beyond the settings: the inputs, and the default's config files or the
+    module (and nnU-Net's version) that trains the others. A run is reused only while its digest is unchanged."""
+    digest = hashlib.sha256(inputs.encode())
+    if system == DEFAULT:
+        digest.update(config_digest(bundle_root, RECIPE_FILES).encode())
+    else:
+        module = "league_peers" if system in PEERS else "league_nnunet"
+        digest.update(Path(importlib.util.find_spec(f"nerveseg.scripts.bench.{module}").origin).read_bytes())
+    if system == NNUNET:
+        digest.update(importlib.metadata.version("nnunetv2").encode())
+    return digest.hexdigest()[:16]
+
+
 def _run_system(
     system: str,
     bundle_root: str,
     datalist: Path,
+    data: dict[str, Any],
     run: Path,
     recipe: dict[str, Any],
     seed: int,
@@ -225,15 +273,7 @@ def _run_system(
     """Train ``system`` once and score it on the test split from one and from four views: a row for each."""
     if system == DEFAULT:
         return _default_rows(bundle_root, datalist, run, recipe, seed)
-    size = recipe["image_size"]
-    pool = [
-        pair for split in ("training", "validation") for pair in validation_pairs(bundle_root, datalist, size, split)
-    ]
-    images = torch.stack([image for image, _ in pool]).float()
-    masks = torch.stack([F.interpolate(label[None].float(), size=size, mode="nearest")[0] for _, label in pool]).gt(0)
-    test = validation_pairs(bundle_root, datalist, size, "test")
-    test_images = torch.stack([image for image, _ in test]).float()
-    labels = [np.asarray(label[0]) > 0 for _, label in test]
+    images, masks, test_images, labels = (data[key] for key in ("images", "masks", "test_images", "labels"))
     if system in PEERS:
         probabilities, info = peer_probabilities(
             system, images, masks.float(), test_images, recipe["num_epochs"], batch_size, seed
@@ -243,7 +283,7 @@ def _run_system(
 
     probabilities, seconds = nnunet_probabilities(
         [np.asarray(i[0]) for i in images], [np.asarray(m[0], dtype=np.float32) for m in masks],
-        [np.asarray(i[0]) for i in test_images], run, num_epochs=recipe["num_epochs"], images_per_epoch=len(pool),
+        [np.asarray(i[0]) for i in test_images], run, num_epochs=recipe["num_epochs"], images_per_epoch=len(images),
         seed=seed, threads=torch.get_num_threads(), timeout_s=nnunet_timeout_s,
     )  # fmt: skip
     plan = json.loads((run / "result.json").read_text())
@@ -280,9 +320,10 @@ def _default_rows(
     for count, extra in ((1, []), (4, ["configs/asme.json"])):
         output = run / f"test_{count}_views"
         summary = run_builder.evaluate(bundle_root, [*evaluation, *extra], output, **common, **test)
-        dice, consistency = _metrics(output / "eval_test" / "metrics.csv", pool["test"])
+        dice, consistency, views_used = _metrics(output / "eval_test" / "metrics.csv", pool["test"])
         row = _row(count, dice, train_seconds=seconds)
         if count == 4:
+            row["mean_views_used"] = float(np.mean(views_used))  # ASME's early stop computes fewer where views agree
             spearman = summary.get("consistency_dice_spearman", {}).get("rho")  # evaluate.json's summary has it
             row["consistency_spearman"] = None if spearman is None or math.isnan(spearman) else spearman
             low = [value < 0.3 for value in dice]
@@ -291,17 +332,21 @@ def _default_rows(
     return rows
 
 
-def _metrics(path: Path, test_items: Sequence[dict[str, Any]]) -> tuple[list[float], list[float]]:
-    """The Dice (and ASME consistency, where there is one) of each test image in ``metrics.csv``, in the test
-    split's order."""
+def _metrics(path: Path, test_items: Sequence[dict[str, Any]]) -> tuple[list[float], list[float], list[float]]:
+    """The Dice, and ASME's consistency and views used (NaN without ASME), of each test image in ``metrics.csv``,
+    in the test split's order."""
+    names = [Path(item["image"]).stem for item in test_items]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"{path}: the test split names two images alike; give every image a distinct file stem.")
     with open(path, newline="") as file:
         by_image = {row["id"]: row for row in csv.DictReader(file)}
-    names = [Path(item["image"]).stem for item in test_items]
     missing = [name for name in names if name not in by_image]
     if missing:
         raise SystemExit(f"{path} has no row for the test images {missing[:3]}; the evaluation did not finish.")
     rows = [by_image[name] for name in names]
-    return [float(r["dice"]) for r in rows], [float(r.get("asme_consistency") or "nan") for r in rows]
+    columns = ("dice", "asme_consistency", "asme_views_used")
+    dice, consistency, views_used = ([float(r.get(column) or "nan") for r in rows] for column in columns)
+    return dice, consistency, views_used
 
 
 def _row(views: int, image_dice: Sequence[float], **extra: Any) -> dict[str, Any]:

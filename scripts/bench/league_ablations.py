@@ -8,7 +8,8 @@ threshold 0.5, no post-processing). The best epoch is the figure the shipped rec
 epochs, so it is biased upwards; the last epoch is not, and a recipe that converges has the two close. Nothing
 here reads the test split.
 
-Batches of ablations resume: ``ablations.json`` gains each run's row as it ends, and a rerun skips the runs already
+Batches of ablations resume: ``ablations.json`` (``ablations_<digest>.json`` for another ``--base``, which
+:func:`results_name` names) gains each run's row as it ends, and a rerun skips the runs already
 there with the same settings and config files (a run whose settings or files changed is run again and replaces
 its row).
 """
@@ -16,6 +17,7 @@ its row).
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import shutil
 import statistics
@@ -30,7 +32,7 @@ from nerveseg.scripts.bench.machine import describe_machine
 from nerveseg.scripts.bench.quickstart import validation_dice_of_log
 from nerveseg.scripts.bench.results import mean_sd, write_results
 
-__all__ = ["ABLATIONS", "ablations", "ablations_markdown"]
+__all__ = ["ABLATIONS", "ablations", "ablations_markdown", "results_name"]
 
 ABLATIONS: dict[str, tuple[list[str], dict[str, Any]]] = {
     "base": ([], {}),
@@ -89,7 +91,9 @@ def ablations(
         )
     folder = Path(out).resolve()
     base = dict(base or {})
-    result = _previous_result(folder / "ablations.json", base)
+    name_of_results = results_name(base)
+    results_file = folder / f"{name_of_results}.json"
+    result = _previous_result(results_file, base)
     result["settings"].update(_settings(datasets))
     for dataset in datasets:
         recipe = DATASETS[dataset]
@@ -101,7 +105,7 @@ def ablations(
             for seed in seeds:
                 key = {"dataset": dataset, "ablation": name, "seed": seed, "settings": settings, "configs": digest}
                 if any(all(r.get(k) == v for k, v in key.items()) for r in result["rows"]):
-                    print(f"{dataset} | {name} | seed {seed}: in {folder / 'ablations.json'} already, skipped.")
+                    print(f"{dataset} | {name} | seed {seed}: in {results_file} already, skipped.")
                     continue
                 run = folder / "ablations" / dataset / name.replace(" ", "_") / f"seed{seed}"
                 shutil.rmtree(run, ignore_errors=True)  # a stopped run's files
@@ -119,8 +123,16 @@ def ablations(
                 row = {**key, "val_best": max(dice), "val_last": dice[-1], "val_per_epoch": dice}
                 result["rows"].append({**row, "train_seconds": seconds, "machine": describe_machine()["summary"]})
                 print(f"{dataset} | {name} | seed {seed}: best {max(dice):.4f}, last {dice[-1]:.4f}", flush=True)
-                write_results(folder, "ablations", result, ablations_markdown(result))
+                write_results(folder, name_of_results, result, ablations_markdown(result))
     return result
+
+
+def results_name(base: Mapping[str, Any]) -> str:
+    """The stem of a base's results: ``ablations``, or ``ablations_`` and a digest of a non-empty base, so that
+    batches on other bases sit beside each other."""
+    if not base:
+        return "ablations"
+    return "ablations_" + hashlib.sha256(json.dumps(base, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _previous_result(path: Path, base: dict[str, Any]) -> dict[str, Any]:
@@ -134,8 +146,7 @@ def _previous_result(path: Path, base: dict[str, Any]) -> dict[str, Any]:
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise SystemExit(f"{path} is not an ablations result ({error}); move it away or pass another --out.") from None
     if previous_base != base:
-        print(f"{path} holds ablations on the base {previous_base}; this run on {base} starts afresh over it.")
-        return fresh
+        raise SystemExit(f"{path} holds ablations on the base {previous_base}, not {base}; move it away.")
     return {**fresh, "settings": settings, "rows": rows}
 
 

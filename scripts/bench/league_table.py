@@ -57,7 +57,10 @@ def _difference(
     seeds = sorted(set(default) & set(runs))
     if not seeds:
         return None
-    differences = np.array([np.subtract(default[s]["image_dice"], runs[s]["image_dice"]) for s in seeds])
+    pairs = [(default[s]["image_dice"], runs[s]["image_dice"]) for s in seeds]
+    if any(len(a) != len(b) for a, b in pairs):
+        raise ValueError(f"{dataset}: runs scored different numbers of test images; run the league again.")
+    differences = np.array([np.subtract(a, b) for a, b in pairs])
     mean, low, high = paired_bootstrap(differences)
     return {"mean": mean, "low": low, "high": high, "seeds": seeds, "verdict": verdict(mean, low, high)}
 
@@ -74,12 +77,15 @@ def league_markdown(result: Mapping[str, Any]) -> str:
         "on the pool from random weights with the same seeds and input size, sees as many images (epochs x pool; "
         "nnU-Net in batches of its own plan's size) and keeps its last epoch; each is scored on the test split at "
         "the original size by the challenge Dice (empty on empty = 1) from one view and from four flipped views of "
-        "the same weights (the default: ASME; the peers: the mean of the flips; nnU-Net: its mirroring).",
+        "the same weights (the default: ASME as shipped, on its default inference path, whose early stop computes "
+        "fewer views where the first two agree; the peers: the mean of the flips' probabilities; nnU-Net: its "
+        "mirroring, a mean of logits).",
         f"Dice: mean ± sd over seeds (n runs). Δ: the default's Dice minus the system's at as many views, mean over "
         f"seeds and test images, with a 95% interval from a paired bootstrap over seeds, then test images (10,000 "
-        f"resamples); win/loss: |Δ| >= {MARGIN} with the interval beyond 0, else tie. Training seconds: the "
-        "default's include data caching, one validation and checkpoints; the peers' only their steps; nnU-Net's "
-        "its trainer's, planning and preprocessing apart.",
+        f"resamples; with fewer than 3 seeds, named in the cell, the seeds' spread is barely counted); win/loss: "
+        f"|Δ| >= {MARGIN} with the interval beyond 0, else tie. Training seconds: the default's include data "
+        "caching, one validation and checkpoints; the peers' only their steps; nnU-Net's its trainer's, planning "
+        "and preprocessing apart.",
     ]
     for dataset, systems in result["summary"].items():
         s = result["settings"][dataset]
@@ -117,7 +123,9 @@ def _comparison(entry: Mapping[str, Any] | None) -> str:
     difference = (entry or {}).get("difference")
     if difference is None:
         return " | "
-    return f"{difference['mean']:+.4f} [{difference['low']:+.4f}, {difference['high']:+.4f}] | {difference['verdict']}"
+    seeds = len(difference["seeds"])
+    interval = f"{difference['mean']:+.4f} [{difference['low']:+.4f}, {difference['high']:+.4f}]"
+    return f"{interval}{'' if seeds >= 3 else f', {seeds} seed' + 's' * (seeds > 1)} | {difference['verdict']}"
 
 
 def _seconds(rows: Sequence[Mapping[str, Any]], dataset: str, system: str) -> str:

@@ -56,7 +56,10 @@ def test_the_markdown_shows_both_views_the_intervals_verdicts_and_piece_times():
     text = league_markdown(result)
     assert "QUICK smoke run: not a result" in text and "a test machine" in text
     assert "| default (four views: ASME) | 0.7500 ± 0.0000 | 0.8000 ± 0.0000 | 2 | 10 |" in text
-    assert "| smp Unet-b1 | 0.6500 ± 0.0000 | - | 2 | 10 (+3 planning) | +0.1000 [+0.1000, +0.1000] | win |" in text
+    assert (
+        "| smp Unet-b1 | 0.6500 ± 0.0000 | - | 2 | 10 (+3 planning) | +0.1000 [+0.1000, +0.1000], 2 seeds | win |"
+        in text
+    )
     assert "Minutes per piece (every system of a data set and seed): usgra_seg seed 0 0.4, usgra_seg seed 1 0.4" in text
 
 
@@ -83,7 +86,7 @@ def test_a_stopped_league_goes_on_where_it_stopped(tmp_path, monkeypatch):
     calls: list[tuple[str, int]] = []
     hangs = [(NNUNET, 1)]  # once
 
-    def fake_run(system, bundle_root, datalist, run, recipe, seed, batch_size, timeout):
+    def fake_run(system, bundle_root, datalist, data, run, recipe, seed, batch_size, timeout):
         calls.append((system, seed))
         if (system, seed) in hangs:
             hangs.remove((system, seed))
@@ -92,6 +95,7 @@ def test_a_stopped_league_goes_on_where_it_stopped(tmp_path, monkeypatch):
 
     monkeypatch.setattr(league_module, "_run_system", fake_run)
     monkeypatch.setattr(league_module, "_check_benchmark_extra", lambda: None)
+    monkeypatch.setattr(league_module, "_league_data", lambda bundle_root, datalist, size: {"digest": "inputs"})
     options = {"data_root": str(tmp_path / "data"), "out": str(tmp_path / "out"), "datasets": "usgra_seg"}
     options["bundle_root"] = str(BUNDLE_ROOT)
     with pytest.raises(RuntimeError, match="while training"):
@@ -108,6 +112,11 @@ def test_a_stopped_league_goes_on_where_it_stopped(tmp_path, monkeypatch):
     league(**options, seeds=[0, 1])
     assert calls == [(DEFAULT, 0), (DEFAULT, 1)]  # the peers and nnU-Net do not read the default's configs
     assert len(json.loads((tmp_path / "out" / "league.json").read_text())["rows"]) == 4 * len(SYSTEMS)
+    calls.clear()
+    monkeypatch.setattr(league_module, "_league_data", lambda bundle_root, datalist, size: {"digest": "new inputs"})
+    league(**options, seeds=[0])  # other inputs (another intensity scaling, say): every system again
+    assert calls == [(system, 0) for system in SYSTEMS]
+    assert len(json.loads((tmp_path / "out" / "league.json").read_text())["rows"]) == 2 * len(SYSTEMS)  # seed 1 out
     calls.clear()
     monkeypatch.setitem(league_module.DATASETS["usgra_seg"], "num_epochs", 3)  # a setting changed: all again
     league(**options, seeds=[0])

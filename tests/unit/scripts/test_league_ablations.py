@@ -8,7 +8,7 @@ import pytest
 
 from conftest import BUNDLE_ROOT
 from nerveseg.scripts.bench import run_builder
-from nerveseg.scripts.bench.league_ablations import ABLATIONS, ablations, ablations_markdown
+from nerveseg.scripts.bench.league_ablations import ABLATIONS, ablations, ablations_markdown, results_name
 
 
 @pytest.mark.parametrize("name", list(ABLATIONS))
@@ -70,6 +70,8 @@ def test_a_batch_of_ablations_skips_the_runs_already_saved_and_reruns_changed_on
     result = ablations(**options, names=["EMS"], seeds=[0])
     assert trained == [("EMS", 0)] and len(result["rows"]) == 6  # its row replaced, not added
     trained.clear()
-    ablations(**options, names=["base"], seeds=[0], base={"learning_rate": 0.002})  # another base: afresh
+    ablations(**options, names=["base"], seeds=[0], base={"learning_rate": 0.002})  # another base: its own file
     assert trained == [("base", 0)]
-    assert len(json.loads((tmp_path / "ablations.json").read_text())["rows"]) == 1
+    assert len(json.loads((tmp_path / "ablations.json").read_text())["rows"]) == 6
+    other = tmp_path / f"{results_name({'learning_rate': 0.002})}.json"
+    assert other.name.startswith("ablations_") and len(json.loads(other.read_text())["rows"]) == 1
