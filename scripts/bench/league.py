@@ -134,11 +134,7 @@ def league(
         result["settings"][name] = settings
         data = _league_data(bundle_root, datalist, recipe["image_size"])
         digests = {system: _system_digest(system, bundle_root, data["digest"]) for system in SYSTEMS}
-        stale = [
-            r
-            for r in result["rows"]
-            if r["dataset"] == name and r.get("digest", digests[r["system"]]) != digests[r["system"]]
-        ]
+        stale = [r for r in result["rows"] if r["dataset"] == name and r.get("digest") != digests[r["system"]]]
         if stale:
             print(f"{name}: the code, configs or inputs of {sorted({r['system'] for r in stale})} changed; run again.")
             result["rows"] = [r for r in result["rows"] if r not in stale]
