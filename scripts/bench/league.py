@@ -251,8 +251,15 @@ def _system_digest(system: str, bundle_root: str, inputs: str) -> str:
         module = "league_peers" if system in PEERS else "league_nnunet"
         digest.update(Path(importlib.util.find_spec(f"nerveseg.scripts.bench.{module}").origin).read_bytes())
     if system == NNUNET:
-        digest.update(importlib.metadata.version("nnunetv2").encode())
+        digest.update(_version("nnunetv2").encode())
     return digest.hexdigest()[:16]
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def _run_system(

@@ -96,10 +96,26 @@ def test_warmup_resumes_where_it_stopped():
     assert rates == pytest.approx(_rates(["warmup.json"], 10, warmup_epochs=3)[5:], abs=1e-12)
 
 
+def test_sgd_poly_is_nesterov_sgd_decaying_by_the_power_0_9_to_zero():
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "training" / "sgd_poly.json")])
+    parser["optimizer#params"] = "$[torch.nn.Parameter(torch.zeros(1))]"
+    parser["num_epochs"] = 10
+    optimizer, schedule = parser.get_parsed_content("optimizer"), parser.get_parsed_content("lr_scheduler")
+    group = optimizer.param_groups[0]
+    assert isinstance(optimizer, torch.optim.SGD) and (group["momentum"], group["nesterov"]) == (0.99, True)
+    rates = []
+    for _ in range(11):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates == pytest.approx([0.01 * (1 - e / 10) ** 0.9 for e in range(11)], abs=1e-12)
+
+
 def test_every_schedule_override_is_tested_here():
     """A new schedule file in configs/training/ needs its own sequence test above."""
     schedules = {p.name for p in (CONFIGS / "training").glob("*.json") if "lr_scheduler" in json.loads(p.read_text())}
-    assert schedules == {"step_lr.json", "constant_lr.json", "warmup.json"}
-    for name in schedules:
+    assert schedules == {"step_lr.json", "constant_lr.json", "warmup.json", "sgd_poly.json"}
+    for name in schedules - {"sgd_poly.json"}:  # which sets its own learning rate
         scheduler = _parser([name], 10).get_parsed_content("lr_scheduler")
         assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler), name

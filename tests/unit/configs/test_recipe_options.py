@@ -1,4 +1,4 @@
-"""The recipe's override files beside the networks: optimisers, losses, preprocessing and augmentation sets."""
+"""The recipe's override files for preprocessing and augmentation (schedules: test_schedules.py)."""
 
 from __future__ import annotations
 
@@ -58,19 +58,3 @@ def test_zscore_scales_each_image_to_mean_zero_and_unit_spread_in_training_and_e
     assert float(out.mean()) == pytest.approx(0.0, abs=1e-5) and float(out.std()) == pytest.approx(1.0, abs=0.02)
     clip = parser.get_parsed_content("train#augmentation#4")  # the default's clip to [0, 1] would cut it
     assert torch.equal(torch.as_tensor(clip({"image": out})["image"]), out)
-
-
-def test_sgd_poly_is_nesterov_sgd_decaying_to_zero_over_the_epochs():
-    parser = _parser(CONFIGS / "training" / "sgd_poly.json")
-    parser["network_def"] = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 1, "kernel_size": 1}
-    parser["num_epochs"] = 10
-    optimizer, schedule = parser.get_parsed_content("optimizer"), parser.get_parsed_content("lr_scheduler")
-    assert isinstance(optimizer, torch.optim.SGD)
-    group = optimizer.param_groups[0]
-    assert (group["lr"], group["momentum"], group["nesterov"]) == (0.01, 0.99, True)
-    rates = []
-    for _ in range(10):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        schedule.step()
-    assert rates == sorted(rates, reverse=True) and optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
