@@ -145,15 +145,14 @@ def league(
                 if {r["views"] for r in runs} == set(VIEWS):
                     print(f"{name} | {system} | seed {seed}: in {results_file} already, skipped.")
                     continue
-                result["rows"] = [r for r in result["rows"] if r not in runs]  # one view of a stopped run
                 run = root / name / f"seed{seed}" / system.replace(" ", "_")
                 shutil.rmtree(run, ignore_errors=True)
                 start = time.perf_counter()
                 rows = _run_system(system, bundle_root, datalist, data, run, recipe, seed, batch_size, nnunet_timeout_s)
                 where = {"dataset": name, "system": system, "seed": seed, "machine": describe_machine()["summary"]}
-                where["digest"] = digests[system]
+                where.update(digest=digests[system], run_seconds=time.perf_counter() - start)
                 for row in rows:
-                    result["rows"].append({**where, **row, "run_seconds": time.perf_counter() - start})
+                    result["rows"].append({**where, **row})
                     print(f"{name} | {system} | seed {seed} | {row['views']} views: {row['test_dice']:.4f}", flush=True)
                 _write(folder, result)
                 gc.collect()
@@ -230,11 +229,12 @@ def _league_data(bundle_root: str, datalist: Path, size: Sequence[int]) -> dict[
     test = validation_pairs(bundle_root, datalist, size, "test")
     data = {
         "images": torch.stack([image for image, _ in pool]).float(),
-        "masks": torch.stack([F.interpolate(label[None].float(), size=size, mode="nearest")[0] for _, label in pool]),
+        "masks": torch.stack(
+            [F.interpolate(label[None].float(), size=size, mode="nearest")[0] for _, label in pool]
+        ).gt(0),
         "test_images": torch.stack([image for image, _ in test]).float(),
         "labels": [np.asarray(label[0]) > 0 for _, label in test],
     }
-    data["masks"] = data["masks"].gt(0)
     digest = hashlib.sha256()
     for array in (data["images"], data["masks"], data["test_images"], *data["labels"]):
         digest.update(np.ascontiguousarray(np.asarray(array)).tobytes())
@@ -326,6 +326,10 @@ def _default_rows(
         dice, consistency, views_used = _metrics(output / "eval_test" / "metrics.csv", pool["test"])
         row = _row(count, dice, train_seconds=seconds)
         if count == 4:
+            if np.isnan(consistency).any():
+                raise SystemExit(
+                    f"{output} has no asme_consistency per image; configs/asme.json must set an ASME inferer."
+                )
             row["mean_views_used"] = float(np.mean(views_used))  # ASME's early stop computes fewer where views agree
             spearman = summary.get("consistency_dice_spearman", {}).get("rho")  # evaluate.json's summary has it
             row["consistency_spearman"] = None if spearman is None or math.isnan(spearman) else spearman
