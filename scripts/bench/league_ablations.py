@@ -44,6 +44,7 @@ ABLATIONS: dict[str, tuple[list[str], dict[str, Any]]] = {
     "Dice + cross-entropy loss": (["configs/losses/bce_dice.json"], {}),
     "EMS": (["configs/training/ems.json"], {}),
     "batch-norm momentum 0.01": ([], {"bn_momentum": 0.01}),
+    "no drop-connect": ([], {"network#drop_connect_rate": 0.0}),
     "intensity augmentation at p 0.5": ([], {"train#augmentation#2#prob": 0.5, "train#augmentation#3#prob": 0.5}),
     "per-image intensity scaling": ([], {"load_transforms#2": {"_target_": "ScaleIntensityd", "keys": "image"}}),
     "input size 128x128": ([], {"image_size": [128, 128]}),
@@ -53,6 +54,7 @@ ABLATIONS: dict[str, tuple[list[str], dict[str, Any]]] = {
     "Dice (batch) + cross-entropy": (["configs/losses/dice_ce_batch.json"], {}),
     "z-score per image": (["configs/preprocessing/zscore.json"], {}),
     "nnU-Net-like augmentation": (["configs/augmentation/nnunet.json"], {}),
+    "BasicUNet": (["configs/networks/basic_unet.json"], {}),
     "BasicUNet with instance norm": (["configs/networks/basic_unet_instance.json"], {}),
     "deep supervision": (["configs/networks/flexible_unet_deep_supervision.json"], {}),
 }
