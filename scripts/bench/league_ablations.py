@@ -54,8 +54,12 @@ ABLATIONS: dict[str, tuple[list[str], dict[str, Any]]] = {
     "Dice (batch) + cross-entropy": (["configs/losses/dice_ce_batch.json"], {}),
     "z-score per image": (["configs/preprocessing/zscore.json"], {}),
     "nnU-Net-like augmentation": (["configs/augmentation/nnunet.json"], {}),
-    "BasicUNet": (["configs/networks/basic_unet.json"], {}),
     "BasicUNet with instance norm": (["configs/networks/basic_unet_instance.json"], {}),
+    "BasicUNet with batch norm": (["configs/networks/basic_unet_instance.json"], {"network_def#norm": "batch"}),
+    "BasicUNet with instance norm, half width": (
+        ["configs/networks/basic_unet_instance.json"],
+        {"network_def#features": [16, 16, 32, 64, 128, 16]},
+    ),
     "deep supervision": (["configs/networks/flexible_unet_deep_supervision.json"], {}),
 }
 """Ablation name to (override files, id-value overrides), each stacked on train.json and ``--base``."""
