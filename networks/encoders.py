@@ -130,9 +130,15 @@ def load_encoder_weights(network: nn.Module, path: str | Path | None) -> nn.Modu
         problems = [f"missing: {', '.join(missing[:5])}"] * bool(missing) + [f"shape: {'; '.join(mismatched[:5])}"] * (
             bool(mismatched)
         )
+        hint = (
+            "Are these weights for another backbone?"
+            if hasattr(network, "encoder")
+            else f"{type(network).__name__} has no pretrained encoder: stack configs/networks/flexible_unet.json "
+            "(an EfficientNet encoder) to start from ImageNet weights."
+        )
         raise ValueError(
             f"{path} does not fit the {type(encoder).__name__} encoder ({len(missing)} tensors missing, "
-            f"{len(mismatched)} of another shape; {' | '.join(problems)}). Are these weights for another backbone?"
+            f"{len(mismatched)} of another shape; {' | '.join(problems)}). {hint}"
         )
     encoder.load_state_dict(state)
     return network

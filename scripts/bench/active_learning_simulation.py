@@ -1,7 +1,7 @@
 """``nerveseg bench active-learning``: simulated annotation rounds, ASME-consistency selection against random.
 
 Each round writes a datalist of the labelled images, trains a small network on it from scratch with train.json's
-trainer (its transforms, loss, optimizer and schedule; the network an override file of configs/networks/), measures
+trainer (its transforms, loss, optimizer and schedule; its BasicUNet or an override file of configs/networks/), measures
 mean Dice on a fixed held-out split, and then lets each strategy pick the next images to "annotate" from the
 unlabelled pool (whose labels exist but are hidden).
 """
@@ -58,7 +58,7 @@ def simulate(
     src: str = "../shared/data/usgra_seg",
     out: str = "outputs/bench",
     bundle_root: str = ".",
-    network: str = "configs/networks/basic_unet.json",
+    network: str | None = None,
     features: Sequence[int] | None = (16, 16, 32, 64, 128, 16),
     image_size: tuple[int, int] = (96, 96),
     initial: int = 20,
@@ -89,8 +89,8 @@ def simulate(
         out: folder of ``active_learning.json``, ``.md`` and ``.png``, and of the prepared data and runs
             (``active_learning/``).
         bundle_root: the bundle folder holding ``configs/``.
-        network: the network override file stacked on train.json.
-        features: its ``network_def#features`` (BasicUNet's feature sizes); ``None`` keeps the file's.
+        network: a network override file stacked on train.json; None trains train.json's BasicUNet.
+        features: the network's ``network_def#features`` (BasicUNet's feature sizes); ``None`` keeps the config's.
         image_size: training and evaluation size.
         initial: labelled images of the first round.
         step: images added per round.
@@ -122,7 +122,7 @@ def simulate(
             f"max_labelled {run['max_labelled']} exceeds the {len(datalist['training'])} pool images; lower it."
         )
     run.update(bundle_root=str(root), datalist_file=str(datalist_file), work=str(work))
-    run.update(configs=run_builder.config_files(root, "configs/train.json", run["network"]))
+    run.update(configs=run_builder.config_files(root, "configs/train.json", *[run["network"]] * bool(run["network"])))
     run.update(image_size=list(run["image_size"]), strategies=list(run["strategies"]), seeds=list(run["seeds"]))
 
     start = time.perf_counter()
@@ -178,9 +178,10 @@ def _check_settings(run: dict) -> None:
 def _settings_text(run: dict, datalist: dict, seconds: float, quick: bool) -> str:
     """The simulation's data, network, training, rounds and machine, in one paragraph above its table."""
     features = f" with features {list(run['features'])}" if run["features"] is not None else ""
+    network = Path(run["network"]).name if run["network"] else "train.json's BasicUNet"
     return (
         f"USGRA-seg nerve (class 1): {len(datalist['training'])} pool images, {len(datalist['validation'])} held out "
-        f"(prepare's validation fold); {Path(run['network']).name}{features} trained from scratch with train.json's "
+        f"(prepare's validation fold); {network}{features} trained from scratch with train.json's "
         f"trainer for {run['num_epochs']} epochs per round at {run['image_size']} (batch {run['batch_size']}, lr "
         f"{run['learning_rate']}); start {run['initial']} random images, +{run['step']} per round; seeds "
         f"{run['seeds']}; held-out mean Dice of one view at threshold 0.5 at {run['image_size']}; "

@@ -21,7 +21,6 @@ from nerveseg.bundle.backends import resolve_backend
 from nerveseg.scripts.bench.run_builder import config_files, read_config
 
 __all__ = [
-    "DEFAULT_NETWORK",
     "PATHS",
     "compiled_call",
     "default_path",
@@ -41,8 +40,6 @@ PATHS = {
 }
 """The execution paths every network is timed on, as :class:`AcceleratedInferer` settings (OpenVINO converts in
 memory, no cache folder; ``latency.timed_paths`` leaves out the paths this machine cannot run)."""
-
-DEFAULT_NETWORK = "FlexibleUNet efficientnet-b1"
 
 
 def inference_settings(bundle_root: str | os.PathLike) -> dict[str, Any]:

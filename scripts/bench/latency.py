@@ -20,7 +20,6 @@ from nerveseg.bundle.accelerated import resolve_precision
 from nerveseg.bundle.backends import BackendUnavailableError, openvino_supports
 from nerveseg.networks.profile import time_side_by_side
 from nerveseg.scripts.bench.execution_paths import (
-    DEFAULT_NETWORK,
     PATHS,
     compiled_call,
     missing,
@@ -28,7 +27,7 @@ from nerveseg.scripts.bench.execution_paths import (
     path_call,
 )
 from nerveseg.scripts.bench.results import ms
-from nerveseg.scripts.bench.run_builder import build_network, network_variants
+from nerveseg.scripts.bench.run_builder import DEFAULT_NETWORK, build_network, network_variants
 
 __all__ = ["fast_vs_eager_ratio", "latency_markdown", "measure_latency", "timed_paths"]
 

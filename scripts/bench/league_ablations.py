@@ -31,36 +31,34 @@ from nerveseg.scripts.bench.league import DATASETS, config_digest, prepare_split
 from nerveseg.scripts.bench.machine import describe_machine
 from nerveseg.scripts.bench.quickstart import validation_dice_of_log
 from nerveseg.scripts.bench.results import mean_sd, write_results
+from nerveseg.scripts.bench.run_builder import FLEXIBLE_UNET_CONFIG
 
 __all__ = ["ABLATIONS", "ablations", "ablations_markdown", "results_name"]
 
 ABLATIONS: dict[str, tuple[list[str], dict[str, Any]]] = {
     "base": ([], {}),
-    "learning rate 1e-3": ([], {"learning_rate": 1e-3}),
+    "learning rate 5e-4": ([], {"learning_rate": 5e-4}),
     "learning rate 2e-3": ([], {"learning_rate": 2e-3}),
     "learning rate 4e-3": ([], {"learning_rate": 4e-3}),
     "batch size 4": ([], {"batch_size": 4}),
     "warm-up": (["configs/training/warmup.json"], {}),
     "Dice + cross-entropy loss": (["configs/losses/bce_dice.json"], {}),
     "EMS": (["configs/training/ems.json"], {}),
-    "batch-norm momentum 0.01": ([], {"bn_momentum": 0.01}),
-    "no drop-connect": ([], {"network#drop_connect_rate": 0.0}),
     "intensity augmentation at p 0.5": ([], {"train#augmentation#2#prob": 0.5, "train#augmentation#3#prob": 0.5}),
     "per-image intensity scaling": ([], {"load_transforms#2": {"_target_": "ScaleIntensityd", "keys": "image"}}),
     "input size 128x128": ([], {"image_size": [128, 128]}),
-    "encoder efficientnet-b0": ([], {"network_def#backbone": "efficientnet-b0"}),
-    "encoder efficientnet-b2": ([], {"network_def#backbone": "efficientnet-b2"}),
     "SGD Nesterov + poly": (["configs/training/sgd_poly.json"], {}),
     "Dice (batch) + cross-entropy": (["configs/losses/dice_ce_batch.json"], {}),
     "z-score per image": (["configs/preprocessing/zscore.json"], {}),
     "nnU-Net-like augmentation": (["configs/augmentation/nnunet.json"], {}),
-    "BasicUNet with instance norm": (["configs/networks/basic_unet_instance.json"], {}),
-    "BasicUNet with batch norm": (["configs/networks/basic_unet_instance.json"], {"network_def#norm": "batch"}),
-    "BasicUNet with instance norm, half width": (
-        ["configs/networks/basic_unet_instance.json"],
-        {"network_def#features": [16, 16, 32, 64, 128, 16]},
-    ),
-    "deep supervision": (["configs/networks/flexible_unet_deep_supervision.json"], {}),
+    "BasicUNet with instance norm": ([], {"network_def#norm": ["instance", {"affine": True}]}),
+    "BasicUNet at half width": ([], {"network_def#features": [16, 16, 32, 64, 128, 16]}),
+    "FlexibleUNet-b1 (0.9's network)": ([FLEXIBLE_UNET_CONFIG], {}),
+    "FlexibleUNet-b1, batch-norm momentum 0.01": ([FLEXIBLE_UNET_CONFIG], {"bn_momentum": 0.01}),
+    "FlexibleUNet-b1, no drop-connect": ([FLEXIBLE_UNET_CONFIG], {"drop_connect_rate": 0.0}),
+    "FlexibleUNet-b0": ([FLEXIBLE_UNET_CONFIG], {"network_def#backbone": "efficientnet-b0"}),
+    "FlexibleUNet-b2": ([FLEXIBLE_UNET_CONFIG], {"network_def#backbone": "efficientnet-b2"}),
+    "FlexibleUNet-b1 with deep supervision": (["configs/networks/flexible_unet_deep_supervision.json"], {}),
 }
 """Ablation name to (override files, id-value overrides), each stacked on train.json and ``--base``."""
 

@@ -12,13 +12,14 @@ from nerveseg.bundle.accelerated import resolve_precision
 from nerveseg.networks.profile import count_parameters, forward_flops, time_side_by_side
 from nerveseg.scripts.bench.execution_paths import PATHS, path_call
 from nerveseg.scripts.bench.results import ms
-from nerveseg.scripts.bench.run_builder import build_network, config_files
+from nerveseg.scripts.bench.run_builder import FLEXIBLE_UNET_CONFIG, build_network, config_files
 
 __all__ = ["measure_peer", "peer_markdown"]
 
 
 def measure_peer(bundle_root: str | os.PathLike, default_path: str, quick: bool) -> dict[str, Any]:
-    """smp ``Unet(efficientnet-b1)`` against our FlexibleUNet-b1, interleaved, same input, at 448x576 batch 1.
+    """smp ``Unet(efficientnet-b1)`` against our FlexibleUNet-b1 (configs/networks/flexible_unet.json, the same
+    encoder), interleaved, same input, at 448x576 batch 1.
 
     Both run on every torch path a user of smp could pick here (eager and channels-last float32, and bfloat16
     where the CPU computes it natively) and on ``default_path``; ``peer_ratio`` is ours on the default path over
@@ -32,7 +33,7 @@ def measure_peer(bundle_root: str | os.PathLike, default_path: str, quick: bool)
         return {"skipped": reason}
     torch.manual_seed(0)
     theirs = smp.Unet(encoder_name="efficientnet-b1", encoder_weights=None, in_channels=1, classes=1).eval()
-    ours = build_network(config_files(bundle_root, "configs/train.json"))
+    ours = build_network(config_files(bundle_root, "configs/train.json", FLEXIBLE_UNET_CONFIG))
     image = torch.rand(1, 1, 448, 576)
     native_bf16 = resolve_precision("auto", "cpu") == torch.bfloat16
     smp_paths = [

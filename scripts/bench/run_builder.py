@@ -22,7 +22,9 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from torch import nn
 
 __all__ = [
+    "DEFAULT_NETWORK",
     "FLEXIBLE_UNET_BACKBONES",
+    "FLEXIBLE_UNET_CONFIG",
     "TUNE_CONFIG",
     "TUNED_OVERRIDE_ID",
     "build_network",
@@ -45,6 +47,12 @@ TUNED_OVERRIDE_ID = "tuned_postprocessing_path"
 """The id in configs/tune.json of the override file the tuning run writes (threshold, min_area, gate_threshold)."""
 
 FLEXIBLE_UNET_BACKBONES = tuple(f"efficientnet-b{i}" for i in range(8))
+
+FLEXIBLE_UNET_CONFIG = "configs/networks/flexible_unet.json"
+"""The override that trains MONAI's FlexibleUNet (EfficientNet-b1 unless ``network_def#backbone`` says otherwise)."""
+
+DEFAULT_NETWORK = "BasicUNet (default)"
+"""The name :func:`network_variants` gives train.json's own network."""
 
 
 def config_files(bundle_root: str | os.PathLike, *names: str | os.PathLike) -> list[str]:
@@ -81,15 +89,20 @@ def build_network(
 def network_variants(
     bundle_root: str | os.PathLike, backbones: Sequence[str] = FLEXIBLE_UNET_BACKBONES
 ) -> list[tuple[str, list[str], dict]]:
-    """(name, config files, overrides) of every selectable network: train.json's FlexibleUNet at each of
-    ``backbones``, then each file of configs/networks/, then the presence classifier."""
+    """(name, config files, overrides) of every selectable network: train.json's default, configs/networks/
+    flexible_unet.json at each of ``backbones``, each other file of configs/networks/, then the presence
+    classifier."""
     root = Path(bundle_root).resolve()
     train = config_files(root, "configs/train.json")
-    variants = [
-        (f"FlexibleUNet {b}", train, {} if b == "efficientnet-b1" else {"network_def#backbone": b}) for b in backbones
+    flexible = [*train, str(root / FLEXIBLE_UNET_CONFIG)]
+    variants = [(DEFAULT_NETWORK, train, {})]
+    variants += [
+        (f"FlexibleUNet {b}", flexible, {} if b == "efficientnet-b1" else {"network_def#backbone": b})
+        for b in backbones
     ]
     for path in sorted((root / "configs" / "networks").glob("*.json")):
-        variants.append((f"networks/{path.name}", [*train, str(path)], {}))
+        if path != root / FLEXIBLE_UNET_CONFIG:
+            variants.append((f"networks/{path.name}", [*train, str(path)], {}))
     variants.append(("presence_classifier.json", [*train, *config_files(root, "configs/presence_classifier.json")], {}))
     return variants
 

@@ -178,7 +178,7 @@ def label_app(
         checkpoint: weights to serve from the start (default: the bundle's ``models/model.pt`` if trained).
         overrides: top-level config values for the app's inference.json and train.json, e.g.
             ``--overrides '{"num_workers": 0}'``.
-        configs: override files merged into both configs, e.g. ``"['configs/networks/basic_unet.json']"``.
+        configs: override files merged into both configs, e.g. ``"['configs/networks/flexible_unet.json']"``.
         infer_configs: override files merged into inference.json only, e.g. ``"['configs/asme.json']"``.
         host: address to listen on; ``0.0.0.0`` serves other machines (Slicer, OHIF on workstations).
         port: port to listen on.

@@ -26,7 +26,7 @@ def test_quick_simulation_trains_every_round_through_the_bundle(tmp_path):
     assert 0 <= first_asme["chosen_consistency_mean"] <= first_asme["pool_consistency_mean"] <= 1
     assert len(first_asme["added"]) == 4 and "added" not in rows[("asme", 8)]
     assert all(0 <= row["dice"] <= 1 for row in rows.values())
-    assert "basic_unet.json with features [4, 4, 8, 8, 16, 4]" in result["settings"]
+    assert "train.json's BasicUNet with features [4, 4, 8, 8, 16, 4]" in result["settings"]
 
     runs = out / "active_learning" / "runs" / "seed0"
     assert sorted(p.name for p in runs.iterdir()) == ["asme8", "first", "random8"]

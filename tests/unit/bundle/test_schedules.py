@@ -15,7 +15,7 @@ from monai.bundle import ConfigParser
 
 from conftest import CONFIGS
 
-LR = 0.0005  # train.json's learning_rate
+LR = 0.001  # train.json's learning_rate
 
 
 def _rates(overrides: list[str], num_epochs: int, steps: int | None = None, **values) -> list[float]:

@@ -24,7 +24,7 @@ def _parser(stack) -> ConfigParser:
 
 
 def test_every_network_file_is_tested():
-    assert {"basic_unet", "unetplusplus", "efficient_unetplusplus", "munet", "presence_gated"} <= set(IDS)
+    assert {"flexible_unet", "unetplusplus", "efficient_unetplusplus", "munet", "presence_gated"} <= set(IDS)
 
 
 @pytest.mark.parametrize("stack", STACKS, ids=IDS)

@@ -1,4 +1,4 @@
-"""The recipe's override files for preprocessing and augmentation (schedules: test_schedules.py)."""
+"""The recipe's override files: preprocessing, augmentation and the seed's recipe (schedules: test_schedules.py)."""
 
 from __future__ import annotations
 
@@ -58,3 +58,13 @@ def test_zscore_scales_each_image_to_mean_zero_and_unit_spread_in_training_and_e
     assert float(out.mean()) == pytest.approx(0.0, abs=1e-5) and float(out.std()) == pytest.approx(1.0, abs=0.02)
     clip = parser.get_parsed_content("train#augmentation#4")  # the default's clip to [0, 1] would cut it
     assert torch.equal(torch.as_tensor(clip({"image": out})["image"]), out)
+
+
+def test_the_nerve_seed_recipe_trains_the_seed_network_at_its_learning_rate():
+    seed, flexible = (
+        _parser(CONFIGS / "recipes" / "nerve_seed.json"),
+        _parser(CONFIGS / "networks" / "flexible_unet.json"),
+    )
+    assert seed["network_def"] == flexible["network_def"]  # one network, named in two files: they must not drift
+    assert seed["network_def"]["_target_"] == "FlexibleUNet" and seed["network_def"]["backbone"] == "efficientnet-b1"
+    assert seed["learning_rate"] == 0.0005 != _parser()["learning_rate"]

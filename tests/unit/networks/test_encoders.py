@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from efficientnet_pytorch import EfficientNet
-from monai.networks.nets import FlexibleUNet, ResNet
+from monai.networks.nets import BasicUNet, FlexibleUNet, ResNet
 
 from nerveseg.networks.encoders import ENCODER_NAMES, build_encoder, check_input_size, load_encoder_weights
 
@@ -94,6 +94,12 @@ def test_weights_of_another_backbone_are_refused(efficientnet_b0_weights):
     network = FlexibleUNet(in_channels=1, out_channels=1, backbone="efficientnet-b2")
     with pytest.raises(ValueError, match="efficientnet-b0.pth does not fit .* another backbone"):
         load_encoder_weights(network, path)
+
+
+def test_a_network_without_an_encoder_names_the_override_that_has_one(efficientnet_b0_weights):
+    path, _ = efficientnet_b0_weights
+    with pytest.raises(ValueError, match="BasicUNet has no pretrained encoder: stack configs/networks/flexible_unet"):
+        load_encoder_weights(BasicUNet(spatial_dims=2, features=(4, 4, 8, 8, 16, 4)), path)
 
 
 def test_missing_and_corrupt_files(tmp_path):

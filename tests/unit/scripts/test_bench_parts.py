@@ -31,6 +31,7 @@ from nerveseg.scripts.bench.results import mean_sd, ms, write_results
 from nerveseg.scripts.bench.suite import HEADLINES, SUITE_PARTS, markdown
 from nerveseg.scripts.bench.trainer_overhead import trainer_overhead_markdown
 
+TRAIN = BUNDLE_ROOT / "configs" / "train.json"
 TINY_BASIC_UNET = {"network_def#features": [4, 4, 8, 8, 16, 4]}
 
 
@@ -78,14 +79,16 @@ def test_config_files_resolve_against_the_bundle_root_and_name_the_fix(tmp_path)
 
 
 def test_read_config_stacks_files_and_overrides():
-    files = run_builder.config_files(BUNDLE_ROOT, "configs/train.json", "configs/networks/basic_unet.json")
-    parser = run_builder.read_config(files, {"image_size": [32, 48], **TINY_BASIC_UNET})
+    files = run_builder.config_files(BUNDLE_ROOT, "configs/train.json", run_builder.FLEXIBLE_UNET_CONFIG)
+    parser = run_builder.read_config(files, {"image_size": [32, 48], "network_def#backbone": "efficientnet-b0"})
     assert parser["image_size"] == [32, 48]
-    assert parser["network_def"]["_target_"] == "BasicUNet" and parser["network_def"]["features"] == [4, 4, 8, 8, 16, 4]
+    assert (
+        parser["network_def"]["_target_"] == "FlexibleUNet" and parser["network_def"]["backbone"] == "efficientnet-b0"
+    )
 
 
 def test_build_network_is_seeded_and_in_eval_mode():
-    files = run_builder.config_files(BUNDLE_ROOT, "configs/train.json", "configs/networks/basic_unet.json")
+    files = run_builder.config_files(BUNDLE_ROOT, "configs/train.json")
     first, second = (run_builder.build_network(files, TINY_BASIC_UNET) for _ in range(2))
     assert not first.training
     for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
@@ -97,12 +100,15 @@ def test_build_network_is_seeded_and_in_eval_mode():
 def test_network_variants_name_every_selectable_network():
     variants = run_builder.network_variants(BUNDLE_ROOT)
     names = [name for name, _, _ in variants]
-    assert names[:8] == [f"FlexibleUNet efficientnet-b{i}" for i in range(8)]
+    assert names[0] == run_builder.DEFAULT_NETWORK and variants[0][1:] == ([str(TRAIN)], {})
+    assert names[1:9] == [f"FlexibleUNet efficientnet-b{i}" for i in range(8)]
     networks = sorted(p.name for p in (BUNDLE_ROOT / "configs" / "networks").glob("*.json"))
-    assert names[8:-1] == [f"networks/{name}" for name in networks] and names[-1] == "presence_classifier.json"
-    assert variants[0][2] == {"network_def#backbone": "efficientnet-b0"} and variants[1][2] == {}
+    networks.remove("flexible_unet.json")  # it is the FlexibleUNet rows
+    assert names[9:-1] == [f"networks/{name}" for name in networks] and names[-1] == "presence_classifier.json"
+    assert variants[1][2] == {"network_def#backbone": "efficientnet-b0"} and variants[2][2] == {}
+    assert variants[2][1] == [str(TRAIN), str(BUNDLE_ROOT / run_builder.FLEXIBLE_UNET_CONFIG)]
     for _, files, _ in variants:
-        assert files[0] == str(BUNDLE_ROOT / "configs" / "train.json")
+        assert files[0] == str(TRAIN)
 
 
 def test_tune_reads_the_override_file_the_tuning_run_writes():
