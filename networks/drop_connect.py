@@ -5,37 +5,33 @@ from __future__ import annotations
 from monai.networks.nets.efficientnet import EfficientNet, MBConvBlock
 from torch import nn
 
+from nerveseg.utils.errors import UserInputError
+
 __all__ = ["set_drop_connect_rate"]
 
 
 def set_drop_connect_rate(network: nn.Module, rate: float) -> nn.Module:
     """Set the drop-connect rate of every EfficientNet encoder in ``network`` and return it.
 
-    MONAI builds each encoder with its backbone's rate (0.2 for b0 to b3) and gives each block a share of it that
-    grows with depth. Short runs from scratch may learn faster with less: this scales every block's share to
-    ``rate``, keeping MONAI's schedule.
+    MONAI builds each encoder with its backbone's rate (0.2 for every EfficientNet) shared out by depth: block ``i``
+    of ``n`` drops with ``rate * i / n``. Short runs from scratch may learn faster with less; this sets that
+    schedule for ``rate``, so it can be called again with another.
 
     Args:
         network: any module; its EfficientNet encoders are changed in place.
         rate: in [0, 1); 0 turns drop-connect off.
     """
     if not 0.0 <= rate < 1.0:
-        raise ValueError(f"drop_connect_rate must be in [0, 1), got {rate}.")
+        raise UserInputError(f"drop_connect_rate is {rate}: it must be in [0, 1), or null for the backbone's own.")
     encoders = [m for m in network.modules() if isinstance(m, EfficientNet)]
     if not encoders:
-        raise ValueError(
-            f"drop_connect_rate applies to EfficientNet encoders, and {type(network).__name__} has none; "
-            "remove drop_connect_rate or use a FlexibleUNet with an efficientnet backbone."
+        raise UserInputError(
+            f"drop_connect_rate is {rate}, but {type(network).__name__} has no EfficientNet encoder; set "
+            "drop_connect_rate to null, or stack configs/networks/flexible_unet.json."
         )
     for encoder in encoders:
-        built_with = encoder.drop_connect_rate
-        if not built_with:
-            raise ValueError(
-                f"{type(network).__name__}'s encoder has drop-connect off, so MONAI's per-block schedule is gone; "
-                "build the network afresh to set drop_connect_rate."
-            )
-        for block in encoder.modules():
-            if isinstance(block, MBConvBlock):
-                block.drop_connect_rate = (block.drop_connect_rate or 0.0) * rate / built_with
+        blocks = [m for m in encoder.modules() if isinstance(m, MBConvBlock)]
+        for index, block in enumerate(blocks):
+            block.drop_connect_rate = rate * index / len(blocks)
         encoder.drop_connect_rate = rate
     return network

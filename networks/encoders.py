@@ -132,7 +132,7 @@ def load_encoder_weights(network: nn.Module, path: str | Path | None) -> nn.Modu
         )
         hint = (
             "Are these weights for another backbone?"
-            if hasattr(network, "encoder")
+            if hasattr(network, "encoder") or len(missing) + len(mismatched) < len(state)
             else f"{type(network).__name__} has no pretrained encoder: stack configs/networks/flexible_unet.json "
             "(an EfficientNet encoder) to start from ImageNet weights."
         )

@@ -26,7 +26,8 @@ def initialise_network(
     channels_last: bool = False,
     drop_connect_rate: float | None = None,
 ) -> nn.Module:
-    """Move ``network`` to ``device``, load its starting weights, set its batch-norm momentum, and return it.
+    """Move ``network`` to ``device``, load its starting weights, set its drop-connect and batch-norm momentum, and
+    return it.
 
     Args:
         network: the network built from ``network_def``.

@@ -71,8 +71,9 @@ def bench(part: str | None = None, **options: Any) -> None:
             intervals (needs the benchmark extra). Resumable: league.json gains each run as it ends, and the same
             command skips runs already there. Options: --data_root, --out, --bundle_root, --seeds, --datasets
             (one of each: one piece), --nnunet_timeout_s, --quick (a handful of images, two epochs: a smoke run).
-        ablations: one change at a time to the default recipe (learning rate, batch size, loss, warm-up, EMS,
-            batch-norm momentum, augmentation, intensity scaling, input size, encoder), trained on the league's
+        ablations: one change at a time to the default recipe (learning rate, batch size, loss, optimiser,
+            warm-up, EMS, normalisation, width, augmentation, intensity scaling, input size, FlexibleUNet and its
+            encoder), trained on the league's
             data and split, scored on its validation split (best and last epoch). Options: --data_root, --out,
             --bundle_root, --seeds, --datasets, --names (some ablations only), --base (overrides under all).
         networks: parameters, GFLOPs and CPU latency of every selectable network.

@@ -122,7 +122,9 @@ def simulate(
             f"max_labelled {run['max_labelled']} exceeds the {len(datalist['training'])} pool images; lower it."
         )
     run.update(bundle_root=str(root), datalist_file=str(datalist_file), work=str(work))
-    run.update(configs=run_builder.config_files(root, "configs/train.json", *[run["network"]] * bool(run["network"])))
+    run.update(
+        configs=run_builder.config_files(root, "configs/train.json", *([run["network"]] if run["network"] else []))
+    )
     run.update(image_size=list(run["image_size"]), strategies=list(run["strategies"]), seeds=list(run["seeds"]))
 
     start = time.perf_counter()

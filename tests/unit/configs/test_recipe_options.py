@@ -68,3 +68,8 @@ def test_the_nerve_seed_recipe_trains_the_seed_network_at_its_learning_rate():
     assert seed["network_def"] == flexible["network_def"]  # one network, named in two files: they must not drift
     assert seed["network_def"]["_target_"] == "FlexibleUNet" and seed["network_def"]["backbone"] == "efficientnet-b1"
     assert seed["learning_rate"] == 0.0005 != _parser()["learning_rate"]
+
+
+def test_the_two_stage_segmenter_is_the_default_network():
+    gated = _parser(CONFIGS / "networks" / "presence_gated.json")
+    assert gated["network_def"]["segmenter"] == _parser()["network_def"]  # nerveseg gate joins the default run
