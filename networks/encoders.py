@@ -109,7 +109,7 @@ def load_encoder_weights(network: nn.Module, path: str | Path | None) -> nn.Modu
 
     encoder = getattr(network, "encoder", network)
     state = encoder.state_dict()
-    missing, mismatched = [], []
+    missing, mismatched, fitted = [], [], 0
     for name, tensor in state.items():
         if name.startswith(_CLASSIFIER_HEADS):
             continue
@@ -120,9 +120,9 @@ def load_encoder_weights(network: nn.Module, path: str | Path | None) -> nn.Modu
             continue
         value = weights[source]
         if value.shape == tensor.shape:
-            state[name] = value.to(tensor.dtype)
+            state[name], fitted = value.to(tensor.dtype), fitted + 1
         elif _is_stem_with_other_channels(value, tensor):
-            state[name] = _adapt_input_channels(value, tensor.shape[1]).to(tensor.dtype)
+            state[name], fitted = _adapt_input_channels(value, tensor.shape[1]).to(tensor.dtype), fitted + 1
             logger.info(f"{name}: adapted {value.shape[1]} input channels of {path.name} to {tensor.shape[1]}.")
         else:
             mismatched.append(f"{name} {tuple(value.shape)} in the file vs {tuple(tensor.shape)}")
@@ -132,7 +132,7 @@ def load_encoder_weights(network: nn.Module, path: str | Path | None) -> nn.Modu
         )
         hint = (
             "Are these weights for another backbone?"
-            if hasattr(network, "encoder") or len(missing) + len(mismatched) < len(state)
+            if hasattr(network, "encoder") or fitted
             else f"{type(network).__name__} has no pretrained encoder: stack configs/networks/flexible_unet.json "
             "(an EfficientNet encoder) to start from ImageNet weights."
         )

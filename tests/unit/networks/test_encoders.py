@@ -99,7 +99,7 @@ def test_weights_of_another_backbone_are_refused(efficientnet_b0_weights):
 def test_a_network_without_an_encoder_names_the_override_that_has_one(efficientnet_b0_weights):
     path, _ = efficientnet_b0_weights
     with pytest.raises(ValueError, match="BasicUNet has no pretrained encoder: stack configs/networks/flexible_unet"):
-        load_encoder_weights(BasicUNet(spatial_dims=2, features=(4, 4, 8, 8, 16, 4)), path)
+        load_encoder_weights(BasicUNet(spatial_dims=2, features=(4, 4, 8, 8, 16, 4), norm="batch"), path)
 
 
 def test_missing_and_corrupt_files(tmp_path):
