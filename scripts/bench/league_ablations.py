@@ -53,6 +53,7 @@ ABLATIONS: dict[str, tuple[list[str], dict[str, Any]]] = {
     "nnU-Net-like augmentation": (["configs/augmentation/nnunet.json"], {}),
     "BasicUNet with instance norm": ([], {"network_def#norm": ["instance", {"affine": True}]}),
     "BasicUNet at half width": ([], {"network_def#features": [16, 16, 32, 64, 128, 16]}),
+    "BasicUNet with deep supervision": (["configs/networks/basic_unet_deep_supervision.json"], {}),
     "FlexibleUNet-b1 (0.9's network)": ([FLEXIBLE_UNET_CONFIG], {}),
     "FlexibleUNet-b1, batch-norm momentum 0.01": ([FLEXIBLE_UNET_CONFIG], {"bn_momentum": 0.01}),
     "FlexibleUNet-b1, no drop-connect": ([FLEXIBLE_UNET_CONFIG], {"drop_connect_rate": 0.0}),
