@@ -1,7 +1,7 @@
 """Active learning by ASME consistency: score unlabelled images, propose the least consistent for annotation next.
 
 An image whose flipped views the model segments differently (low ASME consistency, the mean pairwise Dice of the
-views' masks, :mod:`nerveseg.bundle.ensemble`) is one the model is unsure of; annotating it first should teach
+views' masks, :mod:`nerveseg.bundle.inference.ensemble`) is one the model is unsure of; annotating it first should teach
 the model more than a random image. Plain torch and MONAI: the MONAI Label app (``nerveseg.scripts.label_app``)
 and the simulation benchmark (``nerveseg bench active-learning``) both call these functions.
 """
@@ -14,11 +14,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
-from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from torch import nn
 
-from nerveseg.bundle.inferers import ASMEInferer
+from nerveseg.bundle import runs
+from nerveseg.bundle.inference.inferers import ASMEInferer
+from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import read_state_dict
 
 __all__ = ["BundleConsistencyScorer", "asme_consistency", "least_consistent"]
@@ -42,7 +43,7 @@ def asme_consistency(
     Args:
         network: returns ``[B, 1, H, W]`` logits for ``[B, C, H, W]`` images.
         images: ``[N, C, H, W]`` preprocessed images on the network's device.
-        views: flipped views of :data:`nerveseg.bundle.inferers.FLIP_VIEWS`, at least two to compare.
+        views: flipped views of :data:`nerveseg.bundle.inference.inferers.FLIP_VIEWS`, at least two to compare.
         threshold: probability above which a pixel is foreground, in ``(0, 1)``.
         batch_size: images per ensemble call (each makes ``len(views)`` forwards), at least 1.
 
@@ -135,15 +136,9 @@ class BundleConsistencyScorer:
         device: str | torch.device | None = None,
     ) -> None:
         root = Path(bundle_root)
-        files = [Path(f) if Path(f).is_absolute() else root / f for f in config_files]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            raise ValueError(f"Config files {missing} not found; pass bundle_root, the folder holding configs/.")
-        parser = ConfigParser()
-        parser.read_config([str(f) for f in files])
-        parser["bundle_root"] = str(root)
-        for key, value in (overrides or {}).items():
-            parser[key] = value
+        parser = runs.read_config(
+            runs.config_files(root, *config_files), {"bundle_root": str(root), **(overrides or {})}
+        )
         self.preprocessing = parser.get_parsed_content("preprocessing")
         self.device = torch.device(device) if device is not None else parser.get_parsed_content("device")
         self.network = parser.get_parsed_content("network_def").to(self.device)
@@ -160,10 +155,10 @@ class BundleConsistencyScorer:
         """Read the checkpoint into the network.
 
         Raises:
-            ValueError: the checkpoint is missing (train first) or does not fit the network.
+            UserInputError: the checkpoint is missing (train first) or does not fit the network.
         """
         if not self.checkpoint.is_file():
-            raise ValueError(
+            raise UserInputError(
                 f"No checkpoint at {self.checkpoint}: train the model first (MONAI Label: /train/{{model}}; "
                 "bundle: monai.bundle run training), then score."
             )
@@ -171,13 +166,13 @@ class BundleConsistencyScorer:
         try:
             self.network.load_state_dict(state)
         except RuntimeError as error:
-            raise ValueError(f"{self.checkpoint} does not fit the configured network: {error}") from error
+            raise UserInputError(f"{self.checkpoint} does not fit the configured network: {error}") from error
 
     def __call__(self, images: Mapping[str, str | os.PathLike]) -> dict[str, float]:
         """Image id to ASME consistency for every ``id: path`` of ``images``, with the latest checkpoint.
 
         Raises:
-            ValueError: no checkpoint, or an image that cannot be read (the message names its file).
+            UserInputError: no checkpoint, or an image that cannot be read (the message names its file).
         """
         self.load_weights()
         scores: dict[str, float] = {}
@@ -189,7 +184,7 @@ class BundleConsistencyScorer:
                 try:
                     tensors.append(self.preprocessing({"image": str(path)})["image"])
                 except Exception as error:  # MONAI wraps reader errors in RuntimeError chains
-                    raise ValueError(f"Cannot score image {key!r} ({path}): {error}") from error
+                    raise UserInputError(f"Cannot score image {key!r} ({path}): {error}") from error
             batch = torch.stack([torch.as_tensor(t) for t in tensors]).to(self.device)
             values = asme_consistency(self.network, batch, self.views, self.threshold, self.batch_size)
             scores.update({key: float(v) for (key, _), v in zip(chunk, values, strict=True)})

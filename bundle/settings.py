@@ -1,41 +1,29 @@
-"""A run's settings, checked when it starts: the values a user sets, the image size the network takes, and the
-settings a checkpoint was trained with.
+"""A run's settings, checked when it starts: the values a user sets and the image size the network takes.
 
 Configs call these from ``initialize``, so that a setting the run cannot use stops it before data loading, with one
 :class:`~nerveseg.utils.errors.UserInputError` that names the key (as set on the command line) and a valid value.
-Training records beside its weights the settings that evaluation and inference must repeat
-(``{ckpt_dir}/training_settings.json``: image size and network); those runs stop when theirs differ, rather than
-silently scoring a checkpoint at a size it never saw.
+The settings a checkpoint was trained with are checked by :mod:`nerveseg.bundle.trained_settings`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from nerveseg.bundle.data.datalist import SPLITS
 from nerveseg.utils.errors import UserInputError
-from nerveseg.utils.files import write_json_atomically
 
 __all__ = [
-    "TRAINED_SETTINGS",
-    "check_checkpoint",
     "check_eval_split",
     "check_image_size",
     "check_training_settings",
     "check_tuning_split",
     "default_num_workers",
-    "trained_settings",
-    "write_trained_settings",
 ]
-
-TRAINED_SETTINGS = "training_settings.json"
 _MAX_MULTIPLE = 256
 
 
@@ -173,53 +161,3 @@ def check_image_size(network: nn.Module, image_size: Sequence[int]) -> None:
             network(torch.zeros(1, in_channels, *size, device=device))  # not about the size: its own error
     finally:
         network.train(training)
-
-
-def trained_settings(network: nn.Module, image_size: Sequence[int]) -> dict:
-    """What evaluation and inference must repeat of a training run: its image size and network class."""
-    network = getattr(network, "module", network)  # DistributedDataParallel's wrapper
-    return {
-        "image_size": [int(side) for side in image_size],
-        "network": f"{type(network).__module__}.{type(network).__qualname__}",
-        "parameters": sum(p.numel() for p in network.parameters()),
-    }
-
-
-def write_trained_settings(ckpt_dir: str | os.PathLike, network: nn.Module, image_size: Sequence[int]) -> Path:
-    """Write :func:`trained_settings` to ``{ckpt_dir}/training_settings.json`` (atomically); return its path."""
-    return write_json_atomically(Path(ckpt_dir) / TRAINED_SETTINGS, trained_settings(network, image_size))
-
-
-def check_checkpoint(checkpoint: str | os.PathLike, network: nn.Module, image_size: Sequence[int]) -> None:
-    """Stop with a :class:`UserInputError` when ``checkpoint`` is missing, or was trained at another image size or
-    with another network (class or parameter count) than this run's.
-
-    The settings come from ``training_settings.json`` beside the checkpoint (written by training); a folder without
-    one (weights from elsewhere, or from a bundle older than 0.7.0) is checked for the file only.
-    """
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise UserInputError(
-            f"{checkpoint}: no such checkpoint; train first (python -m monai.bundle run training ...) or set "
-            "--ckpt_dir to the folder that holds model.pt."
-        )
-    path = checkpoint.with_name(TRAINED_SETTINGS)
-    if not path.is_file():
-        return
-    try:
-        trained = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise UserInputError(f"{path}: unreadable ({error}); delete it to skip this check, or train again.") from error
-    current = trained_settings(network, image_size)
-    if trained.get("image_size") != current["image_size"]:
-        size = trained.get("image_size")
-        raise UserInputError(
-            f"image_size is {current['image_size']}, but {checkpoint} was trained at {size} ({path}); pass "
-            f'--image_size "{size}" as in training, or set --ckpt_dir to a model trained at {current["image_size"]}.'
-        )
-    if (trained.get("network"), trained.get("parameters")) != (current["network"], current["parameters"]):
-        raise UserInputError(
-            f"the network is a {current['network']} of {current['parameters']:,} parameters, but {checkpoint} was "
-            f"trained with a {trained.get('network')} of {trained.get('parameters', 0):,} ({path}); stack the same "
-            "network override (configs/networks/*.json) and network settings (backbone, features) as in training."
-        )

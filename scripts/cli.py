@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import ast
 import functools
-import shlex
 
 import fire
-from monai.bundle import ConfigWorkflow
 
+from nerveseg.bundle import runs
 from nerveseg.bundle.data import prepare as preparation
 from nerveseg.bundle.data import submissions
 from nerveseg.bundle.data.synthetic import generate_dataset
@@ -16,6 +15,7 @@ from nerveseg.networks.presence_gated import gated_state_dict
 from nerveseg.scripts.bench import bench
 from nerveseg.scripts.label_app.layout import label_app
 from nerveseg.scripts.progressive import progressive
+from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import read_state_dict, save_state_dict
 
 
@@ -98,19 +98,13 @@ def tune(
             ``eval/postprocessing.json`` under the config's ``output_dir``.
         overrides: more ``monai.bundle`` arguments, as one string: ``--overrides="--ckpt_dir models/munet"``.
     """
-    arguments = shlex.split(overrides)
-    if len(arguments) % 2:
-        raise SystemExit(f"overrides must be pairs of --key value, got {arguments}.")
-    pairs = {key.lstrip("-"): _config_value(value) for key, value in zip(arguments[::2], arguments[1::2], strict=True)}
+    settings = runs.parse_overrides(overrides)
     if out is not None:
-        pairs["tuned_postprocessing_path"] = str(out)
+        settings[runs.TUNED_OVERRIDE_ID] = str(out)
     configs = _config_list(config_file)
-    workflow = ConfigWorkflow(config_file=configs, workflow_type="eval", run_id="tuning", **pairs)
-    if "tuning" not in workflow.parser:
-        raise SystemExit(f"{configs} define no 'tuning' workflow; stack configs/tune.json on them.")
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
+    if "tuning" not in runs.read_config(configs):
+        raise UserInputError(f"{configs} define no 'tuning' workflow; stack configs/tune.json on them.")
+    workflow = runs.run_workflow(configs, "tuning", settings, console=True)
     search = workflow.parser.get_parsed_content("validate#postprocessing_search")
     print(search.summary())
     print(f"Override written to {search.output_path}")
@@ -145,13 +139,6 @@ def submit(
 
 def _config_list(config_file: str | list) -> list[str]:
     return list(config_file) if isinstance(config_file, (list, tuple)) else list(ast.literal_eval(config_file))
-
-
-def _config_value(text: str) -> object:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 def main() -> None:

@@ -3,48 +3,43 @@ the previous run's best weights."""
 
 from __future__ import annotations
 
-import json
-import shlex
-import subprocess
-import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+from nerveseg.bundle import runs
 
 
-def stage_commands(
+def stage_overrides(
     sizes: Sequence[Sequence[int]],
     epochs: Sequence[int],
-    config_file: Sequence[str],
     ckpt_dir: str,
     output_dir: str,
-    overrides: Sequence[str] = (),
-) -> list[list[str]]:
-    """The ``monai.bundle run training`` command of each stage; stage ``i`` trains at ``sizes[i]``.
+    overrides: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The ``monai.bundle run training`` overrides of each stage; stage ``i`` trains at ``sizes[i]``.
 
     Stage ``i`` writes ``{ckpt_dir}/stage{i}_{H}x{W}/`` and ``{output_dir}/stage{i}_{H}x{W}/`` and, after the first,
-    starts from the previous stage's ``model.pt`` (``init_weights``); everything else comes from ``config_file``.
+    starts from the previous stage's ``model.pt`` (``init_weights``); ``overrides`` apply to every stage.
     """
     sizes = [tuple(int(v) for v in size) for size in sizes]
     if not sizes or any(len(size) != 2 for size in sizes):
         raise ValueError(f"sizes must be a non-empty list of [height, width] pairs, got {sizes}.")
     if len(epochs) != len(sizes) or min(epochs) < 1:
         raise ValueError(f"epochs needs one positive number per size ({len(sizes)}), got {list(epochs)}.")
-    commands, previous = [], None
+    stages, previous = [], None
     for stage, ((height, width), num_epochs) in enumerate(zip(sizes, epochs, strict=True)):
         name = f"stage{stage}_{height}x{width}"
-        command = [
-            sys.executable, "-m", "monai.bundle", "run", "training",
-            "--config_file", json.dumps(list(config_file)),
-            "--image_size", json.dumps([height, width]),
-            "--num_epochs", str(num_epochs),
-            "--ckpt_dir", str(Path(ckpt_dir) / name),
-            "--output_dir", str(Path(output_dir) / name),
-            *(["--init_weights", str(previous)] if previous else []),
-            *overrides,
-        ]  # fmt: skip
-        commands.append(command)
+        settings = {
+            "image_size": [height, width],
+            "num_epochs": int(num_epochs),
+            "ckpt_dir": str(Path(ckpt_dir) / name),
+            "output_dir": str(Path(output_dir) / name),
+            **({"init_weights": str(previous)} if previous else {}),
+        }
+        stages.append({**settings, **dict(overrides or {})})
         previous = Path(ckpt_dir) / name / "model.pt"
-    return commands
+    return stages
 
 
 def progressive(
@@ -57,7 +52,8 @@ def progressive(
 ) -> None:
     """Train at increasing image sizes, each stage starting from the previous stage's best checkpoint.
 
-    Evaluate or infer with the last stage: ``--ckpt_dir {ckpt_dir}/stage{N}_{H}x{W} --image_size "[H, W]"``.
+    Each stage is ``monai.bundle run training`` in this process (:mod:`nerveseg.bundle.runs`). Evaluate or infer
+    with the last stage: ``--ckpt_dir {ckpt_dir}/stage{N}_{H}x{W} --image_size "[H, W]"``.
 
     Args:
         sizes: ``[height, width]`` per stage, each divisible by 32 (the pneumothorax seed: 256, 512, 768).
@@ -68,10 +64,11 @@ def progressive(
         overrides: more ``monai.bundle`` arguments for every stage, as one string:
             ``--overrides="--dataset_dir /data/nerve --batch_size 4"``.
     """
-    commands = stage_commands(sizes, epochs, config_file, ckpt_dir, output_dir, shlex.split(overrides))
-    for stage, command in enumerate(commands):
-        print(f"stage {stage + 1}/{len(commands)}: {' '.join(command[3:])}", flush=True)
-        result = subprocess.run(command)
-        if result.returncode != 0:
-            raise SystemExit(f"stage {stage + 1} failed (exit code {result.returncode}); later stages were not run.")
-    print(f"Done; the final model is {Path(commands[-1][commands[-1].index('--ckpt_dir') + 1]) / 'model.pt'}")
+    stages = stage_overrides(sizes, epochs, ckpt_dir, output_dir, runs.parse_overrides(overrides))
+    for stage, settings in enumerate(stages):
+        print(f"stage {stage + 1}/{len(stages)}: {settings}", flush=True)
+        try:
+            runs.run_workflow(list(config_file), "training", settings, console=True)
+        except Exception as error:
+            raise RuntimeError(f"stage {stage + 1} failed, later stages were not run: {error}") from error
+    print(f"Done; the final model is {Path(stages[-1]['ckpt_dir']) / 'model.pt'}")

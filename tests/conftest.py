@@ -97,9 +97,9 @@ def as_arguments(overrides: dict[str, Any]) -> list[str]:
 
 
 def run_workflow(run_id: str, config_files: Sequence[str | Path], **overrides: Any) -> Any:
-    """Run a bundle workflow in this process, as ``python -m monai.bundle run RUN_ID`` would, through the run builder
-    the benchmarks use (which keeps each run's log file to that run); returns the finished ``ConfigWorkflow``."""
-    from nerveseg.scripts.bench.run_builder import run_workflow as run
+    """Run a bundle workflow in this process, as ``python -m monai.bundle run RUN_ID`` would, through
+    ``nerveseg.bundle.runs`` (which keeps each run's log file to that run); returns the finished ``ConfigWorkflow``."""
+    from nerveseg.bundle.runs import run_workflow as run
 
     return run(config_files, run_id, overrides)
 
@@ -154,6 +154,19 @@ def nerve_folders(root: Path, count: int = 12) -> Path:
 
 
 # ---- checks of a prepared dataset (nerveseg prepare), shared by its unit and real-data tests ----
+
+
+def image_mask_folders(root: Path, count: int = 6) -> Path:
+    """``count`` random 24x32 PNGs in ``root/images`` with masks in ``root/masks``, every second one empty."""
+    rng = np.random.default_rng(0)
+    for name in ("images", "masks"):
+        (root / name).mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (24, 32), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+        mask = np.zeros((24, 32), dtype=np.uint8)
+        mask[4:12, 4 + i : 12 + i] = 255 * (i % 2)
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+    return root
 
 
 def all_items(datalist: dict) -> list[dict]:

@@ -16,7 +16,7 @@ from ignite.engine import Engine, Events
 from monai.transforms import Compose, Randomizable
 from torch import nn
 
-from nerveseg.bundle.settings import write_trained_settings
+from nerveseg.bundle.trained_settings import write_trained_settings
 from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import save_state_dict
 
@@ -57,7 +57,7 @@ class TrainingCheckpoints:
         resume: restore ``last.pt`` when the trainer starts; it must exist.
         image_size: the training image size, recorded with the network's class in ``training_settings.json``
             beside ``model.pt`` whenever it is saved, so that evaluation and inference can check theirs
-            (:func:`nerveseg.bundle.settings.check_checkpoint`); ``None`` records nothing.
+            (:func:`nerveseg.bundle.trained_settings.check_checkpoint`); ``None`` records nothing.
         interval: also save ``last.pt`` after every ``interval`` batches of an epoch (0: after each epoch only), for
             epochs long enough that losing one hurts (an hour on a slow CPU). Counted from each epoch's start, so a
             multiple of the trainer's ``accumulation_steps`` never falls inside an optimizer step.

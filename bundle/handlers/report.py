@@ -19,7 +19,7 @@ from monai.handlers import from_engine
 from monai.utils import CommonKeys
 
 from nerveseg.bundle import plots
-from nerveseg.bundle.inferers import SCORE_KEYS
+from nerveseg.bundle.inference.inferers import SCORE_KEYS
 from nerveseg.bundle.metrics import image_scores, summarise
 from nerveseg.utils.class_logits import class_logits_of
 from nerveseg.utils.files import write_text_atomically

@@ -1,6 +1,6 @@
 """``nerveseg bench [PART]``: the benchmarks, one module per part; no part runs the full suite.
 
-Every part that builds, trains or evaluates the bundle does it through :mod:`.run_builder` (config files plus
+Every part that builds, trains or evaluates the bundle does it through :mod:`nerveseg.bundle.runs` (config files plus
 overrides, run in this process); each writes ``{name}.json`` and ``{name}.md`` through :mod:`.results`.
 """
 

@@ -22,14 +22,14 @@ from typing import Any
 
 import torch
 
-from nerveseg.bundle import plots
+from nerveseg.bundle import plots, runs
 from nerveseg.bundle.active_learning import asme_consistency, least_consistent
 from nerveseg.bundle.data import prepare as preparation
 from nerveseg.bundle.data.datalist import load_datalist_file
 from nerveseg.bundle.metrics import image_scores
-from nerveseg.scripts.bench import run_builder
 from nerveseg.scripts.bench.machine import describe_machine
 from nerveseg.scripts.bench.results import mean_sd, write_results
+from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import atomic_path, write_json_atomically
 
 __all__ = ["QUICK", "STRATEGIES", "simulate"]
@@ -118,13 +118,11 @@ def simulate(
     datalist_file = _prepared(src, work / "data" / "datalist.json")
     datalist = load_datalist_file(datalist_file)
     if run["max_labelled"] > len(datalist["training"]):
-        raise SystemExit(
+        raise UserInputError(
             f"max_labelled {run['max_labelled']} exceeds the {len(datalist['training'])} pool images; lower it."
         )
     run.update(bundle_root=str(root), datalist_file=str(datalist_file), work=str(work))
-    run.update(
-        configs=run_builder.config_files(root, "configs/train.json", *([run["network"]] if run["network"] else []))
-    )
+    run.update(configs=runs.config_files(root, "configs/train.json", *([run["network"]] if run["network"] else [])))
     run.update(image_size=list(run["image_size"]), strategies=list(run["strategies"]), seeds=list(run["seeds"]))
 
     start = time.perf_counter()
@@ -145,7 +143,7 @@ def _prepared(src: str, datalist_file: Path) -> Path:
     """The datalist of USGRA-seg's nerve masks, prepared on first use (``nerveseg prepare folders``'s defaults)."""
     if not datalist_file.is_file():
         if not Path(src).is_dir():
-            raise SystemExit(f"USGRA-seg not found at {src}; pass --src, the folder holding images/ and masks/.")
+            raise UserInputError(f"USGRA-seg not found at {src}; pass --src, the folder holding images/ and masks/.")
         preparation.prepare("folders", src, datalist_file, target_class=1)
     return datalist_file
 
@@ -169,9 +167,9 @@ def _check_settings(run: dict) -> None:
     """Refuse unknown strategies and round sizes that make no round, before any work."""
     unknown = [s for s in run["strategies"] if s not in STRATEGIES]
     if unknown:
-        raise SystemExit(f"Unknown strategies {unknown}; choose from {list(STRATEGIES)}.")
+        raise UserInputError(f"Unknown strategies {unknown}; choose from {list(STRATEGIES)}.")
     if run["initial"] < 1 or run["step"] < 1 or run["max_labelled"] < run["initial"]:
-        raise SystemExit(
+        raise UserInputError(
             f"Need initial >= 1, step >= 1 and max_labelled >= initial; got {run['initial']}, {run['step']}, "
             f"{run['max_labelled']}."
         )
@@ -223,7 +221,7 @@ def _train_round(run: dict, seed: int, items: list[dict], held_out: list[dict], 
         **({"network_def#features": list(run["features"])} if run["features"] is not None else {}),
     }
     with tempfile.TemporaryDirectory(dir=folder) as checkpoints:  # the network is scored in memory
-        workflow = run_builder.train(run["bundle_root"], run["configs"], folder, ckpt_dir=checkpoints, **overrides)
+        workflow = runs.train(run["bundle_root"], run["configs"], folder, ckpt_dir=checkpoints, **overrides)
     return workflow.parser.get_parsed_content("network").eval()
 
 
@@ -231,7 +229,7 @@ def _simulate_seed(run: dict, seed: int) -> list[dict]:
     """The rows of one seed: every strategy's rounds, from the same first images."""
     torch.set_num_threads(run["threads"])
     datalist = load_datalist_file(run["datalist_file"])
-    config = run_builder.read_config(run["configs"], {"image_size": run["image_size"]})
+    config = runs.read_config(run["configs"], {"image_size": run["image_size"]})
     load = config.get_parsed_content("validate#preprocessing")  # train.json's load and resize
     items = {Path(item["image"]).stem: item for item in datalist["training"]}
     pool = {name: load(dict(item)) for name, item in items.items()}

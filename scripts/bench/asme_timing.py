@@ -21,12 +21,12 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 
-from nerveseg.bundle.accelerated import AcceleratedInferer, resolve_precision
-from nerveseg.bundle.inferers import ASMEInferer
+from nerveseg.bundle.inference.accelerated import AcceleratedInferer, resolve_precision
+from nerveseg.bundle.inference.inferers import ASMEInferer
+from nerveseg.bundle.runs import build_network, config_files, read_config
 from nerveseg.networks.profile import time_side_by_side
 from nerveseg.scripts.bench.execution_paths import inference_settings
 from nerveseg.scripts.bench.results import ms
-from nerveseg.scripts.bench.run_builder import build_network, config_files, read_config
 from nerveseg.scripts.bench.scoring import mean_dice_at_label_size
 
 __all__ = [
@@ -161,10 +161,11 @@ def asme_dice_cost_curve(
         network: the trained network; it is put in eval mode.
         pairs: per validation image, the ``[C, H, W]`` image at the network's input size and its binary
             ``[1, H', W']`` label (:func:`validation_pairs`).
-        stop_agreements: the :class:`~nerveseg.bundle.inferers.ASMEInferer` ``stop_agreement`` of each point;
+        stop_agreements: the :class:`~nerveseg.bundle.inference.inferers.ASMEInferer` ``stop_agreement`` of each point;
             ``None`` is full ASME.
         threshold: the probability threshold of the masks ASME compares and of the predictions scored.
-        settings: :class:`~nerveseg.bundle.accelerated.AcceleratedInferer`'s ``precision`` and ``channels_last``
+        settings: ``precision`` and ``channels_last`` of
+            :class:`~nerveseg.bundle.inference.accelerated.AcceleratedInferer`
             (:func:`~nerveseg.scripts.bench.execution_paths.inference_settings` gives the default path's); by
             default eager float32.
         repeats: timed rounds, each running every inferer over every image.

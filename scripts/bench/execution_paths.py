@@ -16,9 +16,10 @@ import torch
 from monai.inferers import SimpleInferer
 from torch import nn
 
-from nerveseg.bundle.accelerated import AcceleratedInferer, resolve_precision
-from nerveseg.bundle.backends import resolve_backend
-from nerveseg.scripts.bench.run_builder import config_files, read_config
+from nerveseg.bundle.inference.accelerated import AcceleratedInferer, resolve_precision
+from nerveseg.bundle.inference.backends import resolve_backend
+from nerveseg.bundle.runs import config_files, read_config
+from nerveseg.utils.errors import UserInputError
 
 __all__ = [
     "PATHS",
@@ -68,7 +69,7 @@ def default_path(bundle_root: str | os.PathLike) -> dict[str, Any]:
         None,
     )
     if name is None:
-        raise SystemExit(
+        raise UserInputError(
             f"inference.json's path ({backend}, {precision}, channels_last={channels_last}) is not one of "
             f"{list(PATHS)}."
         )

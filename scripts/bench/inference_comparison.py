@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from nerveseg.bundle import runs
 from nerveseg.bundle.data.datalist import load_datalist_file
-from nerveseg.scripts.bench import run_builder
 from nerveseg.scripts.bench.machine import describe_machine
 from nerveseg.scripts.bench.results import write_results
+from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import write_json_atomically
 
 __all__ = ["INFERERS", "inference_comparison"]
@@ -44,29 +45,37 @@ def inference_comparison(
             datalists, tunings and evaluations).
     """
     if not (Path(ckpt_dir) / "model.pt").is_file():
-        raise SystemExit(f"{Path(ckpt_dir) / 'model.pt'} not found; pass --ckpt_dir, the folder of a trained model.")
+        raise UserInputError(
+            f"{Path(ckpt_dir) / 'model.pt'} not found; pass --ckpt_dir, the folder of a trained model."
+        )
     folder = Path(out).resolve()
-    runs = folder / "inference"
+    run_folder = folder / "inference"
     datalist = load_datalist_file(datalist_file)
     if len(datalist.get("validation", [])) < 2:
-        raise SystemExit(f"{datalist_file} needs 2 or more validation images: one half to tune on, one to report on.")
+        raise UserInputError(
+            f"{datalist_file} needs 2 or more validation images: one half to tune on, one to report on."
+        )
     halves = {"tune": datalist["validation"][0::2], "report": datalist["validation"][1::2]}
     files = {
         name: write_json_atomically(
-            runs / f"datalist_{name}.json", {"training": datalist["training"], "validation": items}
+            run_folder / f"datalist_{name}.json", {"training": datalist["training"], "validation": items}
         )
         for name, items in {**halves, "all": datalist["validation"]}.items()
     }
     common = {"ckpt_dir": str(Path(ckpt_dir).resolve()), "image_size": list(image_size)}
 
     def evaluate(configs: list[str], split: str, name: str) -> dict:
-        return run_builder.evaluate(bundle_root, configs, runs / name, datalist_file=str(files[split]), **common)
+        return runs.evaluate(bundle_root, configs, run_folder / name, datalist_file=str(files[split]), **common)
 
     rows = []
     for inferer, extra in INFERERS.items():
         slug = inferer.split(" ")[0].lower()
-        override, settings = run_builder.tune(
-            bundle_root, [*EVALUATION, *extra], runs / f"{slug}_tuning", datalist_file=str(files["tune"]), **common
+        override, settings = runs.tune(
+            bundle_root,
+            [*EVALUATION, *extra],
+            run_folder / f"{slug}_tuning",
+            datalist_file=str(files["tune"]),
+            **common,
         )
         default = evaluate([*EVALUATION, *extra], "report", f"{slug}_default")
         after = evaluate([*EVALUATION, *extra, str(override)], "report", f"{slug}_tuned")
@@ -89,7 +98,7 @@ def inference_comparison(
         "",
         f"ASME consistency vs Dice over all {consistency['images']} validation images: Spearman rho "
         f"{rho.get('rho', float('nan')):.3f} (p = {rho.get('p', float('nan')):.3g}); "
-        f"plot: {runs / 'asme_all' / 'eval' / 'consistency_vs_dice.png'}",
+        f"plot: {run_folder / 'asme_all' / 'eval' / 'consistency_vs_dice.png'}",
     ]
     write_results(folder, "inference", rows, "\n".join(lines) + "\n")
     return rows

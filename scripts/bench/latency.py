@@ -1,6 +1,6 @@
 """``nerveseg bench latency``: forward time per image of every network config on every execution path.
 
-Each network is built from the bundle's configs (:func:`run_builder.network_variants`) with random weights, and
+Each network is built from the bundle's configs (:func:`.network_table.network_variants`) with random weights, and
 timed at each size and batch on every path of :data:`execution_paths.PATHS` that runs here (OpenVINO where it is
 installed), plus ``torch.compile`` for the default network and ONNX Runtime, all paths of one setting interleaved
 so that they share the machine's state.
@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
-from nerveseg.bundle.accelerated import resolve_precision
-from nerveseg.bundle.backends import BackendUnavailableError, openvino_supports
+from nerveseg.bundle.inference.accelerated import resolve_precision
+from nerveseg.bundle.inference.backends import BackendUnavailableError, openvino_supports
+from nerveseg.bundle.runs import build_network
 from nerveseg.networks.profile import time_side_by_side
 from nerveseg.scripts.bench.execution_paths import (
     PATHS,
@@ -26,8 +27,8 @@ from nerveseg.scripts.bench.execution_paths import (
     onnx_session,
     path_call,
 )
+from nerveseg.scripts.bench.network_table import DEFAULT_NETWORK, network_variants
 from nerveseg.scripts.bench.results import ms
-from nerveseg.scripts.bench.run_builder import DEFAULT_NETWORK, build_network, network_variants
 
 __all__ = ["fast_vs_eager_ratio", "latency_markdown", "measure_latency", "timed_paths"]
 

@@ -57,16 +57,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nerveseg.bundle import runs
 from nerveseg.bundle.data.datalist import load_datalist_file
 from nerveseg.bundle.data.prepare import prepare
 from nerveseg.bundle.metrics import presence_auc
-from nerveseg.scripts.bench import run_builder
 from nerveseg.scripts.bench.asme_timing import validation_pairs
 from nerveseg.scripts.bench.league_peers import PEERS, peer_probabilities
 from nerveseg.scripts.bench.league_table import DEFAULT, NNUNET, SYSTEMS, VIEWS, league_markdown, league_summary
 from nerveseg.scripts.bench.machine import describe_machine
 from nerveseg.scripts.bench.results import write_results
 from nerveseg.scripts.bench.scoring import dice_at_label_size
+from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import save_state_dict
 
 __all__ = ["DATASETS", "QUICK_RECIPE", "RECIPE_FILES", "config_digest", "league", "prepare_split"]
@@ -112,16 +113,16 @@ def league(
     seeds = [0] if quick else ([seeds] if isinstance(seeds, int) else list(seeds))
     unknown = [name for name in datasets if name not in DATASETS]
     if unknown:
-        raise SystemExit(f"Unknown datasets {unknown}; choose from {list(DATASETS)}.")
+        raise UserInputError(f"Unknown datasets {unknown}; choose from {list(DATASETS)}.")
     for name in datasets:
         if not (Path(data_root) / name / "images").is_dir():
-            raise SystemExit(f"{Path(data_root) / name / 'images'} not found; pass --data_root, the folder of {name}.")
+            raise UserInputError(
+                f"{Path(data_root) / name / 'images'} not found; pass --data_root, the folder of {name}."
+            )
     _check_benchmark_extra()
     folder = Path(out).resolve()
     root = folder / _results_name(quick)  # the prepared data and the runs; quick runs apart from a full league's
-    batch_size = run_builder.read_config(
-        run_builder.config_files(bundle_root, "configs/train.json")
-    ).get_parsed_content("batch_size")
+    batch_size = runs.read_config(runs.config_files(bundle_root, "configs/train.json")).get_parsed_content("batch_size")
     results_file = folder / f"{_results_name(quick)}.json"
     result = _previous_result(results_file, quick)
     for name in datasets:
@@ -141,8 +142,8 @@ def league(
         for seed in seeds:
             for system in SYSTEMS:
                 key = (name, system, seed)
-                runs = [r for r in result["rows"] if (r["dataset"], r["system"], r["seed"]) == key]
-                if {r["views"] for r in runs} == set(VIEWS):
+                seed_rows = [r for r in result["rows"] if (r["dataset"], r["system"], r["seed"]) == key]
+                if {r["views"] for r in seed_rows} == set(VIEWS):
                     print(f"{name} | {system} | seed {seed}: in {results_file} already, skipped.")
                     continue
                 run = root / name / f"seed{seed}" / system.replace(" ", "_")
@@ -178,7 +179,7 @@ def prepare_split(source: Path, folder: Path, options: dict[str, Any], quick: bo
 def _check_benchmark_extra() -> None:
     missing = [m for m in ("segmentation_models_pytorch", "nnunetv2") if importlib.util.find_spec(m) is None]
     if missing:
-        raise SystemExit(f"The league's peers need {', '.join(missing)}: pip install -e '.[benchmark]'")
+        raise UserInputError(f"The league's peers need {', '.join(missing)}: pip install -e '.[benchmark]'")
 
 
 def _previous_result(path: Path, quick: bool) -> dict[str, Any]:
@@ -190,7 +191,7 @@ def _previous_result(path: Path, quick: bool) -> dict[str, Any]:
         previous = json.loads(path.read_text())
         rows, settings = previous["rows"], previous["settings"]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise SystemExit(
+        raise UserInputError(
             f"{path} is not a league's result ({error}); move it away or pass another --out to start afresh."
         ) from None
     if any("image_dice" not in row for row in rows):
@@ -215,7 +216,7 @@ def _settings(datalist: Path, recipe: dict[str, Any], batch_size: int) -> dict[s
 def config_digest(bundle_root: str, files: Sequence[str]) -> str:
     """A digest of config files' contents: a run is reused only while the files it read are unchanged."""
     digest = hashlib.sha256()
-    for path in run_builder.config_files(bundle_root, *files):
+    for path in runs.config_files(bundle_root, *files):
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -310,9 +311,7 @@ def _default_rows(
     common = {"datalist_file": str(pool_datalist), "image_size": recipe["image_size"]}
     start = time.perf_counter()
     epochs = recipe["num_epochs"]  # one validation, at the end: validation is in the pool, so it selects nothing
-    run_builder.train(
-        bundle_root, ["configs/train.json"], run, seed=seed, num_epochs=epochs, val_interval=epochs, **common
-    )
+    runs.train(bundle_root, ["configs/train.json"], run, seed=seed, num_epochs=epochs, val_interval=epochs, **common)
     seconds = time.perf_counter() - start
     models = run / "models"
     state = torch.load(models / "last.pt", map_location="cpu", weights_only=False)  # this run's own file
@@ -322,12 +321,12 @@ def _default_rows(
     rows = []
     for count, extra in ((1, []), (4, ["configs/asme.json"])):
         output = run / f"test_{count}_views"
-        summary = run_builder.evaluate(bundle_root, [*evaluation, *extra], output, **common, **test)
+        summary = runs.evaluate(bundle_root, [*evaluation, *extra], output, **common, **test)
         dice, consistency, views_used = _metrics(output / "eval_test" / "metrics.csv", pool["test"])
         row = _row(count, dice, train_seconds=seconds)
         if count == 4:
             if np.isnan(consistency).any():
-                raise SystemExit(
+                raise UserInputError(
                     f"{output} has no asme_consistency per image; configs/asme.json must set an ASME inferer."
                 )
             row["mean_views_used"] = float(np.mean(views_used))  # ASME's early stop computes fewer where views agree
@@ -344,12 +343,12 @@ def _metrics(path: Path, test_items: Sequence[dict[str, Any]]) -> tuple[list[flo
     in the test split's order."""
     names = [Path(item["image"]).stem for item in test_items]
     if len(set(names)) != len(names):
-        raise SystemExit(f"{path}: the test split names two images alike; give every image a distinct file stem.")
+        raise UserInputError(f"{path}: the test split names two images alike; give every image a distinct file stem.")
     with open(path, newline="") as file:
         by_image = {row["id"]: row for row in csv.DictReader(file)}
     missing = [name for name in names if name not in by_image]
     if missing:
-        raise SystemExit(f"{path} has no row for the test images {missing[:3]}; the evaluation did not finish.")
+        raise UserInputError(f"{path} has no row for the test images {missing[:3]}; the evaluation did not finish.")
     rows = [by_image[name] for name in names]
     columns = ("dice", "asme_consistency", "asme_views_used")
     dice, consistency, views_used = ([float(r.get(column) or "nan") for r in rows] for column in columns)

@@ -26,12 +26,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nerveseg.scripts.bench import run_builder
+from nerveseg.bundle import runs
 from nerveseg.scripts.bench.league import DATASETS, config_digest, prepare_split
 from nerveseg.scripts.bench.machine import describe_machine
+from nerveseg.scripts.bench.network_table import FLEXIBLE_UNET_CONFIG
 from nerveseg.scripts.bench.quickstart import validation_dice_of_log
 from nerveseg.scripts.bench.results import mean_sd, write_results
-from nerveseg.scripts.bench.run_builder import FLEXIBLE_UNET_CONFIG
+from nerveseg.utils.errors import UserInputError
 
 __all__ = ["ABLATIONS", "ablations", "ablations_markdown", "results_name"]
 
@@ -91,7 +92,7 @@ def ablations(
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
     unknown = [n for n in datasets if n not in DATASETS] + [n for n in names if n not in ABLATIONS]
     if unknown:
-        raise SystemExit(
+        raise UserInputError(
             f"Unknown data sets or ablations {unknown}; choose from {list(DATASETS)} and {list(ABLATIONS)}."
         )
     folder = Path(out).resolve()
@@ -115,14 +116,14 @@ def ablations(
                 run = folder / "ablations" / dataset / name.replace(" ", "_") / f"seed{seed}"
                 shutil.rmtree(run, ignore_errors=True)  # a stopped run's files
                 start = time.perf_counter()
-                run_builder.train(
+                runs.train(
                     bundle_root, ["configs/train.json", *files], run, seed=seed, datalist_file=str(datalist), **settings
                 )
                 seconds = time.perf_counter() - start
                 gc.collect()
                 dice = validation_dice_of_log((run / "outputs" / "train.log").read_text())
                 if not dice:
-                    raise SystemExit(f"{run / 'outputs' / 'train.log'} holds no validation Dice.")
+                    raise RuntimeError(f"{run / 'outputs' / 'train.log'} holds no validation Dice.")
                 stale = {k: key[k] for k in ("dataset", "ablation", "seed")}  # the same run, other settings
                 result["rows"] = [r for r in result["rows"] if any(r.get(k) != v for k, v in stale.items())]
                 row = {**key, "val_best": max(dice), "val_last": dice[-1], "val_per_epoch": dice}
@@ -149,9 +150,11 @@ def _previous_result(path: Path, base: dict[str, Any]) -> dict[str, Any]:
         previous = json.loads(path.read_text())
         rows, settings, previous_base = previous["rows"], previous["settings"], previous["base"]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise SystemExit(f"{path} is not an ablations result ({error}); move it away or pass another --out.") from None
+        raise UserInputError(
+            f"{path} is not an ablations result ({error}); move it away or pass another --out."
+        ) from None
     if previous_base != base:
-        raise SystemExit(f"{path} holds ablations on the base {previous_base}, not {base}; move it away.")
+        raise UserInputError(f"{path} holds ablations on the base {previous_base}, not {base}; move it away.")
     return {**fresh, "settings": settings, "rows": rows}
 
 
@@ -176,13 +179,13 @@ def ablations_markdown(result: dict[str, Any]) -> str:
             "|---|---:|---:|---:|---:|---:|",
         ]
         for name in dict.fromkeys(r["ablation"] for r in rows):
-            runs = [r for r in rows if r["ablation"] == name]
-            last = [r["val_last"] for r in runs]
-            paired = [r["val_last"] - base[r["seed"]] for r in runs if r["seed"] in base]
+            ablation_rows = [r for r in rows if r["ablation"] == name]
+            last = [r["val_last"] for r in ablation_rows]
+            paired = [r["val_last"] - base[r["seed"]] for r in ablation_rows if r["seed"] in base]
             change = f"{statistics.mean(paired):+.4f}" if paired else "-"
-            seconds = statistics.mean(r["train_seconds"] for r in runs)
-            best = mean_sd([r["val_best"] for r in runs])
-            lines.append(f"| {name} | {best} | {mean_sd(last)} | {change} | {len(runs)} | {seconds:.0f} |")
+            seconds = statistics.mean(r["train_seconds"] for r in ablation_rows)
+            best = mean_sd([r["val_best"] for r in ablation_rows])
+            lines.append(f"| {name} | {best} | {mean_sd(last)} | {change} | {len(ablation_rows)} | {seconds:.0f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from nerveseg.utils.errors import UserInputError
+
 __all__ = ["DATASET", "DATASET_ID", "PREDICTIONS", "nnunet_probabilities"]
 
 DATASET_ID = 501
@@ -78,7 +80,7 @@ def nnunet_probabilities(
         seconds of planning and preprocessing, of each epoch and of each prediction; its logs are in ``work_dir``.
     """
     if importlib.util.find_spec("nnunetv2") is None:
-        raise SystemExit("nnU-Net v2 is not installed: pip install -e '.[benchmark]'")
+        raise UserInputError("nnU-Net v2 is not installed: pip install -e '.[benchmark]'")
     if min(num_epochs, images_per_epoch, threads) < 1:
         raise ValueError(
             f"num_epochs ({num_epochs}), images_per_epoch ({images_per_epoch}) and threads ({threads}) "

@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from nerveseg.utils.errors import UserInputError
+
 __all__ = ["PEERS", "peer_probabilities"]
 
 FLIPS = ((), (-1,), (-2,), (-2, -1))
@@ -44,7 +46,7 @@ def _smp_unet_b1() -> tuple[nn.Module, Callable[[torch.Tensor, torch.Tensor], to
     try:
         import segmentation_models_pytorch as smp
     except ImportError as error:
-        raise SystemExit("The smp peer needs segmentation_models_pytorch: pip install -e '.[benchmark]'") from error
+        raise UserInputError("The smp peer needs segmentation_models_pytorch: pip install -e '.[benchmark]'") from error
     network = smp.Unet("efficientnet-b1", encoder_weights=None, in_channels=1, classes=1)
     dice, bce = smp.losses.DiceLoss("binary", from_logits=True), nn.BCEWithLogitsLoss()
     return network, lambda logits, masks: dice(logits, masks) + bce(logits, masks)
@@ -92,7 +94,7 @@ def peer_probabilities(
         of the last epoch.
     """
     if peer not in PEERS:
-        raise SystemExit(f"Unknown peer {peer!r}; choose from {list(PEERS)}.")
+        raise UserInputError(f"Unknown peer {peer!r}; choose from {list(PEERS)}.")
     torch.manual_seed(seed)
     network, loss_function = PEERS[peer]()
     for module in network.modules():

@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
+from nerveseg.bundle.runs import build_network, config_files
 from nerveseg.networks.profile import count_parameters, forward_flops, forward_latency
 from nerveseg.scripts.bench.machine import describe_machine
 from nerveseg.scripts.bench.results import write_results
-from nerveseg.scripts.bench.run_builder import build_network, config_files, network_variants
 
-__all__ = ["network_table"]
+__all__ = ["DEFAULT_NETWORK", "FLEXIBLE_UNET_BACKBONES", "FLEXIBLE_UNET_CONFIG", "network_table", "network_variants"]
+
+FLEXIBLE_UNET_BACKBONES = tuple(f"efficientnet-b{i}" for i in range(8))
+
+FLEXIBLE_UNET_CONFIG = "configs/networks/flexible_unet.json"
+"""The override that trains MONAI's FlexibleUNet (EfficientNet-b1 unless ``network_def#backbone`` says otherwise)."""
+
+DEFAULT_NETWORK = "BasicUNet (default)"
+"""The name :func:`network_variants` gives train.json's own network."""
+
+
+def network_variants(
+    bundle_root: str | os.PathLike, backbones: Sequence[str] = FLEXIBLE_UNET_BACKBONES
+) -> list[tuple[str, list[str], dict]]:
+    """(name, config files, overrides) of every selectable network: train.json's default, configs/networks/
+    flexible_unet.json at each of ``backbones``, each other file of configs/networks/, then the presence
+    classifier."""
+    root = Path(bundle_root).resolve()
+    train = config_files(root, "configs/train.json")
+    flexible = [*train, str(root / FLEXIBLE_UNET_CONFIG)]
+    variants = [(DEFAULT_NETWORK, train, {})]
+    variants += [
+        (f"FlexibleUNet {b}", flexible, {} if b == "efficientnet-b1" else {"network_def#backbone": b})
+        for b in backbones
+    ]
+    for path in sorted((root / "configs" / "networks").glob("*.json")):
+        if path != root / FLEXIBLE_UNET_CONFIG:
+            variants.append((f"networks/{path.name}", [*train, str(path)], {}))
+    variants.append(("presence_classifier.json", [*train, *config_files(root, "configs/presence_classifier.json")], {}))
+    return variants
 
 
 def network_table(

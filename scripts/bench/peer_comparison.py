@@ -8,11 +8,12 @@ from typing import Any
 
 import torch
 
-from nerveseg.bundle.accelerated import resolve_precision
+from nerveseg.bundle.inference.accelerated import resolve_precision
+from nerveseg.bundle.runs import build_network, config_files
 from nerveseg.networks.profile import count_parameters, forward_flops, time_side_by_side
 from nerveseg.scripts.bench.execution_paths import PATHS, path_call
+from nerveseg.scripts.bench.network_table import FLEXIBLE_UNET_CONFIG
 from nerveseg.scripts.bench.results import ms
-from nerveseg.scripts.bench.run_builder import FLEXIBLE_UNET_CONFIG, build_network, config_files
 
 __all__ = ["measure_peer", "peer_markdown"]
 

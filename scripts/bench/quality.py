@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nerveseg.bundle import runs
 from nerveseg.bundle.data.prepare import prepare
-from nerveseg.scripts.bench import run_builder
 
 __all__ = ["QUALITY_RECIPE", "measure_quality", "quality_markdown"]
 
@@ -37,16 +37,16 @@ def measure_quality(
     if not datalist.is_file():
         prepare("folders", src=str(data), out=str(datalist), target_class=1)
     recipe = {**QUALITY_RECIPE, **({"image_size": [64, 64], "num_epochs": 2} if quick else {})}
-    runs = []
+    rows = []
     for seed in seeds:
         run = folder / f"seed{seed}"
         start = time.perf_counter()
-        run_builder.train(bundle_root, ["configs/train.json"], run, datalist_file=str(datalist), seed=seed, **recipe)
+        runs.train(bundle_root, ["configs/train.json"], run, datalist_file=str(datalist), seed=seed, **recipe)
         gc.collect()  # the finished run's datasets and network
         row = {"seed": seed, "train_s": time.perf_counter() - start}
         for name, extra in EVALUATIONS.items():
             output = run / ("eval_" + ("_".join(Path(e).stem for e in extra) or "default"))
-            summary = run_builder.evaluate(
+            summary = runs.evaluate(
                 bundle_root,
                 ["configs/train.json", "configs/evaluate.json", *extra],
                 output,
@@ -55,21 +55,21 @@ def measure_quality(
                 image_size=recipe["image_size"],
             )
             row[f"dice_{name}"] = summary["mean_dice"]
-        runs.append(row)
+        rows.append(row)
         print(json.dumps(row), flush=True)
-    eager = statistics.mean(r["dice_eager"] for r in runs)
-    default = statistics.mean(r["dice_default_path"] for r in runs)
+    eager = statistics.mean(r["dice_eager"] for r in rows)
+    default = statistics.mean(r["dice_default_path"] for r in rows)
     return {
         "data": str(data),
         "image_size": list(recipe["image_size"]),
         "epochs": recipe["num_epochs"],
         "learning_rate": recipe["learning_rate"],
-        "runs": runs,
+        "runs": rows,
         "mean_dice_eager": eager,
         "mean_dice_default_path": default,
-        "sd_dice_default_path": statistics.stdev(r["dice_default_path"] for r in runs) if len(runs) > 1 else None,
+        "sd_dice_default_path": statistics.stdev(r["dice_default_path"] for r in rows) if len(rows) > 1 else None,
         "default_minus_eager": default - eager,
-        "train_s_total": sum(r["train_s"] for r in runs),
+        "train_s_total": sum(r["train_s"] for r in rows),
     }
 
 

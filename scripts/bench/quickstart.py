@@ -53,7 +53,9 @@ def measure_quickstart(bundle_root: str | os.PathLike, folder: Path) -> dict[str
     finished = subprocess.run(command, cwd=root, env=environment, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if finished.returncode != 0:
-        raise SystemExit(f"The Quick start's training failed ({folder / 'outputs' / 'train.log'}):\n{finished.stderr}")
+        raise RuntimeError(
+            f"The Quick start's training failed ({folder / 'outputs' / 'train.log'}):\n{finished.stderr}"
+        )
     dice = validation_dice_of_log((folder / "outputs" / "train.log").read_text())
     best = max(range(len(dice)), key=dice.__getitem__)
     result = {

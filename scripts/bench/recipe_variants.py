@@ -9,9 +9,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from nerveseg.scripts.bench import run_builder
+from nerveseg.bundle import runs
 from nerveseg.scripts.bench.machine import describe_machine
 from nerveseg.scripts.bench.results import mean_sd, write_results
+from nerveseg.utils.errors import UserInputError
 
 __all__ = ["RECIPE_VARIANTS", "read_run_log", "recipe"]
 
@@ -57,7 +58,7 @@ def recipe(
         reuse: keep runs whose log already shows the last epoch (to finish an interrupted benchmark).
     """
     if not Path(datalist_file).is_file():
-        raise SystemExit(f"datalist_file {datalist_file} not found; write one with `nerveseg prepare`.")
+        raise UserInputError(f"datalist_file {datalist_file} not found; write one with `nerveseg prepare`.")
     folder, seeds = Path(out).resolve(), list(seeds)
     results = []
     for variant, overrides in RECIPE_VARIANTS.items():
@@ -68,7 +69,7 @@ def recipe(
             start = time.perf_counter()
             if not done:
                 log.unlink(missing_ok=True)  # the log is appended to; an earlier run's lines would count again
-                run_builder.train(
+                runs.train(
                     bundle_root,
                     ["configs/train.json", *overrides],
                     run,

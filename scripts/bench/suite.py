@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from nerveseg.bundle.runs import build_network, config_files
 from nerveseg.scripts.bench.asme_timing import (
     asme_curve_markdown,
     asme_dice_cost_curve,
@@ -43,9 +44,9 @@ from nerveseg.scripts.bench.peer_comparison import measure_peer, peer_markdown
 from nerveseg.scripts.bench.quality import measure_quality, quality_markdown
 from nerveseg.scripts.bench.quickstart import measure_quickstart, quickstart_markdown
 from nerveseg.scripts.bench.results import write_results
-from nerveseg.scripts.bench.run_builder import build_network, config_files
 from nerveseg.scripts.bench.trainer_overhead import measure_trainer_overhead, trainer_overhead_markdown
 from nerveseg.scripts.bench.training_throughput import measure_training, training_markdown
+from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import read_state_dict
 
 __all__ = ["SUITE_PARTS", "asme", "latency", "markdown", "peer", "quality", "run_suite", "training"]
@@ -98,7 +99,7 @@ def run_suite(
     """
     unknown = [p for p in parts if p not in SUITE_PARTS]
     if unknown:
-        raise SystemExit(f"Unknown parts {unknown}; choose from {', '.join(SUITE_PARTS)}.")
+        raise UserInputError(f"Unknown parts {unknown}; choose from {', '.join(SUITE_PARTS)}.")
     root, folder = Path(bundle_root).resolve(), Path(out).resolve()
     config_files(root, "configs/inference.json", "configs/train.json")
     if threads is not None:
@@ -108,7 +109,7 @@ def run_suite(
         p for p in SUITE_PARTS if not (quick and p in long_parts) and (p != "quality" or Path(data).is_dir())
     ]
     if "quality" in selected and not Path(data).is_dir():
-        raise SystemExit(f"{data} not found; pass --data, the USGRA-seg folder, for the quality part.")
+        raise UserInputError(f"{data} not found; pass --data, the USGRA-seg folder, for the quality part.")
     folder.mkdir(parents=True, exist_ok=True)
 
     path = default_path(root)

@@ -25,7 +25,7 @@ from monai.data import MetaTensor
 from torch import nn
 
 from nerveseg.bundle.data.synthetic import generate_dataset
-from nerveseg.scripts.bench.run_builder import config_files, run_workflow
+from nerveseg.bundle.runs import config_files, run_workflow
 
 __all__ = ["bare_step", "measure_trainer_overhead", "trainer_overhead_markdown"]
 

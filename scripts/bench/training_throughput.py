@@ -14,7 +14,7 @@ from ignite.engine import Engine, Events
 from monai.bundle import ConfigWorkflow
 
 from nerveseg.bundle.data.synthetic import generate_dataset
-from nerveseg.scripts.bench.run_builder import config_files, run_workflow
+from nerveseg.bundle.runs import config_files, run_workflow
 
 __all__ = ["measure_training", "training_markdown"]
 

@@ -18,8 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from monai.bundle import ConfigParser
-
+from nerveseg.bundle import runs
 from nerveseg.utils.files import atomic_path, write_json_atomically
 
 __all__ = ["OFFLINE_CONF", "create_app", "label_app", "start_command"]
@@ -35,11 +34,7 @@ IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 
 def _merged_config(files: Sequence[Path], overrides: Mapping[str, Any]) -> dict:
-    parser = ConfigParser()
-    parser.read_config([str(f) for f in files])
-    for key, value in overrides.items():
-        parser[key] = value
-    return parser.get()
+    return runs.read_config(files, overrides).get()
 
 
 def create_app(

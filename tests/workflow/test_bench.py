@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from conftest import BUNDLE_ROOT, SHARED_DATA, nerve_folders
+from nerveseg.bundle import runs
 from nerveseg.bundle.data.prepare import prepare
-from nerveseg.scripts.bench import bench, execution_paths, run_builder
+from nerveseg.scripts.bench import bench, execution_paths
 from nerveseg.scripts.bench.inference_comparison import inference_comparison
 from nerveseg.scripts.bench.latency import timed_paths
 from nerveseg.scripts.bench.league import DATASETS, league
@@ -101,8 +102,8 @@ def test_recipe_and_inference_parts_run_the_bundle_in_process(tmp_path):
 @pytest.mark.slow
 def test_onnx_runtime_path_matches_the_network(tmp_path):
     pytest.importorskip("onnxruntime", reason="ONNX Runtime comes with the benchmark extra")
-    files = run_builder.config_files(BUNDLE_ROOT, "configs/train.json")
-    network = run_builder.build_network(files)
+    files = runs.config_files(BUNDLE_ROOT, "configs/train.json")
+    network = runs.build_network(files)
     run, export_s = execution_paths.onnx_session(files, {}, network, (64, 64), tmp_path)
     assert export_s > 0 and not list(tmp_path.iterdir())  # the exported files lived in a scratch folder
     for batch in (1, 3):  # exported at batch 1, run at any batch

@@ -134,7 +134,7 @@ def test_evaluating_without_a_checkpoint_says_train_first(tiny_dataset, tmp_path
 
 
 def test_evaluating_at_another_size_than_training_names_both(tiny_dataset, tmp_path):
-    from nerveseg.bundle.settings import write_trained_settings
+    from nerveseg.bundle.trained_settings import write_trained_settings
 
     network = FlexibleUNet(in_channels=1, out_channels=1, spatial_dims=2, backbone="efficientnet-b1")
     (tmp_path / "models").mkdir()

@@ -1,4 +1,5 @@
-"""One epoch of training per network, and the two-stage model end to end, through the real configs on tiny data."""
+"""One epoch of training per network, its TorchScript export, and the two-stage model end to end, through the real
+configs on tiny data."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import shlex
 
 import pytest
 
-from conftest import CONFIGS, as_arguments, run_workflow, tiny_overrides
+from conftest import CONFIGS, as_arguments, assert_export_reloads, run_workflow, tiny_overrides
 from nerveseg.scripts import cli
 
 pytestmark = pytest.mark.slow
 
 TRAIN = CONFIGS / "train.json"
-NETWORKS = sorted(p for p in (CONFIGS / "networks").glob("*.json") if p.stem != "presence_gated")
+NETWORK_FILES = sorted((CONFIGS / "networks").glob("*.json"))
+NETWORKS = [p for p in NETWORK_FILES if p.stem != "presence_gated"]
 
 
 @pytest.mark.parametrize("network", NETWORKS, ids=lambda p: p.stem)
@@ -58,3 +60,12 @@ def test_two_stage_model(tiny_dataset, tmp_path, capsys):
     infer = {k: v for k, v in stacked.items() if k not in ("num_epochs", "batch_size")}
     run_workflow("inference", inference, **{**infer, "output_dir": str(out)})
     assert len(list(out.glob("*_mask.tif"))) == len(list((tiny_dataset / "test").glob("*.tif")))
+
+
+@pytest.mark.parametrize("network", NETWORK_FILES, ids=lambda p: p.stem)
+def test_torchscript_export_and_reload(network, tmp_path):
+    """``ckpt_export`` (traced in eval mode) of a saved checkpoint gives the eager network's output.
+
+    The default network's export (scripted, from inference.json) is tested in test_metadata.py.
+    """
+    assert_export_reloads([str(TRAIN), str(network)], tmp_path, use_trace=True, input_shape=[1, 1, 64, 96])

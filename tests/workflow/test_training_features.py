@@ -129,7 +129,7 @@ def test_bad_configuration_fails_at_start_up_naming_the_key(override, message, t
 
 
 def test_progressive_resizing_runs_each_stage(tiny_dataset, tmp_path, capsys):
-    """Each stage is its own ``monai.bundle`` process, started from the previous stage's weights."""
+    """Each stage is a training run in this process, started from the previous stage's weights."""
     overrides = f"--dataset_dir {tiny_dataset} --bundle_root {CONFIGS.parent} --num_workers 0 --batch_size 4"
     progressive(
         sizes=[[64, 96], [96, 128]],

@@ -14,11 +14,11 @@ from monai.inferers import SimpleInferer
 from monai.networks.nets import BasicUNet
 from torch import nn
 
-from nerveseg.bundle import backends
-from nerveseg.bundle.accelerated import AcceleratedInferer
-from nerveseg.bundle.backends import OpenVINONetwork, resolve_backend
-from nerveseg.bundle.inferers import ASMEInferer, FlipTTAInferer
-from nerveseg.bundle.openvino_cache import cache_dir_beside
+from nerveseg.bundle.inference import backends
+from nerveseg.bundle.inference.accelerated import AcceleratedInferer
+from nerveseg.bundle.inference.backends import OpenVINONetwork, resolve_backend
+from nerveseg.bundle.inference.inferers import ASMEInferer, FlipTTAInferer
+from nerveseg.bundle.inference.openvino_cache import cache_dir_beside
 from nerveseg.utils.class_logits import with_class_logits
 from nerveseg.utils.errors import UserInputError
 

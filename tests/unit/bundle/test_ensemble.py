@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nerveseg.bundle.ensemble import asme_weights, consistency_scores, dice_similarity_matrix, principal_eigenpair
+from nerveseg.bundle.inference.ensemble import (
+    asme_weights,
+    consistency_scores,
+    dice_similarity_matrix,
+    principal_eigenpair,
+)
 
 # Table 1 of the nerve seed: Dice similarity of the four flipped views of test image 9.tif.
 PAPER_A = torch.tensor(

@@ -7,24 +7,13 @@ import torch
 from monai.data import MetaTensor, decollate_batch, list_data_collate
 from torch import nn
 
-from nerveseg.bundle.accelerated import AcceleratedInferer, resolve_precision
-from nerveseg.bundle.ensemble import asme_weights, dice_similarity_matrix
-from nerveseg.bundle.inferers import FLIP_VIEWS, SCORE_KEYS, ASMEInferer, FlipTTAInferer
+from inferer_nets import SCORE_DTYPES, Recorder, WithClassLogits, conv_net, images
+from nerveseg.bundle.inference.ensemble import asme_weights, dice_similarity_matrix
+from nerveseg.bundle.inference.inferers import FLIP_VIEWS, SCORE_KEYS, ASMEInferer, FlipTTAInferer
 from nerveseg.utils.class_logits import CLASS_LOGITS_KEY, with_class_logits
 from nerveseg.utils.errors import UserInputError
 
 ALL_VIEWS = ("identity", "lr", "ud", "both")
-SCORE_DTYPES = {"asme_views_used": torch.int64}
-
-
-def conv_net(seed: int = 0, out_channels: int = 1) -> nn.Conv2d:
-    """A 3x3 convolution with random (so not flip-symmetric) weights."""
-    torch.manual_seed(seed)
-    return nn.Conv2d(1, out_channels, 3, padding=1).requires_grad_(False)
-
-
-def images(batch: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(batch, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
 
 
 def members_by_hand(networks, views, x: torch.Tensor) -> list[torch.Tensor]:
@@ -49,31 +38,6 @@ def asme_by_hand(networks, views, x, base=100.0, threshold=0.5) -> tuple[torch.T
         outputs.append(sum(wi.float() * z for wi, z in zip(w, members, strict=True)))
         weights.append(w)
     return torch.cat(outputs), torch.stack(weights).float()
-
-
-class Recorder(nn.Module):
-    """Wraps a network and records the batch size of every forward."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.batch_sizes: list[int] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.batch_sizes.append(x.shape[0])
-        return self.net(x)
-
-
-class WithClassLogits(nn.Module):
-    """A conv net that also returns view-dependent ``[B, 2]`` class logits in the metadata, as MUNet does."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = conv_net(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        plain = x.as_tensor() if isinstance(x, MetaTensor) else x
-        return with_class_logits(self.net(plain), plain[:, 0, 0, :2], x)
 
 
 @pytest.mark.parametrize("views", [("identity",), ("identity", "lr"), ("lr", "ud", "both"), ALL_VIEWS])
@@ -372,68 +336,3 @@ def test_stop_agreement_out_of_range_names_the_key_and_the_fix(value):
         ASMEInferer(stop_agreement=value)
     with pytest.raises(UserInputError, match=match):
         FlipTTAInferer(stop_agreement=value)
-
-
-class ConvNet(nn.Module):
-    """Two convolutions with a batch norm between: 4D weights to put in channels-last order."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 1, 1))
-        self.eval()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-def test_accelerated_float32_without_channels_last_is_the_wrapped_inferer_exactly():
-    x, net = images(2), ConvNet()
-    out = AcceleratedInferer(precision="float32", channels_last=False)(x, net)
-    assert torch.equal(out, net(x))
-    assert net.net[0].weight.is_contiguous()
-    asme = AcceleratedInferer(ASMEInferer(), precision="float32", channels_last=False)(x, net)
-    assert torch.equal(asme, ASMEInferer()(x, net))
-
-
-@pytest.mark.parametrize("precision", ["bfloat16", "float32"])
-def test_accelerated_path_returns_float32_close_to_eager_and_converts_the_weights_once(precision):
-    x, net = images(2), ConvNet()
-    with torch.no_grad():
-        eager = net(x)
-        out = AcceleratedInferer(precision=precision)(x, net)
-    assert out.dtype == torch.float32 and out.shape == eager.shape
-    tolerance = 0.05 if precision == "bfloat16" else 1e-5
-    torch.testing.assert_close(out, eager, atol=tolerance, rtol=tolerance)
-    if precision == "bfloat16":
-        assert not torch.equal(out, eager)  # it really ran in reduced precision
-    assert net.net[0].weight.is_contiguous(memory_format=torch.channels_last)
-    converted = net.net[0].weight
-    AcceleratedInferer(precision=precision)(x, net)
-    assert net.net[0].weight is converted
-
-
-def test_accelerated_asme_keeps_metadata_scores_and_class_logits_in_float32():
-    x = MetaTensor(images(2), meta={"filename_or_obj": ["a.tif", "b.tif"]})
-    inner = ASMEInferer()
-    out = AcceleratedInferer(inner, precision="bfloat16")(x, WithClassLogits())
-    assert isinstance(out, MetaTensor) and out.dtype == torch.float32
-    assert out.meta["filename_or_obj"] == ["a.tif", "b.tif"]
-    assert out.meta[CLASS_LOGITS_KEY].dtype == torch.float32 and out.meta[CLASS_LOGITS_KEY].shape == (2, 2)
-    for key in SCORE_KEYS:
-        assert out.meta[key].dtype == SCORE_DTYPES.get(key, torch.float32) and out.meta[key].shape[0] == 2
-    torch.testing.assert_close(out.meta["asme_weights"], inner.last_scores["asme_weights"])
-
-
-def test_precision_names_and_auto(monkeypatch):
-    import nerveseg.bundle.accelerated as inferers
-
-    assert resolve_precision("bfloat16", "cpu") == torch.bfloat16
-    assert resolve_precision("float32", "cuda") == torch.float32
-    monkeypatch.setattr(inferers, "_cpu_has_bf16", lambda: False)
-    assert resolve_precision("auto", "cpu") == torch.float32
-    monkeypatch.setattr(inferers, "_cpu_has_bf16", lambda: True)
-    expected = torch.bfloat16 if torch.backends.mkldnn.is_available() else torch.float32
-    assert resolve_precision("auto", "cpu") == expected
-    with pytest.raises(ValueError, match=r"Unknown precision 'fp8'; choose 'auto' or one of \['float32', 'bfloat16'"):
-        AcceleratedInferer(precision="fp8")

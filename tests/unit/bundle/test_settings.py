@@ -74,24 +74,6 @@ def test_default_workers_fit_the_machine():
     assert settings.default_num_workers(limit=1) == 1
 
 
-def test_a_checkpoint_is_checked_against_its_training_settings(tmp_path):
-    network = nn.Conv2d(1, 1, 1)
-    with pytest.raises(UserInputError, match=r"model.pt: no such checkpoint; train first"):
-        settings.check_checkpoint(tmp_path / "model.pt", network, [64, 96])
-    torch.save(network.state_dict(), tmp_path / "model.pt")
-    settings.check_checkpoint(tmp_path / "model.pt", network, [64, 96])  # no settings recorded: not compared
-    settings.write_trained_settings(tmp_path, network, [64, 96])
-    settings.check_checkpoint(tmp_path / "model.pt", network, [64, 96])
-    with pytest.raises(UserInputError, match=r'was trained at \[64, 96\] .*; pass --image_size "\[64, 96\]"'):
-        settings.check_checkpoint(tmp_path / "model.pt", network, [128, 128])
-    with pytest.raises(
-        UserInputError, match="Linear of 2 parameters, but .* trained with a torch.nn.modules.conv.Conv2d"
-    ):
-        settings.check_checkpoint(tmp_path / "model.pt", nn.Linear(1, 1), [64, 96])
-    with pytest.raises(UserInputError, match="Conv2d of 3 parameters, but .* of 2 .*; stack the same network override"):
-        settings.check_checkpoint(tmp_path / "model.pt", nn.Conv2d(2, 1, 1), [64, 96])
-
-
 def test_tuning_only_on_validation():
     settings.check_tuning_split("validation")
     with pytest.raises(UserInputError, match="eval_split is 'test': post-processing is tuned on the validation"):

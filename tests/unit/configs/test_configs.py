@@ -11,8 +11,8 @@ from monai.bundle import ComponentLocator, ConfigParser, ConfigWorkflow
 from monai.inferers import SimpleInferer
 
 from conftest import CONFIGS
-from nerveseg.bundle.accelerated import AcceleratedInferer
-from nerveseg.bundle.inferers import ASMEInferer, FlipTTAInferer
+from nerveseg.bundle.inference.accelerated import AcceleratedInferer
+from nerveseg.bundle.inference.inferers import ASMEInferer, FlipTTAInferer
 
 TRAIN = str(CONFIGS / "train.json")
 EVALUATE = [TRAIN, str(CONFIGS / "evaluate.json")]

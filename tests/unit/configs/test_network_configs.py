@@ -7,7 +7,7 @@ import torch
 from monai.bundle import ConfigParser, verify_net_in_out
 from monai.data import decollate_batch
 
-from conftest import CONFIGS, assert_export_reloads
+from conftest import CONFIGS
 
 TRAIN = CONFIGS / "train.json"
 META = CONFIGS / "metadata.json"
@@ -58,13 +58,3 @@ def test_forward_backward_and_train_postprocessing(stack, name):
     with torch.no_grad():
         prediction = network(image)
     assert isinstance(prediction, torch.Tensor) and prediction.shape == (2, 1, 64, 96)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("stack", STACKS[1:], ids=IDS[1:])
-def test_torchscript_export_and_reload(stack, tmp_path):
-    """``ckpt_export`` (traced in eval mode) of a saved checkpoint gives the eager network's output.
-
-    The default network's export (scripted, from inference.json) is tested in test_metadata.py.
-    """
-    assert_export_reloads([str(p) for p in stack], tmp_path, use_trace=True, input_shape=[1, 1, 64, 96])

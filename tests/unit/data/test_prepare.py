@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import all_items, check_prepared_pairs, check_subject_grouping
+from conftest import all_items, check_prepared_pairs, check_subject_grouping, image_mask_folders
 from nerveseg.bundle.data import checks, rle
 from nerveseg.bundle.data.datalist import build_datalist
 from nerveseg.bundle.data.io import DatasetError
@@ -53,18 +53,6 @@ def test_nerve_csv_masks_give_the_same_datalist(tiny_dataset, tmp_path):
     assert [(i["image"], i["area"], i["fold"]) for i in first] == [(i["image"], i["area"], i["fold"]) for i in second]
 
 
-def _folders(root: Path, count: int = 6) -> Path:
-    rng = np.random.default_rng(0)
-    for name in ("images", "masks"):
-        (root / name).mkdir(parents=True)
-    for i in range(count):
-        Image.fromarray(rng.integers(0, 255, (24, 32), dtype=np.uint8)).save(root / "images" / f"{i}.png")
-        mask = np.zeros((24, 32), dtype=np.uint8)
-        mask[4:12, 4 + i : 12 + i] = 255 * (i % 2)
-        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
-    return root
-
-
 @pytest.mark.parametrize(
     "damage, message",
     [
@@ -77,7 +65,7 @@ def _folders(root: Path, count: int = 6) -> Path:
     ids=["corrupt-image", "size-mismatch", "values-outside-classes", "image-without-mask"],
 )  # fmt: skip
 def test_bad_files_stop_or_are_skipped(tmp_path, damage, message):
-    src = _folders(tmp_path / "src")
+    src = image_mask_folders(tmp_path / "src")
     damage(src)
     with pytest.raises(DatasetError, match=message):
         prepare("folders", src, tmp_path / "out" / "datalist.json", num_folds=2)
@@ -95,7 +83,7 @@ def test_prepare_records_what_it_checked_and_runs_trust_it(tmp_path, monkeypatch
             checks, name, lambda path, *a, _read=read, **k: reads.append(Path(path).name) or _read(path)
         )
     out = tmp_path / "out" / "datalist.json"
-    prepare("folders", _folders(tmp_path / "src"), out, num_folds=2)
+    prepare("folders", image_mask_folders(tmp_path / "src"), out, num_folds=2)
     record = json.loads((out.parent / checks.RECORD_NAME).read_text())["files"]
     datalist = json.loads(out.read_text())
     for item in all_items(datalist):
@@ -131,7 +119,7 @@ def test_malformed_csv_row(tiny_dataset, tmp_path):
 
 
 def test_output_folder_of_other_files_is_refused(tmp_path):
-    src = _folders(tmp_path / "src")
+    src = image_mask_folders(tmp_path / "src")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(UserInputError, match="did not write"):
@@ -140,7 +128,7 @@ def test_output_folder_of_other_files_is_refused(tmp_path):
 
 
 def test_command_line(tmp_path, capsys):
-    src = _folders(tmp_path / "src")
+    src = image_mask_folders(tmp_path / "src")
     out = tmp_path / "out" / "datalist.json"
     (src / "images" / "5.png").write_bytes(b"not a png")
     cli.prepare("folders", src=str(src), out=str(out), num_folds=2, balance=True, skip_bad=True)
@@ -237,9 +225,9 @@ def test_drive_style_names_and_field_of_view(tmp_path):
         assert np.count_nonzero(np.asarray(Image.open(out.parent / item["fov"]))) == 16 * 18
 
 
-def test_nuclei_instance_folders(tmp_path):
+def test_nuclei_instanceimage_mask_folders(tmp_path):
     """The original nuclei layout: ``masks/{id}/`` holds one PNG per nucleus; the mask is their union."""
-    src = _folders(tmp_path / "src", count=4)
+    src = image_mask_folders(tmp_path / "src", count=4)
     for i in range(4):
         (src / "masks" / f"{i}.png").unlink()
         (src / "masks" / str(i)).mkdir()
@@ -267,124 +255,6 @@ def test_image_without_csv_row_is_skippable(tiny_dataset, tmp_path):
 
 
 # ---- given test and validation subjects (a published split) ----
-
-
-def _labelled_subjects(items: list[dict]) -> set[str]:
-    return {item["subject"] for item in items if "label" in item}
-
-
-def test_given_subjects_form_test_and_validation(tiny_dataset, tmp_path):
-    out = tmp_path / "given" / "datalist.json"
-    report = prepare("nerve", tiny_dataset, out, test_subjects=(1,), val_subjects=["2"])  # fire's forms of 1 and "2"
-    datalist = json.loads(out.read_text())
-    assert _labelled_subjects(datalist["test"]) == {"1"}
-    assert _labelled_subjects(datalist["validation"]) == {"2"}
-    assert _labelled_subjects(datalist["training"]) == {"3", "4"}
-    assert sum("label" not in item for item in datalist["test"]) == 3  # the unlabelled test/ images stay in test
-    assert not any("fold" in item for item in all_items(datalist)) and report["folds"] == {}
-    assert report["subjects"] == {"training": ["3", "4"], "validation": ["2"], "test": ["1"]}
-    parameters = report["parameters"]
-    assert parameters["test_subjects"] == ["1"] and parameters["val_subjects"] == ["2"]
-    assert parameters["num_folds"] is None and parameters["val_fold"] is None
-    assert json.loads((out.parent / "report.json").read_text())["subjects"] == report["subjects"]
-    assert sorted(report["dropped_duplicates"]) == ["1_2", "3_5"]  # duplicates are still cleaned
-    check_prepared_pairs(out.parent, datalist)
-
-    balanced = prepare("nerve", tiny_dataset, tmp_path / "b" / "datalist.json", test_subjects=[1], val_subjects=[2],
-                       balance=True)  # fmt: skip
-    again = json.loads((tmp_path / "b" / "datalist.json").read_text())
-    assert again["validation"] == datalist["validation"] and again["test"] == datalist["test"]
-    positive = [item["area"] > 0 for item in again["training"]]
-    assert sum(positive) == len(positive) - sum(positive) > 0  # balancing touches training only
-    assert balanced["subjects"]["validation"] == ["2"]
-
-
-def test_a_random_test_share_is_drawn_beside_given_validation_subjects(tiny_dataset, tmp_path):
-    for seed in range(4):
-        out = tmp_path / str(seed) / "datalist.json"
-        report = prepare("nerve", tiny_dataset, out, val_subjects=[1, 2], test_fraction=0.3, seed=seed)
-        assert report["subjects"]["validation"] == ["1", "2"]  # never drawn into test
-        assert len(report["subjects"]["test"]) == 1 and report["subjects"]["test"][0] in ("3", "4")
-
-
-def test_given_test_subjects_from_a_file_keep_the_folds(tiny_dataset, tmp_path):
-    names = tmp_path / "test_subjects.txt"
-    names.write_text("# the published test subjects\n\n4  # the last one\n")
-    out = tmp_path / "out" / "datalist.json"
-    report = prepare("nerve", tiny_dataset, out, num_folds=2, test_subjects=str(names))
-    datalist = json.loads(out.read_text())
-    assert _labelled_subjects(datalist["test"]) == {"4"}
-    check_subject_grouping(datalist)
-    assert report["parameters"]["test_subjects"] == ["4"]
-    assert report["parameters"]["test_subjects_file"] == str(names.absolute())
-    assert "val_subjects_file" not in report["parameters"] and report["parameters"]["val_subjects"] is None
-    assert report["subjects"]["test"] == ["4"] and set(report["folds"]) == {"0", "1"}
-    assert sorted(report["subjects"]["training"] + report["subjects"]["validation"]) == ["1", "2", "3"]
-    assert report["subjects"]["validation"] == sorted(_labelled_subjects(datalist["validation"]))
-
-
-def test_without_given_subjects_the_report_lists_the_random_split(tiny_dataset, tmp_path):
-    report = prepare("nerve", tiny_dataset, tmp_path / "out" / "datalist.json", num_folds=2, test_fraction=0.25)
-    datalist = json.loads((tmp_path / "out" / "datalist.json").read_text())
-    assert report["parameters"]["test_subjects"] is None and report["parameters"]["val_subjects"] is None
-    for name in ("training", "validation", "test"):
-        assert report["subjects"][name] == sorted(_labelled_subjects(datalist[name]))
-    assert len(report["subjects"]["test"]) == 1
-
-
-UNKNOWN = r"test_subjects: '9' \(1 of 2 names\) match no subject of the data, whose 6 subjects are '0', '1', '2', '3', "
-ALL_NAMED = "test_subjects and val_subjects name all 6 subjects with labelled images; leave some for training"
-
-
-@pytest.mark.parametrize(
-    "given, error, message, early",
-    [
-        ({"test_subjects": [9, "1"]}, DatasetError, UNKNOWN + r"'4' \(and 1 more\)\. Correct or remove them", True),
-        ({"val_subjects": "x"}, DatasetError, r"val_subjects: x is not a file; give a text file", True),
-        ({"test_subjects": [1, 2], "val_subjects": (2, 3)}, DatasetError, "test_subjects and val_subjects both", True),
-        ({"test_subjects": [1], "test_fraction": 0.2}, UserInputError, "test_fraction=0.2 both choose", True),
-        ({"test_subjects": [0, 1, 2], "val_subjects": [3, 4, 5]}, DatasetError, ALL_NAMED, False),
-    ],
-    ids=["unknown", "not-a-file", "in-both", "with-test-fraction", "none-left"],
-)
-def test_subject_errors_write_nothing(tmp_path, monkeypatch, given, error, message, early):
-    from nerveseg.bundle.data import prepare as preparation
-
-    src = _folders(tmp_path / "src")
-    earlier = tmp_path / "earlier" / "datalist.json"
-    prepare("folders", src, earlier, num_folds=2)
-    before = {path: path.read_bytes() for path in earlier.parent.rglob("*") if path.is_file()}
-    if early:  # checked before any image is converted
-        monkeypatch.setattr(preparation, "_save", lambda *args: pytest.fail("an image was written"))
-    with pytest.raises(error, match=message):
-        prepare("folders", src, earlier, num_folds=2, **given)
-    assert {path: path.read_bytes() for path in earlier.parent.rglob("*") if path.is_file()} == before
-    with pytest.raises(error, match=message):
-        prepare("folders", src, tmp_path / "new" / "datalist.json", num_folds=2, **given)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["earlier", "src"]
-
-
-def test_given_subject_without_labelled_images_left(tmp_path):
-    src = _folders(tmp_path / "src")
-    (src / "images" / "2.png").write_bytes(b"not a png")
-    with pytest.raises(DatasetError, match=r"val_subjects: no labelled image is left of '2' .* remove them from val"):
-        prepare("folders", src, tmp_path / "out" / "datalist.json", skip_bad=True, val_subjects=[2, 3])
-    assert not (tmp_path / "out").exists()
-
-
-def test_command_line_says_how_test_and_validation_were_chosen(tmp_path, capsys):
-    src = _folders(tmp_path / "src")
-    cli.prepare("folders", src=str(src), out=str(tmp_path / "a" / "datalist.json"), test_subjects=(0, 1),
-                val_subjects=2)  # fmt: skip
-    printed = capsys.readouterr().out
-    assert "test: the 2 given test_subjects; validation: the 1 given val_subjects (no folds)" in printed
-    cli.prepare("folders", src=str(src), out=str(tmp_path / "b" / "datalist.json"), num_folds=2, test_fraction=0.3)
-    printed = capsys.readouterr().out
-    assert "test: test_fraction 0.3 of the subjects, drawn at random (seed 0)" in printed
-    assert "validation: fold 0 of 2 subject-grouped folds (seed 0)" in printed
-
-
-# ---- nerve layout: masks in another format than their images, lossy (JPEG) masks --------------------------------
 
 
 def _nerve_src(root: Path, image_ext: str = ".tif", mask_ext: str = ".tif") -> dict[str, int]:
@@ -442,6 +312,6 @@ def test_nerve_image_without_mask_names_what_was_tried_and_found(tmp_path):
 
 
 def test_folders_mask_threshold_excludes_target_class(tmp_path):
-    src = _folders(tmp_path / "src")
+    src = image_mask_folders(tmp_path / "src")
     with pytest.raises(ValueError, match=r"target_class=1, threshold=128: choose one way"):
         prepare("folders", src, tmp_path / "out" / "datalist.json", num_folds=2, target_class=1, mask_threshold=128)

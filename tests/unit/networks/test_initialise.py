@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from torch import nn
 
 from nerveseg.networks.initialise import initialise_network
-from nerveseg.scripts.progressive import stage_commands
+from nerveseg.scripts.progressive import stage_overrides
 
 
 def _network() -> nn.Module:
@@ -32,12 +30,11 @@ def test_checkpoint_of_another_network(tmp_path):
 
 def test_each_stage_starts_from_the_previous_one():
     sizes = [[64, 96], [128, 192]]
-    commands = stage_commands(sizes, [3, 2], ["configs/train.json"], "models/p", "outputs/p", ["--x", "1"])
-    first, second = commands
-    assert "--init_weights" not in first
-    assert second[second.index("--init_weights") + 1] == "models/p/stage0_64x96/model.pt"
-    assert json.loads(second[second.index("--image_size") + 1]) == [128, 192]
-    assert second[second.index("--num_epochs") + 1] == "2" and second[-2:] == ["--x", "1"]
+    first, second = stage_overrides(sizes, [3, 2], "models/p", "outputs/p", {"batch_size": 4})
+    assert "init_weights" not in first and first["ckpt_dir"] == "models/p/stage0_64x96"
+    assert second["init_weights"] == "models/p/stage0_64x96/model.pt"
+    assert second["image_size"] == [128, 192] and second["output_dir"] == "outputs/p/stage1_128x192"
+    assert second["num_epochs"] == 2 and first["batch_size"] == second["batch_size"] == 4
 
 
 @pytest.mark.parametrize(
@@ -46,7 +43,7 @@ def test_each_stage_starts_from_the_previous_one():
 )
 def test_bad_stage_settings(sizes, epochs, message):
     with pytest.raises(ValueError, match=message):
-        stage_commands(sizes, epochs, ["configs/train.json"], "m", "o")
+        stage_overrides(sizes, epochs, "m", "o")
 
 
 def test_channels_last_puts_the_weights_in_nhwc_order_and_keeps_their_values():

@@ -1,10 +1,9 @@
-"""``nerveseg bench``: the part dispatcher, the run builder and the pieces the parts share (in-process, no runs)."""
+"""``nerveseg bench``: the part dispatcher, the selectable networks and the pieces the parts share (no runs)."""
 
 from __future__ import annotations
 
 import inspect
 import json
-import logging
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from torch import nn
 
 from conftest import BUNDLE_ROOT, nerve_folders
 from nerveseg.networks.profile import time_side_by_side
-from nerveseg.scripts.bench import PARTS, bench, part_function, run_builder
+from nerveseg.scripts.bench import PARTS, bench, network_table, part_function
 from nerveseg.scripts.bench.active_learning_simulation import _summary_lines
 from nerveseg.scripts.bench.asme_timing import (
     ADAPTIVE,
@@ -30,9 +29,9 @@ from nerveseg.scripts.bench.recipe_variants import read_run_log
 from nerveseg.scripts.bench.results import mean_sd, ms, write_results
 from nerveseg.scripts.bench.suite import HEADLINES, SUITE_PARTS, markdown
 from nerveseg.scripts.bench.trainer_overhead import trainer_overhead_markdown
+from nerveseg.utils.errors import UserInputError
 
 TRAIN = BUNDLE_ROOT / "configs" / "train.json"
-TINY_BASIC_UNET = {"network_def#features": [4, 4, 8, 8, 16, 4]}
 
 
 def test_every_part_and_its_options_are_in_the_help():
@@ -60,87 +59,35 @@ def test_unknown_parts_options_and_missing_data_are_refused(tmp_path):
         bench("speed", out=str(tmp_path))
     with pytest.raises(SystemExit, match=r"bench latency: .*'speed'.*its options are --out, --quick"):
         bench("latency", speed=1)
-    with pytest.raises(SystemExit, match=r"nowhere not found; pass --data"):
+    with pytest.raises(UserInputError, match=r"nowhere not found; pass --data"):
         bench("quality", out=str(tmp_path), bundle_root=str(BUNDLE_ROOT), data="nowhere")
-    with pytest.raises(SystemExit, match=r"configs/inference.json not found; paths are relative to --bundle_root"):
+    with pytest.raises(UserInputError, match=r"configs/inference.json not found; paths are relative to --bundle_root"):
         bench("asme", out=str(tmp_path), bundle_root=str(tmp_path))
     from nerveseg.scripts.bench.suite import run_suite
 
-    with pytest.raises(SystemExit, match=r"Unknown parts \['speed'\]; choose from latency, asme"):
+    with pytest.raises(UserInputError, match=r"Unknown parts \['speed'\]; choose from latency, asme"):
         run_suite(["speed"], out=str(tmp_path))
     assert not list(tmp_path.iterdir())  # refused before anything was written
 
 
-def test_config_files_resolve_against_the_bundle_root_and_name_the_fix(tmp_path):
-    train = BUNDLE_ROOT / "configs" / "train.json"
-    assert run_builder.config_files(BUNDLE_ROOT, "configs/train.json", train) == [str(train)] * 2
-    with pytest.raises(SystemExit, match=rf"{tmp_path}/configs/train.json not found; paths are relative to --bundle"):
-        run_builder.config_files(tmp_path, "configs/train.json")
-
-
-def test_read_config_stacks_files_and_overrides():
-    files = run_builder.config_files(BUNDLE_ROOT, "configs/train.json", run_builder.FLEXIBLE_UNET_CONFIG)
-    parser = run_builder.read_config(files, {"image_size": [32, 48], "network_def#backbone": "efficientnet-b0"})
-    assert parser["image_size"] == [32, 48]
-    assert (
-        parser["network_def"]["_target_"] == "FlexibleUNet" and parser["network_def"]["backbone"] == "efficientnet-b0"
-    )
-
-
-def test_build_network_is_seeded_and_in_eval_mode():
-    files = run_builder.config_files(BUNDLE_ROOT, "configs/train.json")
-    first, second = (run_builder.build_network(files, TINY_BASIC_UNET) for _ in range(2))
-    assert not first.training
-    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b)
-    other = run_builder.build_network(files, TINY_BASIC_UNET, seed=1)
-    assert any(not torch.equal(a, b) for a, b in zip(first.parameters(), other.parameters(), strict=True))
-
-
 def test_network_variants_name_every_selectable_network():
-    variants = run_builder.network_variants(BUNDLE_ROOT)
+    variants = network_table.network_variants(BUNDLE_ROOT)
     names = [name for name, _, _ in variants]
-    assert names[0] == run_builder.DEFAULT_NETWORK and variants[0][1:] == ([str(TRAIN)], {})
+    assert names[0] == network_table.DEFAULT_NETWORK and variants[0][1:] == ([str(TRAIN)], {})
     assert names[1:9] == [f"FlexibleUNet efficientnet-b{i}" for i in range(8)]
     networks = sorted(p.name for p in (BUNDLE_ROOT / "configs" / "networks").glob("*.json"))
     networks.remove("flexible_unet.json")  # it is the FlexibleUNet rows
     assert names[9:-1] == [f"networks/{name}" for name in networks] and names[-1] == "presence_classifier.json"
     assert variants[1][2] == {"network_def#backbone": "efficientnet-b0"} and variants[2][2] == {}
-    assert variants[2][1] == [str(TRAIN), str(BUNDLE_ROOT / run_builder.FLEXIBLE_UNET_CONFIG)]
+    assert variants[2][1] == [str(TRAIN), str(BUNDLE_ROOT / network_table.FLEXIBLE_UNET_CONFIG)]
     for _, files, _ in variants:
         assert files[0] == str(TRAIN)
 
 
-def test_tune_reads_the_override_file_the_tuning_run_writes():
-    """The run builder's contract with configs/tune.json: the id it reads names the file the handler writes."""
-    files = run_builder.config_files(
-        BUNDLE_ROOT, "configs/train.json", "configs/evaluate.json", run_builder.TUNE_CONFIG
-    )
-    parser = run_builder.read_config(files, {"output_dir": "/runs/x"})
-    assert parser.get_parsed_content(run_builder.TUNED_OVERRIDE_ID) == "/runs/x/eval/postprocessing.json"
-    assert "tuning" in parser
-
-
-def test_run_workflow_refuses_an_unknown_run_id():
-    with pytest.raises(ValueError, match="run_id 'fitting' is not one of training, evaluating, tuning"):
-        run_builder.run_workflow([str(BUNDLE_ROOT / "configs" / "train.json")], "fitting")
-
-
-def test_a_run_leaves_the_root_logger_as_it_found_it(tmp_path):
-    root = logging.getLogger()
-    before, level = list(root.handlers), root.level
-    with run_builder._own_log_handlers():
-        added = logging.FileHandler(tmp_path / "run.log")
-        root.addHandler(added)
-        root.setLevel(logging.DEBUG)
-    assert root.handlers == before and root.level == level
-    assert added.stream is None  # closed
-
-
 @pytest.mark.parametrize("openvino", [False, True])
 def test_default_path_is_what_inference_json_selects_on_this_cpu(monkeypatch, openvino):
-    import nerveseg.bundle.accelerated as inferers
-    import nerveseg.bundle.backends as backends
+    import nerveseg.bundle.inference.accelerated as inferers
+    import nerveseg.bundle.inference.backends as backends
 
     monkeypatch.setattr(backends, "openvino_available", lambda: openvino)
     monkeypatch.setattr(inferers, "_cpu_has_bf16", lambda: False)
@@ -152,7 +99,7 @@ def test_default_path_is_what_inference_json_selects_on_this_cpu(monkeypatch, op
 
 
 def test_quick_mode_times_bfloat16_only_where_the_cpu_computes_it(monkeypatch):
-    import nerveseg.bundle.accelerated as inferers
+    import nerveseg.bundle.inference.accelerated as inferers
     import nerveseg.scripts.bench.latency as latency
 
     monkeypatch.setattr(latency, "missing", lambda module: "no openvino")
@@ -250,11 +197,11 @@ def test_simulation_table_pairs_seeds():
 def test_simulation_refuses_bad_settings_before_any_work(tmp_path):
     from nerveseg.scripts.bench.active_learning_simulation import simulate
 
-    with pytest.raises(SystemExit, match=r"Unknown strategies \['best'\]; choose from \['asme', 'random'\]"):
+    with pytest.raises(UserInputError, match=r"Unknown strategies \['best'\]; choose from \['asme', 'random'\]"):
         simulate(out=str(tmp_path), strategies=("best",))
-    with pytest.raises(SystemExit, match="Need initial >= 1, step >= 1 and max_labelled >= initial; got 8, 4, 4"):
+    with pytest.raises(UserInputError, match="Need initial >= 1, step >= 1 and max_labelled >= initial; got 8, 4, 4"):
         simulate(out=str(tmp_path), initial=8, step=4, max_labelled=4)
-    with pytest.raises(SystemExit, match="USGRA-seg not found at nowhere; pass --src"):
+    with pytest.raises(UserInputError, match="USGRA-seg not found at nowhere; pass --src"):
         simulate(src="nowhere", out=str(tmp_path), bundle_root=str(BUNDLE_ROOT))
     assert not list(tmp_path.iterdir())
 

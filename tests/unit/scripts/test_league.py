@@ -10,6 +10,7 @@ from conftest import BUNDLE_ROOT
 from nerveseg.scripts.bench import league as league_module
 from nerveseg.scripts.bench.league import league
 from nerveseg.scripts.bench.league_table import DEFAULT, NNUNET, SYSTEMS, league_markdown, league_summary
+from nerveseg.utils.errors import UserInputError
 
 SMP = SYSTEMS[1]
 
@@ -64,9 +65,9 @@ def test_the_markdown_shows_both_views_the_intervals_verdicts_and_piece_times():
 
 
 def test_unknown_data_sets_and_a_missing_data_root_are_named(tmp_path):
-    with pytest.raises(SystemExit, match=r"Unknown datasets \['cells'\]; choose from \['usgra_seg', 'dsb2018'\]"):
+    with pytest.raises(UserInputError, match=r"Unknown datasets \['cells'\]; choose from \['usgra_seg', 'dsb2018'\]"):
         league(data_root=str(tmp_path), datasets=["cells"])
-    with pytest.raises(SystemExit, match=r"usgra_seg/images not found; pass --data_root"):
+    with pytest.raises(UserInputError, match=r"usgra_seg/images not found; pass --data_root"):
         league(data_root=str(tmp_path), datasets=["usgra_seg"])
 
 

@@ -7,14 +7,15 @@ import json
 import pytest
 
 from conftest import BUNDLE_ROOT
-from nerveseg.scripts.bench import run_builder
+from nerveseg.bundle import runs
 from nerveseg.scripts.bench.league_ablations import ABLATIONS, ablations, ablations_markdown, results_name
+from nerveseg.utils.errors import UserInputError
 
 
 @pytest.mark.parametrize("name", list(ABLATIONS))
 def test_each_ablation_names_config_files_and_ids_that_exist(name):
     files, overrides = ABLATIONS[name]
-    parser = run_builder.read_config(run_builder.config_files(BUNDLE_ROOT, "configs/train.json", *files))
+    parser = runs.read_config(runs.config_files(BUNDLE_ROOT, "configs/train.json", *files))
     for key, value in overrides.items():
         assert key in parser, f"{name}: {key} is not an id of train.json + {files}"
         assert parser[key] != value, f"{name}: {key} is already {value} in the shipped configs"
@@ -41,7 +42,7 @@ def test_the_table_gives_best_and_last_epoch_and_the_change_from_the_base_of_the
 
 
 def test_unknown_ablations_are_named_before_anything_runs(tmp_path):
-    with pytest.raises(SystemExit, match=r"Unknown data sets or ablations \['dropout'\]"):
+    with pytest.raises(UserInputError, match=r"Unknown data sets or ablations \['dropout'\]"):
         ablations(data_root=str(tmp_path), out=str(tmp_path), names=["dropout"])
 
 
@@ -56,7 +57,7 @@ def test_a_batch_of_ablations_skips_the_runs_already_saved_and_reruns_changed_on
         lines = [f"Epoch[{e}] Metrics -- val_mean_dice: {0.5 + 0.1 * e:.4f}" for e in (1, 2)]
         (run / "outputs" / "train.log").write_text("\n".join(lines))
 
-    monkeypatch.setattr(league_ablations.run_builder, "train", fake_train)
+    monkeypatch.setattr(league_ablations.runs, "train", fake_train)
     monkeypatch.setattr(league_ablations, "prepare_split", lambda source, folder, options: folder / "datalist.json")
     options = {"out": str(tmp_path), "bundle_root": str(BUNDLE_ROOT), "datasets": "dsb2018"}
     ablations(**options, names=["base", "EMS"], seeds=[0, 1])

@@ -1,10 +1,10 @@
 """Inferers of the evaluate and inference configs that ensemble flipped views of each image.
 
 :class:`ASMEInferer` (the adaptive single-model ensemble) and :class:`FlipTTAInferer` combine flipped views;
-:class:`~nerveseg.bundle.accelerated.AcceleratedInferer` wraps either to run the network calls on the fast path.
+:class:`~.accelerated.AcceleratedInferer` wraps either to run the network calls on the fast path.
 All are MONAI :class:`~monai.inferers.Inferer` subclasses (never the train inferer) and return float32 mask logits
 shaped like one network output, so the bundle's post-processing (``Activationsd(sigmoid)``, thresholding,
-inversion of the resize) is unchanged. The ensembles' maths lives in :mod:`nerveseg.bundle.ensemble`.
+inversion of the resize) is unchanged. The ensembles' maths lives in :mod:`.ensemble`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 from torch import nn
 
-from nerveseg.bundle.ensemble import asme_weights, consistency_scores, dice_similarity_matrix
+from nerveseg.bundle.inference.ensemble import asme_weights, consistency_scores, dice_similarity_matrix
 from nerveseg.utils.class_logits import CLASS_LOGITS_KEY, class_logits_of
 from nerveseg.utils.errors import UserInputError
 
@@ -71,7 +71,7 @@ class ASMEInferer(Inferer):
     all samples go through each network as one batch of ``B * len(views)`` images, cut into forwards of at most
     ``max_batch`` images; each output is flipped back. Then, for each sample separately, the members' masks
     ``sigmoid(z_i) > threshold`` (all channels together) are compared by Dice, the weights ``w`` come from
-    :func:`~nerveseg.bundle.ensemble.asme_weights` (or are ``1/N`` with ``adaptive=False``), and the result is
+    :func:`~.ensemble.asme_weights` (or are ``1/N`` with ``adaptive=False``), and the result is
     ``sum_i w_i z_i`` (``combine="logits"``, the seed's) or ``logit(sum_i w_i sigmoid(z_i))``
     (``combine="probabilities"``). The weighted sum is computed as ``z_0 + sum_i w_i (z_i - z_0)`` (the same
     since the weights sum to 1) so that members that agree exactly come back bit for bit.

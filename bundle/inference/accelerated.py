@@ -1,9 +1,9 @@
 """The fast path of evaluation and inference: another inferer's network calls in channels-last order under
 reduced-precision autocast, or on OpenVINO.
 
-:class:`AcceleratedInferer` wraps any inferer (single view, flip TTA, ASME from :mod:`nerveseg.bundle.inferers`)
+:class:`AcceleratedInferer` wraps any inferer (single view, flip TTA, ASME from :mod:`.inferers`)
 and changes only how the network is called; :func:`resolve_precision` says which precision ``"auto"`` means on a
-device, and :mod:`nerveseg.bundle.backends` runs the OpenVINO backend.
+device, and :mod:`.backends` runs the OpenVINO backend.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 
-from nerveseg.bundle.backends import backend_forward, check_backend
+from nerveseg.bundle.inference.backends import backend_forward, check_backend
 from nerveseg.utils.class_logits import CLASS_LOGITS_KEY
 from nerveseg.utils.errors import UserInputError
 
@@ -73,9 +73,9 @@ class AcceleratedInferer(Inferer):
     "float32"`` with ``channels_last=False`` is exactly the wrapped inferer, the bundle's eager path.
 
     With ``backend="openvino"`` the network calls run on OpenVINO instead, ``precision`` its inference precision
-    (:class:`~nerveseg.bundle.backends.OpenVINONetwork`, converted at the first call, cached in ``cache_dir``);
+    (:class:`~.backends.OpenVINONetwork`, converted at the first call, cached in ``cache_dir``);
     ``"auto"`` is OpenVINO on a CPU where it is installed, else torch, and torch for a network OpenVINO cannot
-    serve (:func:`~nerveseg.bundle.backends.backend_forward`).
+    serve (:func:`~.backends.backend_forward`).
 
     Only the network calls change: an ensemble's maths (masks, Dice, weights) stays in float32. Extra ``networks``
     of :class:`ASMEInferer` are called by it directly, so they run eager.
@@ -84,7 +84,7 @@ class AcceleratedInferer(Inferer):
         inferer: the inferer to accelerate; :class:`~monai.inferers.SimpleInferer` by default.
         precision: ``"auto"`` (see :func:`resolve_precision`), ``"bfloat16"``, ``"float16"`` or ``"float32"``.
         channels_last: run the network in channels-last memory order (torch backend).
-        backend: ``"torch"``, ``"openvino"`` or ``"auto"`` (:data:`~nerveseg.bundle.backends.BACKENDS`).
+        backend: ``"torch"``, ``"openvino"`` or ``"auto"`` (:data:`~.backends.BACKENDS`).
         cache_dir: where OpenVINO models converted from the network are kept; ``None`` converts in memory, once
             per process. The configs use a folder ``openvino`` beside the checkpoint.
 

@@ -2,11 +2,11 @@
 
 :func:`resolve_backend` turns the configs' ``inference_backend`` into the backend that runs on a device;
 :class:`OpenVINONetwork` stands in for a torch network with the OpenVINO runtime (called like the network, it
-returns the same float32 logits). :class:`~nerveseg.bundle.accelerated.AcceleratedInferer` chooses between them, so
+returns the same float32 logits). :class:`~.accelerated.AcceleratedInferer` chooses between them, so
 every inferer it wraps (single view, flip TTA, ASME) runs on either.
 
 The OpenVINO model is converted from the network at its first call, once per weights and input size, and cached
-on disk as ``{cache_dir}/{Network}-{C}x{H}x{W}-{key}/`` (:mod:`~nerveseg.bundle.openvino_cache`). The key hashes the
+on disk as ``{cache_dir}/{Network}-{C}x{H}x{W}-{key}/`` (:mod:`~.openvino_cache`). The key hashes the
 network's class, structure and state dict, the input size and the OpenVINO version, so a retrained checkpoint gets
 a new entry. Compiled models stay in memory for the process, so a MONAI Label server compiles once per checkpoint
 and batch size, not once per request.
@@ -27,17 +27,16 @@ import time
 import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from nerveseg.bundle import openvino_cache
-from nerveseg.bundle.openvino_cache import cache_dir_beside  # noqa: F401  apps laid out by 0.8.0 name it here
+from nerveseg.bundle.inference import openvino_cache
 from nerveseg.utils.class_logits import class_logits_of
 from nerveseg.utils.errors import UserInputError
 
@@ -347,11 +346,20 @@ class OpenVINONetwork:
         return model, reference.as_tensor() if isinstance(reference, MetaTensor) else reference, info
 
 
-def _no_telemetry() -> Any:
+@contextmanager
+def _no_telemetry() -> Iterator[None]:
     """Keep OpenVINO's converter from sending usage telemetry, which it does unless the user opted out or it runs
     in CI (its consent check reads ``CI=true``): a bundle that serves medical images must not reach the network.
-    Conversions run under ``_lock``, so no other thread sees the changed environment."""
-    return mock.patch.dict(os.environ, {"CI": "true"})
+    ``CI`` is restored on exit; conversions run under ``_lock``, so no other conversion sees it changed."""
+    previous = os.environ.get("CI")
+    os.environ["CI"] = "true"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["CI"]
+        else:
+            os.environ["CI"] = previous
 
 
 def _entry_name(network: nn.Module, shape: tuple[int, ...]) -> str:

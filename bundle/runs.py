@@ -1,19 +1,22 @@
-"""The benchmarks' one way to a bundle run: config files plus overrides, run in this process by ``ConfigWorkflow``.
+"""The package's one way to a bundle run: config files plus overrides, read or run in this process.
 
-A benchmark run is what ``python -m monai.bundle run ID --config_file "[...]" --key value`` would do, and is
-built the same way: a stack of the bundle's config files and id-value overrides, never a parsed config edited in
-code. Runs are sequential, so they run in this process (no interpreter and import start-up per run); each one
-sets its own seed in its config's ``initialize``, and its log lands in its own file (``train.log``,
-``eval/evaluate.log``), not on the console, as the bench prints its own summary lines.
+A run here is what ``python -m monai.bundle run ID --config_file "[...]" --key value`` would do, and is built the
+same way: a stack of the bundle's config files and id-value overrides, never a parsed config edited in code. The
+commands (``nerveseg tune``, ``progressive``, ``bench``), the MONAI Label app and the tests all come through here,
+so ``ConfigParser`` is built in one place. Runs are sequential in one process (no interpreter and import start-up
+per run); each sets its own seed in its config's ``initialize`` and logs into its own files (``train.log``,
+``eval/evaluate.log``), and the handlers a run added are removed when it ends.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import os
+import shlex
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +24,15 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 from torch import nn
 
+from nerveseg.utils.errors import UserInputError
+
 __all__ = [
-    "DEFAULT_NETWORK",
-    "FLEXIBLE_UNET_BACKBONES",
-    "FLEXIBLE_UNET_CONFIG",
     "TUNE_CONFIG",
     "TUNED_OVERRIDE_ID",
     "build_network",
     "config_files",
     "evaluate",
-    "network_variants",
+    "parse_overrides",
     "read_config",
     "run_workflow",
     "train",
@@ -46,27 +48,39 @@ TUNE_CONFIG = "configs/tune.json"
 TUNED_OVERRIDE_ID = "tuned_postprocessing_path"
 """The id in configs/tune.json of the override file the tuning run writes (threshold, min_area, gate_threshold)."""
 
-FLEXIBLE_UNET_BACKBONES = tuple(f"efficientnet-b{i}" for i in range(8))
-
-FLEXIBLE_UNET_CONFIG = "configs/networks/flexible_unet.json"
-"""The override that trains MONAI's FlexibleUNet (EfficientNet-b1 unless ``network_def#backbone`` says otherwise)."""
-
-DEFAULT_NETWORK = "BasicUNet (default)"
-"""The name :func:`network_variants` gives train.json's own network."""
-
 
 def config_files(bundle_root: str | os.PathLike, *names: str | os.PathLike) -> list[str]:
     """Absolute paths of config files given relative to ``bundle_root`` (``configs/train.json``) or absolute.
 
     Raises:
-        SystemExit: a file that does not exist, naming it and the ``--bundle_root`` fix.
+        UserInputError: a file that does not exist, naming it and the ``--bundle_root`` fix.
     """
     root = Path(bundle_root).resolve()
     files = [Path(name) if Path(name).is_absolute() else root / name for name in names]
     for path in files:
         if not path.is_file():
-            raise SystemExit(f"{path} not found; paths are relative to --bundle_root, the folder holding configs/.")
+            raise UserInputError(f"{path} not found; paths are relative to --bundle_root, the folder holding configs/.")
     return [str(path) for path in files]
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    """Id-value overrides from ``monai.bundle``'s command-line form, ``"--ckpt_dir models/munet --batch_size 4"``;
+    a value that reads as a Python literal (``4``, ``[224, 288]``) is that value, any other stays text.
+
+    Raises:
+        UserInputError: the words do not pair up as ``--key value``.
+    """
+    words = shlex.split(text)
+    if len(words) % 2 or not all(key.startswith("--") for key in words[::2]):
+        raise UserInputError(f"overrides must be pairs of --key value, got {words}.")
+    return {key[2:]: _literal_or_text(value) for key, value in zip(words[::2], words[1::2], strict=True)}
+
+
+def _literal_or_text(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def read_config(files: Sequence[str | os.PathLike], overrides: Mapping[str, Any] | None = None) -> ConfigParser:
@@ -84,27 +98,6 @@ def build_network(
     parser = read_config(files, overrides)
     torch.manual_seed(seed)
     return parser.get_parsed_content("network_def").eval()
-
-
-def network_variants(
-    bundle_root: str | os.PathLike, backbones: Sequence[str] = FLEXIBLE_UNET_BACKBONES
-) -> list[tuple[str, list[str], dict]]:
-    """(name, config files, overrides) of every selectable network: train.json's default, configs/networks/
-    flexible_unet.json at each of ``backbones``, each other file of configs/networks/, then the presence
-    classifier."""
-    root = Path(bundle_root).resolve()
-    train = config_files(root, "configs/train.json")
-    flexible = [*train, str(root / FLEXIBLE_UNET_CONFIG)]
-    variants = [(DEFAULT_NETWORK, train, {})]
-    variants += [
-        (f"FlexibleUNet {b}", flexible, {} if b == "efficientnet-b1" else {"network_def#backbone": b})
-        for b in backbones
-    ]
-    for path in sorted((root / "configs" / "networks").glob("*.json")):
-        if path != root / FLEXIBLE_UNET_CONFIG:
-            variants.append((f"networks/{path.name}", [*train, str(path)], {}))
-    variants.append(("presence_classifier.json", [*train, *config_files(root, "configs/presence_classifier.json")], {}))
-    return variants
 
 
 @contextmanager
@@ -143,6 +136,7 @@ def run_workflow(
     run_id: str,
     overrides: Mapping[str, Any] | None = None,
     before_run: Callable[[ConfigWorkflow], None] | None = None,
+    console: bool = False,
 ) -> ConfigWorkflow:
     """Initialize, run and finalize the config stack's ``run_id`` section in this process.
 
@@ -151,6 +145,8 @@ def run_workflow(
         run_id: ``training``, ``evaluating``, ``tuning`` or ``inference``.
         overrides: config ids and values, as on the ``monai.bundle`` command line.
         before_run: called with the initialized workflow before it runs, to attach timers or read parts.
+        console: log to the console as ``monai.bundle run`` does (configs/logging.conf, a command's run); by
+            default only into the run's log files (the benchmarks and tests, which print their own lines).
 
     Returns:
         the finished workflow; ``workflow.parser.get_parsed_content(id)`` gives the objects it ran with (the
@@ -162,12 +158,12 @@ def run_workflow(
     if run_id not in WORKFLOW_TYPES:
         raise ValueError(f"run_id {run_id!r} is not one of {', '.join(WORKFLOW_TYPES)}.")
     with _own_log_handlers():
-        with _expected_warnings_quiet():
+        with nullcontext() if console else _expected_warnings_quiet():
             workflow = ConfigWorkflow(
                 config_file=[str(f) for f in files],
                 workflow_type=WORKFLOW_TYPES[run_id],
                 run_id=run_id,
-                logging_file=False,
+                **({} if console else {"logging_file": False}),
                 **dict(overrides or {}),
             )
         try:
@@ -183,7 +179,8 @@ def run_workflow(
 
 
 def _run_overrides(bundle_root: Path, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Benchmark runs load data in this process (``num_workers`` 0) unless told otherwise."""
+    """:func:`train`, :func:`evaluate` and :func:`tune` load data in this process (``num_workers`` 0) unless told
+    otherwise: their runs follow one another in one process, where workers would start again for each."""
     return {"bundle_root": str(bundle_root), "num_workers": 0, **overrides}
 
 
@@ -224,7 +221,7 @@ def tune(
     root, output = Path(bundle_root).resolve(), Path(output_dir).resolve()
     files = config_files(root, *configs, TUNE_CONFIG)
     if TUNED_OVERRIDE_ID not in read_config(files):
-        raise SystemExit(f"{root / TUNE_CONFIG} names no {TUNED_OVERRIDE_ID!r}, the override file its run writes.")
+        raise UserInputError(f"{root / TUNE_CONFIG} names no {TUNED_OVERRIDE_ID!r}, the override file its run writes.")
     workflow = run_workflow(files, "tuning", _run_overrides(root, {"output_dir": str(output), **overrides}))
     path = Path(workflow.parser.get_parsed_content(TUNED_OVERRIDE_ID))
     return path, json.loads(path.read_text())

@@ -3,7 +3,7 @@
 An entry ``{Network}-{C}x{H}x{W}-{key}/`` holds ``model.xml``, ``model.bin`` and ``conversion.json`` (the network,
 versions, conversion time and the largest logit difference from torch found at conversion). The folder keeps the
 :data:`CACHE_ENTRIES` most recently used entries and can be deleted at any time; a read-only folder is used as it is.
-:mod:`~nerveseg.bundle.backends` names the entries and decides when to convert.
+:mod:`~.backends` names the entries and decides when to convert.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The maths of the adaptive single-model ensemble (ASME): Dice similarity of members and eigenvector weights.
 
-Pure functions on tensors, no network; :class:`nerveseg.bundle.inferers.ASMEInferer` applies them per sample.
+Pure functions on tensors, no network; :class:`nerveseg.bundle.inference.inferers.ASMEInferer` applies them per sample.
 The members' binary masks are compared pairwise by Dice; the principal eigenvector ``v`` of that similarity
 matrix scores how much each member agrees with the consensus, and ``c_i = a**v_i / sum_k a**v_k`` (a softmax of
 ``v * ln a``) are the ensemble weights (Liao et al., "Ultrasound nerve segmentation", section 3.9).

@@ -1,0 +1,6 @@
+"""The inference stack the evaluate and inference configs name: the inferers, the fast path under them, the backend.
+
+``inferers`` (ASME and flip TTA, in MONAI's ``Inferer`` API) over the maths of ``ensemble``; ``accelerated`` (the
+fast path over any inferer: channels-last, reduced precision) runs the network on the backend ``backends`` chooses,
+PyTorch or OpenVINO, whose converted models ``openvino_cache`` keeps beside the checkpoint.
+"""
