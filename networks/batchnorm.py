@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from torch import nn
 
+__all__ = ["BATCH_NORMS", "set_batchnorm_momentum"]
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+"""PyTorch's batch-norm layers (the lazy ones become these once built)."""
+
 
 def set_batchnorm_momentum(network: nn.Module, momentum: float) -> nn.Module:
     """Set the running-statistics momentum of every batch-norm layer of ``network`` and return it.
@@ -19,6 +24,6 @@ def set_batchnorm_momentum(network: nn.Module, momentum: float) -> nn.Module:
     if not 0.0 < momentum <= 1.0:
         raise ValueError(f"momentum must be in (0, 1], got {momentum}.")
     for module in network.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if isinstance(module, BATCH_NORMS):
             module.momentum = momentum
     return network

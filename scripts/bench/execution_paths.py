@@ -4,7 +4,6 @@ Runtime), and which of them configs/inference.json selects on this machine."""
 from __future__ import annotations
 
 import copy
-import importlib
 import os
 import tempfile
 import time
@@ -26,7 +25,6 @@ __all__ = [
     "compiled_call",
     "default_path",
     "inference_settings",
-    "missing",
     "onnx_session",
     "path_call",
 ]
@@ -86,15 +84,6 @@ def path_call(network: nn.Module, images: torch.Tensor, path: str) -> Callable[[
     inferer = AcceleratedInferer(SimpleInferer(), **PATHS[path])
     own = copy.deepcopy(network)
     return lambda: inferer(images, own)
-
-
-def missing(module: str) -> str | None:
-    """Why ``module`` cannot be imported (it comes with the benchmark extra), or ``None``."""
-    try:
-        importlib.import_module(module)
-    except ImportError as error:
-        return f"{error}; install the benchmark extra: pip install -e '.[benchmark]'"
-    return None
 
 
 def compiled_call(network: nn.Module, images: torch.Tensor) -> tuple[Callable[[], torch.Tensor], float]:

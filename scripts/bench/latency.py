@@ -23,10 +23,10 @@ from nerveseg.networks.profile import time_side_by_side
 from nerveseg.scripts.bench.execution_paths import (
     PATHS,
     compiled_call,
-    missing,
     onnx_session,
     path_call,
 )
+from nerveseg.scripts.bench.machine import unimportable
 from nerveseg.scripts.bench.network_table import DEFAULT_NETWORK, network_variants
 from nerveseg.scripts.bench.results import ms
 
@@ -44,7 +44,7 @@ def measure_latency(bundle_root: str | os.PathLike, folder: Path, quick: bool) -
     variants = [v for v in network_variants(bundle_root, backbones=("efficientnet-b1",)) if "classifier" not in v[0]]
     paths = timed_paths(quick)
     settings = [((448, 576), 1)] if quick else [((448, 576), 1), ((448, 576), 8), ((256, 256), 1), ((256, 256), 8)]
-    onnx_missing = None if quick else missing("onnxruntime")
+    onnx_missing = None if quick else unimportable("onnxruntime")
     if onnx_missing:
         print(f"ONNX Runtime path skipped: {onnx_missing}", flush=True)
     rows = []
@@ -106,7 +106,7 @@ def timed_paths(quick: bool) -> dict[str, dict[str, Any]]:
     it there, so the quick run's headline numbers do not need it. OpenVINO does not emulate bfloat16 at all.
     """
     paths = dict(PATHS)
-    openvino_missing = missing("openvino")
+    openvino_missing = unimportable("openvino")
     if openvino_missing:
         print(f"OpenVINO paths skipped: {openvino_missing}", flush=True)
     if openvino_missing or not openvino_supports(torch.bfloat16):

@@ -64,7 +64,7 @@ from nerveseg.bundle.metrics import presence_auc
 from nerveseg.scripts.bench.asme_timing import validation_pairs
 from nerveseg.scripts.bench.league_peers import PEERS, peer_probabilities
 from nerveseg.scripts.bench.league_table import DEFAULT, NNUNET, SYSTEMS, VIEWS, league_markdown, league_summary
-from nerveseg.scripts.bench.machine import describe_machine
+from nerveseg.scripts.bench.machine import describe_machine, require_benchmark_extra
 from nerveseg.scripts.bench.results import write_results
 from nerveseg.scripts.bench.scoring import dice_at_label_size
 from nerveseg.utils.errors import UserInputError
@@ -119,7 +119,7 @@ def league(
             raise UserInputError(
                 f"{Path(data_root) / name / 'images'} not found; pass --data_root, the folder of {name}."
             )
-    _check_benchmark_extra()
+    require_benchmark_extra("The league", "segmentation_models_pytorch", "nnunetv2")
     folder = Path(out).resolve()
     root = folder / _results_name(quick)  # the prepared data and the runs; quick runs apart from a full league's
     batch_size = runs.read_config(runs.config_files(bundle_root, "configs/train.json")).get_parsed_content("batch_size")
@@ -174,12 +174,6 @@ def prepare_split(source: Path, folder: Path, options: dict[str, Any], quick: bo
     datalist = folder / "datalist.json"
     prepare("folders", src=source, out=datalist, test_fraction=0.2, seed=0, **options)
     return datalist
-
-
-def _check_benchmark_extra() -> None:
-    missing = [m for m in ("segmentation_models_pytorch", "nnunetv2") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UserInputError(f"The league's peers need {', '.join(missing)}: pip install -e '.[benchmark]'")
 
 
 def _previous_result(path: Path, quick: bool) -> dict[str, Any]:

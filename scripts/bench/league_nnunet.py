@@ -8,7 +8,6 @@ The subprocess uses nnU-Net's Python API, the same calls as its console commands
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from nerveseg.utils.errors import UserInputError
+from nerveseg.scripts.bench.machine import require_benchmark_extra
 
 __all__ = ["DATASET", "DATASET_ID", "PREDICTIONS", "nnunet_probabilities"]
 
@@ -79,8 +78,7 @@ def nnunet_probabilities(
         preprocessing or prediction). ``work_dir/result.json`` adds nnU-Net's plan (batch and patch size), the
         seconds of planning and preprocessing, of each epoch and of each prediction; its logs are in ``work_dir``.
     """
-    if importlib.util.find_spec("nnunetv2") is None:
-        raise UserInputError("nnU-Net v2 is not installed: pip install -e '.[benchmark]'")
+    require_benchmark_extra("The nnU-Net run", "nnunetv2")
     if min(num_epochs, images_per_epoch, threads) < 1:
         raise ValueError(
             f"num_epochs ({num_epochs}), images_per_epoch ({images_per_epoch}) and threads ({threads}) "

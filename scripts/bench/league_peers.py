@@ -31,9 +31,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from nerveseg.networks.batchnorm import set_batchnorm_momentum
+from nerveseg.scripts.bench.machine import require_benchmark_extra
 from nerveseg.utils.errors import UserInputError
 
-__all__ = ["PEERS", "peer_probabilities"]
+__all__ = ["PEERS", "peer_probabilities", "smp_unet_b1"]
 
 FLIPS = ((), (-1,), (-2,), (-2, -1))
 """The four views of the peers' test-time augmentation: the image, flipped left-right, up-down and both ways."""
@@ -42,12 +44,23 @@ PEER_LEARNING_RATE = 1e-3
 PEER_BN_MOMENTUM = 0.1
 
 
+def smp_unet_b1() -> nn.Module:
+    """segmentation_models_pytorch's ``Unet`` with an EfficientNet-b1 encoder, one channel in and one out, random
+    weights (no download).
+
+    Raises:
+        UserInputError: segmentation_models_pytorch is not installed; the message gives the install command.
+    """
+    require_benchmark_extra("The smp peer", "segmentation_models_pytorch")
+    import segmentation_models_pytorch as smp
+
+    return smp.Unet("efficientnet-b1", encoder_weights=None, in_channels=1, classes=1)
+
+
 def _smp_unet_b1() -> tuple[nn.Module, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
-    try:
-        import segmentation_models_pytorch as smp
-    except ImportError as error:
-        raise UserInputError("The smp peer needs segmentation_models_pytorch: pip install -e '.[benchmark]'") from error
-    network = smp.Unet("efficientnet-b1", encoder_weights=None, in_channels=1, classes=1)
+    network = smp_unet_b1()
+    import segmentation_models_pytorch as smp
+
     dice, bce = smp.losses.DiceLoss("binary", from_logits=True), nn.BCEWithLogitsLoss()
     return network, lambda logits, masks: dice(logits, masks) + bce(logits, masks)
 
@@ -97,10 +110,7 @@ def peer_probabilities(
         raise UserInputError(f"Unknown peer {peer!r}; choose from {list(PEERS)}.")
     torch.manual_seed(seed)
     network, loss_function = PEERS[peer]()
-    for module in network.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = PEER_BN_MOMENTUM
-    network = network.train()
+    network = set_batchnorm_momentum(network, PEER_BN_MOMENTUM).train()
     optimizer = torch.optim.Adam(network.parameters(), lr=PEER_LEARNING_RATE)
     total = num_epochs * math.ceil(len(train_images) / batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)

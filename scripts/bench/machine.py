@@ -1,9 +1,12 @@
-"""The machine every benchmark figure belongs to: CPU, threads, GPU and library versions."""
+"""The machine every benchmark figure belongs to: CPU, threads, GPU and library versions, and whether the
+benchmark extra's libraries are installed."""
 
 from __future__ import annotations
 
 import datetime
+import importlib
 import importlib.metadata
+import importlib.util
 import platform
 from pathlib import Path
 from typing import Any
@@ -12,8 +15,33 @@ import monai
 import torch
 
 from nerveseg.networks.profile import cpu_model
+from nerveseg.utils.errors import UserInputError
 
-__all__ = ["cpu_isa", "describe_machine"]
+__all__ = ["BENCHMARK_EXTRA", "cpu_isa", "describe_machine", "require_benchmark_extra", "unimportable"]
+
+BENCHMARK_EXTRA = "pip install -e '.[benchmark]'"
+"""The install command of the extra that brings the peers, nnU-Net, ONNX Runtime and OpenVINO."""
+
+
+def unimportable(module: str) -> str | None:
+    """Why ``module`` (one of the benchmark extra's) cannot be imported, with the install command; ``None`` if it
+    imports."""
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        return f"{error}; install the benchmark extra: {BENCHMARK_EXTRA}"
+    return None
+
+
+def require_benchmark_extra(needed_by: str, *modules: str) -> None:
+    """Stop, naming the install command, where any of ``modules`` is not installed.
+
+    Raises:
+        UserInputError: ``{needed_by} needs {modules}: install the benchmark extra, pip install ...``.
+    """
+    absent = [module for module in modules if importlib.util.find_spec(module) is None]
+    if absent:
+        raise UserInputError(f"{needed_by} needs {', '.join(absent)}: install the benchmark extra, {BENCHMARK_EXTRA}")
 
 
 def cpu_isa() -> str:

@@ -12,8 +12,10 @@ from nerveseg.bundle.inference.accelerated import resolve_precision
 from nerveseg.bundle.runs import build_network, config_files
 from nerveseg.networks.profile import count_parameters, forward_flops, time_side_by_side
 from nerveseg.scripts.bench.execution_paths import PATHS, path_call
+from nerveseg.scripts.bench.league_peers import smp_unet_b1
 from nerveseg.scripts.bench.network_table import FLEXIBLE_UNET_CONFIG
 from nerveseg.scripts.bench.results import ms
+from nerveseg.utils.errors import UserInputError
 
 __all__ = ["measure_peer", "peer_markdown"]
 
@@ -26,14 +28,12 @@ def measure_peer(bundle_root: str | os.PathLike, default_path: str, quick: bool)
     where the CPU computes it natively) and on ``default_path``; ``peer_ratio`` is ours on the default path over
     smp on its fastest torch path. Without segmentation_models_pytorch the result says why it skipped.
     """
-    try:
-        import segmentation_models_pytorch as smp
-    except ImportError as error:
-        reason = f"{error}; the peer comes with the benchmark extra: pip install -e '.[benchmark]'"
-        print(f"peer skipped: {reason}", flush=True)
-        return {"skipped": reason}
     torch.manual_seed(0)
-    theirs = smp.Unet(encoder_name="efficientnet-b1", encoder_weights=None, in_channels=1, classes=1).eval()
+    try:
+        theirs = smp_unet_b1().eval()
+    except UserInputError as error:
+        print(f"peer skipped: {error}", flush=True)
+        return {"skipped": str(error)}
     ours = build_network(config_files(bundle_root, "configs/train.json", FLEXIBLE_UNET_CONFIG))
     image = torch.rand(1, 1, 448, 576)
     native_bf16 = resolve_precision("auto", "cpu") == torch.bfloat16

@@ -25,12 +25,9 @@ from monai.data import MetaTensor
 from torch import nn
 
 from nerveseg.bundle.data.synthetic import generate_dataset
-from nerveseg.bundle.runs import config_files, run_workflow
+from nerveseg.bundle.runs import config_files, read_config, run_workflow
 
 __all__ = ["bare_step", "measure_trainer_overhead", "trainer_overhead_markdown"]
-
-IMAGE_SIZE = [128, 160]
-"""The Quick start's size: the smaller the step, the larger a fixed per-step overhead's share."""
 
 
 def bare_step(network: nn.Module, loss: nn.Module, optimizer: torch.optim.Optimizer) -> Callable[..., None]:
@@ -94,7 +91,8 @@ class _InterleavedSteps:
 
 
 def measure_trainer_overhead(bundle_root: str | os.PathLike, folder: Path, quick: bool) -> dict[str, Any]:
-    """The trainer's step against bare loops at the Quick start's size, batch 8, on synthetic data.
+    """The trainer's step against bare loops at the Quick start's size (configs/quickstart.json's ``image_size``: the
+    smaller the step, the larger a fixed per-step overhead's share), batch 8, on synthetic data.
 
     ``trainer_overhead_ratio`` is the trainer's median step over the bare loop's in the trainer's own memory order
     (the cost of the workflow); ``vs_bare_contiguous`` compares with the bare loop a user writes (default order).
@@ -103,11 +101,12 @@ def measure_trainer_overhead(bundle_root: str | os.PathLike, folder: Path, quick
     if not (data / "dataset.json").is_file():
         generate_dataset(data, num_subjects=4, frames_per_subject=6 if quick else 30, num_test_images=0)
     warmup, measured = (1, 2) if quick else (2, 10)
+    image_size = read_config(config_files(bundle_root, "configs/quickstart.json"))["image_size"]
     overrides = {
         "bundle_root": str(Path(bundle_root).resolve()),
         "dataset_dir": str(data),
         "val_fraction": 0.25,
-        "image_size": IMAGE_SIZE,
+        "image_size": image_size,
         "batch_size": 8,
         "num_workers": 0,
         "ckpt_dir": str(folder / "models"),
@@ -131,7 +130,7 @@ def measure_trainer_overhead(bundle_root: str | os.PathLike, folder: Path, quick
     medians = {name: statistics.median(s) for name, s in timer.seconds.items()}
     own_order = "bare channels-last" if settings["channels_last"] else "bare contiguous"
     result = {
-        "image_size": IMAGE_SIZE,
+        "image_size": image_size,
         "batch_size": 8,
         "steps": len(timer.seconds["trainer"]),
         "network": settings["network"],

@@ -291,3 +291,13 @@ def test_trainer_overhead_table_compares_with_both_bare_loops():
     table = "\n".join(trainer_overhead_markdown(result))
     assert "| trainer | 1.100 | 1.10 |" in table and "| bare contiguous | 1.250 | 1.25 |" in table
     assert "0.88x a bare loop in default memory order" in table
+
+
+def test_a_missing_benchmark_library_is_named_with_the_install_command():
+    from nerveseg.scripts.bench.machine import require_benchmark_extra, unimportable
+
+    assert unimportable("json") is None
+    assert "install the benchmark extra: pip install -e '.[benchmark]'" in unimportable("no_such_module_here")
+    require_benchmark_extra("The league", "json")
+    with pytest.raises(UserInputError, match=r"The league needs no_such_module_here: install the benchmark extra, pip"):
+        require_benchmark_extra("The league", "json", "no_such_module_here")

@@ -95,7 +95,7 @@ def test_a_stopped_league_goes_on_where_it_stopped(tmp_path, monkeypatch):
         return [{"views": v, "test_dice": 0.5, "train_seconds": 1.0, "image_dice": [0.5, 0.5]} for v in (1, 4)]
 
     monkeypatch.setattr(league_module, "_run_system", fake_run)
-    monkeypatch.setattr(league_module, "_check_benchmark_extra", lambda: None)
+    monkeypatch.setattr(league_module, "require_benchmark_extra", lambda *needed: None)
     monkeypatch.setattr(league_module, "_league_data", lambda bundle_root, datalist, size: {"digest": "inputs"})
     options = {"data_root": str(tmp_path / "data"), "out": str(tmp_path / "out"), "datasets": "usgra_seg"}
     options["bundle_root"] = str(BUNDLE_ROOT)
