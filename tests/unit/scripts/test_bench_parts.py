@@ -102,14 +102,14 @@ def test_quick_mode_times_bfloat16_only_where_the_cpu_computes_it(monkeypatch):
     import nerveseg.bundle.inference.accelerated as inferers
     import nerveseg.scripts.bench.latency as latency
 
-    monkeypatch.setattr(latency, "missing", lambda module: "no openvino")
+    monkeypatch.setattr(latency, "unimportable", lambda module: "no openvino")
     monkeypatch.setattr(inferers, "_cpu_has_bf16", lambda: False)
     assert list(timed_paths(quick=True)) == ["eager fp32", "channels_last fp32"]
     assert list(timed_paths(quick=False)) == [name for name in PATHS if not name.startswith("openvino")]
     monkeypatch.setattr(inferers, "_cpu_has_bf16", lambda: True)
     bf16 = inferers.torch.backends.mkldnn.is_available()
     assert list(timed_paths(quick=True)) == list(timed_paths(quick=False)) or not bf16
-    monkeypatch.setattr(latency, "missing", lambda module: None)
+    monkeypatch.setattr(latency, "unimportable", lambda module: None)
     monkeypatch.setattr(latency, "openvino_supports", lambda precision: False)
     assert list(timed_paths(quick=False)) == [name for name in PATHS if name != "openvino bf16"]
 
