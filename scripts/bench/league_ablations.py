@@ -30,7 +30,6 @@ from nerveseg.bundle import runs
 from nerveseg.scripts.bench.league import DATASETS, config_digest, prepare_split
 from nerveseg.scripts.bench.machine import describe_machine
 from nerveseg.scripts.bench.network_table import FLEXIBLE_UNET_CONFIG
-from nerveseg.scripts.bench.quickstart import validation_dice_of_log
 from nerveseg.scripts.bench.results import mean_sd, write_results
 from nerveseg.utils.errors import UserInputError
 
@@ -115,15 +114,22 @@ def ablations(
                     continue
                 run = folder / "ablations" / dataset / name.replace(" ", "_") / f"seed{seed}"
                 shutil.rmtree(run, ignore_errors=True)  # a stopped run's files
+                history = runs.ValidationHistory()
                 start = time.perf_counter()
                 runs.train(
-                    bundle_root, ["configs/train.json", *files], run, seed=seed, datalist_file=str(datalist), **settings
+                    bundle_root,
+                    ["configs/train.json", *files],
+                    run,
+                    before_run=history.attach,
+                    seed=seed,
+                    datalist_file=str(datalist),
+                    **settings,
                 )
                 seconds = time.perf_counter() - start
                 gc.collect()
-                dice = validation_dice_of_log((run / "outputs" / "train.log").read_text())
+                dice = [round(value, 4) for value in history.values]  # as train.log shows them
                 if not dice:
-                    raise RuntimeError(f"{run / 'outputs' / 'train.log'} holds no validation Dice.")
+                    raise RuntimeError(f"{run} made no validation; set val_interval <= num_epochs.")
                 stale = {k: key[k] for k in ("dataset", "ablation", "seed")}  # the same run, other settings
                 result["rows"] = [r for r in result["rows"] if any(r.get(k) != v for k, v in stale.items())]
                 row = {**key, "val_best": max(dice), "val_last": dice[-1], "val_per_epoch": dice}
