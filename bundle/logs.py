@@ -1,8 +1,9 @@
 """Run logs: a file beside the TensorBoard events, and a user's mistake told in the last line a run prints.
 
-A run keeps its console output in a log file (:func:`log_to_file`). When a run stops on an error about the user's
-input (a :class:`~nerveseg.utils.errors.UserInputError`, such as a ``DatasetError`` naming a bad file), the error's
-own message is printed last (:func:`report_errors`), and the traceback, which would bury it (MONAI wraps an error
+A run keeps its console output in a log file (:class:`RunLog`, open from the config's ``initialize`` to its
+``finalize``). When a run stops on an error about the user's input (a
+:class:`~nerveseg.utils.errors.UserInputError`, such as a ``DatasetError`` naming a bad file), the error's own
+message is printed last (:func:`report_errors`), and the traceback, which would bury it (MONAI wraps an error
 raised while it instantiates a component in ``RuntimeError: Failed to instantiate ...``), goes to the log file
 only; ``NERVESEG_TRACEBACK=1`` prints it too.
 """
@@ -20,38 +21,62 @@ from tqdm import tqdm
 
 from nerveseg.utils.errors import find_user_error
 
-__all__ = ["LOG_FORMAT", "TRACEBACK_SWITCH", "log_to_file", "report_errors"]
+__all__ = ["LOG_FORMAT", "TRACEBACK_SWITCH", "RunLog", "report_errors"]
 
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 TRACEBACK_SWITCH = "NERVESEG_TRACEBACK"  # set to 1: print the traceback of a user error too
-_RUN_LOG = "nerveseg_run_log"  # marks the handlers log_to_file adds, which also receive an uncaught error
+_RUN_LOG = "nerveseg_run_log"  # marks the handlers of open run logs, which also receive an uncaught error
 
 
-def log_to_file(path: str | os.PathLike, level: int = logging.INFO) -> logging.Handler | None:
-    """Copy every log record of the root logger to ``path`` (appended), creating its folder; report errors.
+class RunLog:
+    """A run's log file: every record of the root logger copied to ``path`` from :meth:`open` to :meth:`close`.
 
-    Configs call it from ``initialize``; calling it twice for the same file adds no second copy. In a distributed
-    run only rank 0 writes (and ``None`` is returned elsewhere), so the processes do not interleave one file. It
-    also installs :func:`report_errors`, so that an uncaught error's traceback is kept in the file too.
+    MONAI's ``LogfileHandler`` keeps one engine's records while it runs; a bundle run's log spans the whole workflow
+    (start-up checks, training and validation), so configs open it first in ``initialize`` and close it in
+    ``finalize``; :func:`nerveseg.bundle.runs.run_workflow` also closes it when a run in this process fails. In a
+    distributed run only rank 0 writes, so the processes do not interleave one file.
+
+    Args:
+        path: the log file, appended to; its folder is created.
+        level: the lowest level copied; the root logger is lowered to it while the log is open.
     """
-    report_errors()
-    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
-        return None
-    path = Path(path).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    root = logging.getLogger()
-    for handler in root.handlers:
-        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename) == path:
-            return handler
-    handler = logging.FileHandler(path)
-    handler.setLevel(level)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    setattr(handler, _RUN_LOG, True)
-    handler.addFilter(_UserErrorTracebacks())
-    root.addHandler(handler)
-    if root.getEffectiveLevel() > level:
-        root.setLevel(level)
-    return handler
+
+    def __init__(self, path: str | os.PathLike, level: int = logging.INFO) -> None:
+        self.path = Path(path).resolve()
+        self.level = level
+        self.handler: logging.FileHandler | None = None
+        self._root_level: int | None = None
+
+    def open(self) -> RunLog:
+        """Start copying records into the file; opening an open log changes nothing."""
+        if self.handler is not None:
+            return self
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(self.path)
+        handler.setLevel(self.level)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.addFilter(_UserErrorTracebacks())
+        setattr(handler, _RUN_LOG, True)
+        root = logging.getLogger()
+        root.addHandler(handler)
+        self._root_level = root.level
+        if root.getEffectiveLevel() > self.level:
+            root.setLevel(self.level)
+        self.handler = handler
+        return self
+
+    def close(self) -> None:
+        """Stop copying records, close the file and give the root logger its level back; closing twice is a no-op."""
+        if self.handler is None:
+            return
+        root = logging.getLogger()
+        root.removeHandler(self.handler)
+        self.handler.close()
+        self.handler = None
+        if self._root_level is not None:
+            root.setLevel(self._root_level)
 
 
 class _UserErrorTracebacks(logging.Filter):
@@ -67,13 +92,14 @@ class _UserErrorTracebacks(logging.Filter):
 def report_errors() -> None:
     """Install a ``sys.excepthook`` that ends an uncaught error's output with the bundle's own message.
 
-    The hook copies the traceback to the run's log files (:func:`log_to_file`). When a
+    The hook copies the traceback to the open run logs (:class:`RunLog`). When a
     :class:`~nerveseg.utils.errors.UserInputError` is in the error's chain (``__cause__``, ``__context__``), it
     prints where the traceback is and then ``{ErrorType}: {message}`` as the last line: what is wrong, which file or
     key, and what to do; with ``NERVESEG_TRACEBACK=1`` in the environment the traceback is printed above them. Any
-    other error prints its traceback as Python does. Configs call it from ``initialize`` (``log_to_file`` does); the
-    ``nerveseg`` command line before it runs a command. Installing it again changes nothing, except that the
-    root logger's handlers added since (a config's console handler) stop printing user errors' tracebacks too.
+    other error prints its traceback as Python does. Configs call it from ``initialize``, the ``nerveseg`` command
+    line before it runs a command. The root logger's handlers (the console handler MONAI sets up from
+    configs/logging.conf, whose handler classes MONAI limits to the standard library's) get a filter that leaves a
+    user error's traceback out, once each; installing it again adds the filter only to handlers added since.
     """
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, _UserErrorTracebacks) for f in handler.filters):

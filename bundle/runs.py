@@ -4,8 +4,8 @@ A run here is what ``python -m monai.bundle run ID --config_file "[...]" --key v
 same way: a stack of the bundle's config files and id-value overrides, never a parsed config edited in code. The
 commands (``nerveseg tune``, ``progressive``, ``bench``), the MONAI Label app and the tests all come through here,
 so ``ConfigParser`` is built in one place. Runs are sequential in one process (no interpreter and import start-up
-per run); each sets its own seed in its config's ``initialize`` and logs into its own files (``train.log``,
-``eval/evaluate.log``), and the handlers a run added are removed when it ends.
+per run); each sets its own seed in its config's ``initialize`` and logs into its own file (``run_log``:
+``train.log``, ``eval/evaluate.log``), which its ``finalize`` closes, or :func:`run_workflow` when it fails.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import logging
 import os
 import shlex
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -103,24 +103,6 @@ def build_network(
 
 
 @contextmanager
-def _own_log_handlers() -> Iterator[None]:
-    """Restore the root logger's handlers and level on exit, closing the file handlers a run's config added.
-
-    A config's ``initialize`` adds a file handler for its run's log (``nerveseg.bundle.logs.log_to_file``); in one
-    process the next run must not write into it.
-    """
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        yield
-    finally:
-        for handler in [h for h in root.handlers if h not in handlers]:
-            root.removeHandler(handler)
-            handler.close()
-        root.setLevel(level)
-
-
-@contextmanager
 def _expected_warnings_quiet() -> Iterator[None]:
     """Hold back the warnings ``ConfigWorkflow`` gives at construction for every run here: override files outside
     configs/ (configs/networks/, a tuned override) and its console logging switched off on purpose."""
@@ -159,25 +141,33 @@ def run_workflow(
     """
     if run_id not in WORKFLOW_TYPES:
         raise ValueError(f"run_id {run_id!r} is not one of {', '.join(WORKFLOW_TYPES)}.")
-    with _own_log_handlers():
-        with nullcontext() if console else _expected_warnings_quiet():
-            workflow = ConfigWorkflow(
-                config_file=[str(f) for f in files],
-                workflow_type=WORKFLOW_TYPES[run_id],
-                run_id=run_id,
-                **({} if console else {"logging_file": False}),
-                **dict(overrides or {}),
-            )
-        try:
-            workflow.initialize()
-            if before_run is not None:
-                before_run(workflow)
-            workflow.run()
-            workflow.finalize()
-        except Exception as error:
-            names = ", ".join(Path(f).name for f in files)
-            raise RuntimeError(f"{run_id} of [{names}] with {dict(overrides or {})} failed: {error}") from error
+    with nullcontext() if console else _expected_warnings_quiet():
+        workflow = ConfigWorkflow(
+            config_file=[str(f) for f in files],
+            workflow_type=WORKFLOW_TYPES[run_id],
+            run_id=run_id,
+            **({} if console else {"logging_file": False}),
+            **dict(overrides or {}),
+        )
+    try:
+        workflow.initialize()
+        if before_run is not None:
+            before_run(workflow)
+        workflow.run()
+        workflow.finalize()
+    except Exception as error:
+        _close_run_log(workflow)
+        names = ", ".join(Path(f).name for f in files)
+        raise RuntimeError(f"{run_id} of [{names}] with {dict(overrides or {})} failed: {error}") from error
     return workflow
+
+
+def _close_run_log(workflow: ConfigWorkflow) -> None:
+    """Close the run's log file (``run_log``), which ``finalize`` closes when the run ends well, so that the next run
+    in this process does not write into it."""
+    if "run_log" in workflow.parser:
+        with suppress(Exception):  # a run_log that cannot even be built has opened nothing
+            workflow.parser.get_parsed_content("run_log").close()
 
 
 def _run_overrides(bundle_root: Path, overrides: Mapping[str, Any]) -> dict[str, Any]:

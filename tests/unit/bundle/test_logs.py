@@ -40,10 +40,10 @@ def test_find_user_error_walks_causes_and_contexts():
 def hook(monkeypatch, tmp_path):
     """:func:`logs.report_errors` over a stand-in for Python's own hook; a run log in ``tmp_path``."""
     monkeypatch.setattr(sys, "excepthook", lambda kind, error, traceback: print("TRACEBACK", file=sys.stderr))
-    handler = logs.log_to_file(tmp_path / "train.log")
+    run_log = logs.RunLog(tmp_path / "train.log").open()
+    logs.report_errors()
     yield sys.excepthook
-    logging.getLogger().removeHandler(handler)
-    handler.close()
+    run_log.close()
 
 
 def test_last_line_is_the_bundle_message(hook, capsys, tmp_path, monkeypatch):
@@ -77,3 +77,20 @@ def test_other_errors_end_as_before(hook, capsys, monkeypatch):
     error = _wrapped(OSError("disk full"))
     hook(type(error), error, error.__traceback__)
     assert capsys.readouterr().err.strip() == "TRACEBACK"
+
+
+def test_a_run_log_copies_records_from_open_to_close_and_gives_the_level_back(tmp_path):
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    root.setLevel(logging.WARNING)
+    run_log = logs.RunLog(tmp_path / "run" / "train.log")
+    assert run_log.open() is run_log and run_log.open().handler in root.handlers  # opening twice: one handler
+    assert [h for h in root.handlers if h not in handlers] == [run_log.handler]
+    logging.getLogger("nerveseg.test").info("while open")
+    run_log.close()
+    run_log.close()
+    logging.getLogger("nerveseg.test").warning("after close")
+    assert root.handlers == handlers and root.level == logging.WARNING
+    text = (tmp_path / "run" / "train.log").read_text()
+    assert "nerveseg.test - INFO - while open" in text and "after close" not in text
+    root.setLevel(level)

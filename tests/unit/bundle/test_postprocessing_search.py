@@ -117,7 +117,7 @@ def test_tune_json_runs_probabilities_with_the_gate_open_and_nothing_of_the_repo
     assert isinstance(parser.get_parsed_content("validate#postprocessing_search"), PostprocessingSearch)
     assert parser["validate#key_metric"] is None and parser["validate#logging_handlers"] == []
     assert parser.get_parsed_content("tuned_postprocessing_path") == "./outputs/eval/postprocessing.json"
-    assert parser["initialize"][1]["path"] == "$@eval_dir + '/tune.log'"  # evaluate.log stays the evaluation's
+    assert parser["run_log"]["path"] == "$@eval_dir + '/tune.log'"  # evaluate.log stays the evaluation's
     assert [step.replace("::", "#") for step in parser["tuning"]] == ["$@validate#evaluator.run()"]
     if network:
         assert parser["network_def"]["threshold"] == 0.0  # the network keeps every mask; the search gates

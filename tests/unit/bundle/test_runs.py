@@ -11,7 +11,7 @@ from ignite.engine import Engine, Events
 
 from conftest import BUNDLE_ROOT
 from nerveseg.bundle import runs
-from nerveseg.utils.errors import UserInputError
+from nerveseg.utils.errors import UserInputError, find_user_error
 
 TINY_BASIC_UNET = {"network_def#features": [4, 4, 8, 8, 16, 4]}
 
@@ -57,15 +57,15 @@ def test_run_workflow_refuses_an_unknown_run_id():
         runs.run_workflow([str(BUNDLE_ROOT / "configs" / "train.json")], "fitting")
 
 
-def test_a_run_leaves_the_root_logger_as_it_found_it(tmp_path):
+def test_a_failed_run_closes_its_log_and_leaves_the_root_logger_as_it_was(tmp_path):
     root = logging.getLogger()
     before, level = list(root.handlers), root.level
-    with runs._own_log_handlers():
-        added = logging.FileHandler(tmp_path / "run.log")
-        root.addHandler(added)
-        root.setLevel(logging.DEBUG)
+    overrides = {"bundle_root": str(BUNDLE_ROOT), "output_dir": str(tmp_path), "num_epochs": 0}
+    with pytest.raises(RuntimeError, match="check_training_settings") as raised:
+        runs.run_workflow([str(BUNDLE_ROOT / "configs" / "train.json")], "training", overrides)
+    assert str(find_user_error(raised.value)).startswith("num_epochs is 0")
     assert root.handlers == before and root.level == level
-    assert added.stream is None  # closed
+    assert (tmp_path / "train.log").is_file()  # it was open while the run started
 
 
 def test_overrides_read_as_monai_bundle_reads_the_command_line():
