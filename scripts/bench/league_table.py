@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from nerveseg.scripts.bench.league_peers import PEERS
+from nerveseg.scripts.bench.results import sample_sd
 from nerveseg.scripts.bench.scoring import MARGIN, paired_bootstrap, verdict
 
 __all__ = ["DEFAULT", "NNUNET", "SYSTEMS", "VIEWS", "league_markdown", "league_summary"]
@@ -40,7 +41,7 @@ def league_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dic
                 seconds = [r["train_seconds"] for r in runs.values() if r.get("train_seconds") is not None]
                 entry = {
                     "mean": statistics.mean(dice),
-                    "sd": statistics.stdev(dice) if len(dice) > 1 else None,
+                    "sd": sample_sd(dice),
                     "n": len(dice),
                     "train_seconds": statistics.mean(seconds) if seconds else None,
                 }

@@ -14,6 +14,7 @@ from typing import Any
 
 from nerveseg.bundle import runs
 from nerveseg.bundle.data.prepare import prepare
+from nerveseg.scripts.bench.results import sample_sd
 
 __all__ = ["QUALITY_RECIPE", "measure_quality", "quality_markdown"]
 
@@ -67,7 +68,7 @@ def measure_quality(
         "runs": rows,
         "mean_dice_eager": eager,
         "mean_dice_default_path": default,
-        "sd_dice_default_path": statistics.stdev(r["dice_default_path"] for r in rows) if len(rows) > 1 else None,
+        "sd_dice_default_path": sample_sd([r["dice_default_path"] for r in rows]),
         "default_minus_eager": default - eager,
         "train_s_total": sum(r["train_s"] for r in rows),
     }

@@ -11,12 +11,17 @@ from typing import Any
 
 from nerveseg.utils.files import write_text_atomically
 
-__all__ = ["mean_sd", "ms", "write_results"]
+__all__ = ["mean_sd", "ms", "sample_sd", "write_results"]
 
 
 def ms(timing: dict[str, float]) -> str:
     """Seconds ``{"median", "min", "max"}`` as ``"median [min, max]"`` in milliseconds."""
     return f"{1e3 * timing['median']:.0f} [{1e3 * timing['min']:.0f}, {1e3 * timing['max']:.0f}]"
+
+
+def sample_sd(values: Sequence[float]) -> float | None:
+    """The sample standard deviation (n - 1) of ``values``; ``None`` for fewer than two, where it is undefined."""
+    return statistics.stdev(values) if len(values) > 1 else None
 
 
 def mean_sd(values: Sequence[float], signed: bool = False) -> str:
@@ -25,7 +30,7 @@ def mean_sd(values: Sequence[float], signed: bool = False) -> str:
     if not values:
         return "-"
     mean = statistics.mean(values)
-    sd = f"{statistics.stdev(values):.4f}" if len(values) > 1 else "n/a"
+    sd = "n/a" if len(values) < 2 else f"{sample_sd(values):.4f}"
     return f"{mean:+.4f} ± {sd}" if signed else f"{mean:.4f} ± {sd}"
 
 

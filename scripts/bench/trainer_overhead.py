@@ -26,6 +26,7 @@ from torch import nn
 
 from nerveseg.bundle.data.synthetic import generate_dataset
 from nerveseg.bundle.runs import config_files, read_config, run_workflow
+from nerveseg.scripts.bench.timing import StepTimer
 
 __all__ = ["bare_step", "measure_trainer_overhead", "trainer_overhead_markdown"]
 
@@ -112,7 +113,7 @@ def measure_trainer_overhead(bundle_root: str | os.PathLike, folder: Path, quick
         "ckpt_dir": str(folder / "models"),
         "output_dir": str(folder / "outputs"),
     }
-    timer = _InterleavedSteps(warmup, measured)
+    timer = StepTimer(warmup, measured)
     settings: dict[str, Any] = {}
 
     def attach(workflow: ConfigWorkflow) -> None:
@@ -127,7 +128,7 @@ def measure_trainer_overhead(bundle_root: str | os.PathLike, folder: Path, quick
         timer.attach(parsed("train#trainer"), loops)
 
     run_workflow(config_files(bundle_root, "configs/train.json"), "training", overrides, before_run=attach)
-    medians = {name: statistics.median(s) for name, s in timer.seconds.items()}
+    medians = {name: statistics.median(timer.seconds[name]) for name in ("trainer", *timer.loops)}
     own_order = "bare channels-last" if settings["channels_last"] else "bare contiguous"
     result = {
         "image_size": image_size,

@@ -6,50 +6,16 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
-from ignite.engine import Engine, Events
 from monai.bundle import ConfigWorkflow
 
 from nerveseg.bundle.data.synthetic import generate_dataset
 from nerveseg.bundle.runs import config_files, run_workflow
+from nerveseg.scripts.bench.timing import StepTimer
 
 __all__ = ["measure_training", "training_markdown"]
-
-
-class _StepTimer:
-    """Per step after ``warmup``: the seconds spent fetching the batch, the whole step, and the images in it;
-    stops the trainer after ``measured`` steps."""
-
-    def __init__(self, warmup: int, measured: int) -> None:
-        self.warmup, self.measured = warmup, measured
-        self.data_s: list[float] = []
-        self.step_s: list[float] = []
-        self.images: list[int] = []
-        self._stamps: dict[str, float | int] = {}
-
-    def attach(self, trainer: Engine) -> None:
-        trainer.add_event_handler(Events.GET_BATCH_STARTED, self._fetch_started)
-        trainer.add_event_handler(Events.GET_BATCH_COMPLETED, self._fetch_completed)
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, self._step_completed)
-
-    def _fetch_started(self, engine: Engine) -> None:
-        self._stamps["fetch"] = time.perf_counter()
-
-    def _fetch_completed(self, engine: Engine) -> None:
-        self._stamps["fetched"] = time.perf_counter()
-        self._stamps["images"] = len(engine.state.batch["image"])  # collated here; decollated by the step's end
-
-    def _step_completed(self, engine: Engine) -> None:
-        now = time.perf_counter()
-        if engine.state.iteration > self.warmup:
-            self.data_s.append(self._stamps["fetched"] - self._stamps["fetch"])
-            self.step_s.append(now - self._stamps["fetch"])
-            self.images.append(int(self._stamps["images"]))
-        if engine.state.iteration >= self.warmup + self.measured:
-            engine.terminate()
 
 
 def measure_training(bundle_root: str | os.PathLike, folder: Path, quick: bool) -> dict[str, Any]:
@@ -71,7 +37,7 @@ def measure_training(bundle_root: str | os.PathLike, folder: Path, quick: bool) 
         "train#trainer#train_handlers": [],
         **({"batch_size": 2, "num_workers": 2} if quick else {}),
     }
-    timer = _StepTimer(*((1, 2) if quick else (3, 12)))
+    timer = StepTimer(*((1, 2) if quick else (3, 12)))
     settings: dict[str, Any] = {}
 
     def attach(workflow: ConfigWorkflow) -> None:
@@ -83,11 +49,11 @@ def measure_training(bundle_root: str | os.PathLike, folder: Path, quick: bool) 
         "image_size": list(settings["image_size"]),
         "batch_size": int(settings["batch_size"]),
         "num_workers": int(settings["num_workers"]),
-        "steps": len(timer.step_s),
-        "step_s": statistics.median(timer.step_s),
-        "images_per_s": sum(timer.images) / sum(timer.step_s),
-        "data_wait_fraction": sum(timer.data_s) / sum(timer.step_s),
-        "data_wait_max_s": max(timer.data_s),
+        "steps": len(timer.seconds["step"]),
+        "step_s": statistics.median(timer.seconds["step"]),
+        "images_per_s": sum(timer.images) / sum(timer.seconds["step"]),
+        "data_wait_fraction": sum(timer.seconds["data"]) / sum(timer.seconds["step"]),
+        "data_wait_max_s": max(timer.seconds["data"]),
     }
     print(json.dumps(result), flush=True)
     return result
