@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
 from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 
@@ -27,7 +26,7 @@ from nerveseg.bundle.runs import build_network, config_files, read_config
 from nerveseg.networks.profile import time_side_by_side
 from nerveseg.scripts.bench.execution_paths import inference_settings
 from nerveseg.scripts.bench.results import ms
-from nerveseg.scripts.bench.scoring import mean_dice_at_label_size
+from nerveseg.scripts.bench.scoring import mean_dice_at_label_size, plain_tensor
 
 __all__ = [
     "CURVE_STOP_AGREEMENTS",
@@ -36,7 +35,6 @@ __all__ = [
     "asme_markdown",
     "measure_asme",
     "shipped_asme",
-    "validation_pairs",
 ]
 
 VIEWS = ("identity", "lr", "ud", "both")
@@ -112,34 +110,6 @@ def asme_markdown(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def validation_pairs(
-    bundle_root: str | os.PathLike,
-    datalist_file: str | os.PathLike,
-    image_size: Sequence[int],
-    split: str = "validation",
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The ``(image, label)`` pairs of a datalist's split, read by evaluate.json's preprocessing.
-
-    Args:
-        bundle_root: the bundle folder holding ``configs/``.
-        datalist_file: a datalist prepared by ``nerveseg prepare``.
-        image_size: the network's input size ``[H, W]``.
-        split: the datalist's split.
-
-    Returns:
-        per image, the ``[1, H, W]`` image at ``image_size`` and its binary ``[1, H', W']`` label at the original
-        size, as :func:`asme_dice_cost_curve` takes them.
-    """
-    overrides = {
-        "bundle_root": str(bundle_root),
-        "datalist_file": str(datalist_file),
-        "image_size": list(image_size),
-        "eval_split": split,
-    }
-    parser = read_config(config_files(bundle_root, "configs/train.json", "configs/evaluate.json"), overrides)
-    return [(_plain(item["image"]), _plain(item["label"])) for item in parser.get_parsed_content("validate#dataset")]
-
-
 def asme_dice_cost_curve(
     network: nn.Module,
     pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
@@ -160,7 +130,7 @@ def asme_dice_cost_curve(
     Args:
         network: the trained network; it is put in eval mode.
         pairs: per validation image, the ``[C, H, W]`` image at the network's input size and its binary
-            ``[1, H', W']`` label (:func:`validation_pairs`).
+            ``[1, H', W']`` label (:func:`~.scoring.split_pairs`).
         stop_agreements: the :class:`~nerveseg.bundle.inference.inferers.ASMEInferer` ``stop_agreement`` of each point;
             ``None`` is full ASME.
         threshold: the probability threshold of the masks ASME compares and of the predictions scored.
@@ -182,8 +152,8 @@ def asme_dice_cost_curve(
         raise ValueError(f"repeats must be >= 1, got {repeats}.")
     network = network.eval()
     device = next((p.device for p in network.parameters()), torch.device("cpu"))
-    images = [_plain(image).to(device)[None] for image, _ in pairs]
-    labels = [np.asarray(_plain(label).detach().cpu()) > 0 for _, label in pairs]
+    images = [plain_tensor(image).to(device)[None] for image, _ in pairs]
+    labels = [np.asarray(plain_tensor(label).detach().cpu()) > 0 for _, label in pairs]
     inferers: dict[str, Inferer] = {"1 view": SimpleInferer()}
     for stop in stop_agreements:
         inferers[_point_name(stop)] = ASMEInferer(views=views, threshold=threshold, stop_agreement=stop)
@@ -261,10 +231,6 @@ def _point_name(stop: float | None) -> str:
     return "full" if stop is None else f"stop {stop:g}"
 
 
-def _plain(x: Any) -> torch.Tensor:
-    return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
-
-
 def _mean_dice(outputs: Sequence[torch.Tensor], labels: Sequence[np.ndarray], threshold: float) -> float:
-    probabilities = [torch.sigmoid(_plain(logits).float())[0, 0] for logits in outputs]
+    probabilities = [torch.sigmoid(plain_tensor(logits).float())[0, 0] for logits in outputs]
     return mean_dice_at_label_size(probabilities, labels, threshold)

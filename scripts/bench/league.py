@@ -61,12 +61,11 @@ from nerveseg.bundle import runs
 from nerveseg.bundle.data.datalist import load_datalist_file
 from nerveseg.bundle.data.prepare import prepare
 from nerveseg.bundle.metrics import presence_auc
-from nerveseg.scripts.bench.asme_timing import validation_pairs
 from nerveseg.scripts.bench.league_peers import PEERS, peer_probabilities
 from nerveseg.scripts.bench.league_table import DEFAULT, NNUNET, SYSTEMS, VIEWS, league_markdown, league_summary
 from nerveseg.scripts.bench.machine import describe_machine, require_benchmark_extra
 from nerveseg.scripts.bench.results import write_results
-from nerveseg.scripts.bench.scoring import dice_at_label_size
+from nerveseg.scripts.bench.scoring import dice_at_label_size, split_pairs
 from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import save_state_dict
 
@@ -218,10 +217,8 @@ def config_digest(bundle_root: str, files: Sequence[str]) -> str:
 def _league_data(bundle_root: str, datalist: Path, size: Sequence[int]) -> dict[str, Any]:
     """The pool's images and masks and the test images at the league's size, the test labels at their own, read
     by evaluate.json's preprocessing, and a digest of them all."""
-    pool = [
-        pair for split in ("training", "validation") for pair in validation_pairs(bundle_root, datalist, size, split)
-    ]
-    test = validation_pairs(bundle_root, datalist, size, "test")
+    pool = [pair for split in ("training", "validation") for pair in split_pairs(bundle_root, datalist, size, split)]
+    test = split_pairs(bundle_root, datalist, size, "test")
     data = {
         "images": torch.stack([image for image, _ in pool]).float(),
         "masks": torch.stack(

@@ -1,4 +1,5 @@
-"""How the benchmarks score and compare: the challenge Dice at the label's size, and paired intervals and verdicts.
+"""How the benchmarks score and compare: the images a split is scored on, the challenge Dice at the label's size,
+and paired intervals and verdicts.
 
 Two systems scored on the same test images by several seeds differ by noise of two kinds: which images happen to
 be in the test split, and which seed trained each network. :func:`paired_bootstrap` counts both. It resamples
@@ -7,19 +8,67 @@ seeds, then images, and keeps the pairing: each resample takes the same images a
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 
 from nerveseg.bundle.metrics import image_scores
+from nerveseg.bundle.runs import config_files, read_config
 
-__all__ = ["MARGIN", "dice_at_label_size", "mean_dice_at_label_size", "paired_bootstrap", "verdict"]
+__all__ = [
+    "MARGIN",
+    "dice_at_label_size",
+    "mean_dice_at_label_size",
+    "paired_bootstrap",
+    "plain_tensor",
+    "split_pairs",
+    "verdict",
+]
 
 MARGIN = 0.02
 """The smallest mean Dice difference called a win or a loss."""
+
+
+def plain_tensor(x: Any) -> torch.Tensor:
+    """``x`` as a plain tensor (a MetaTensor's data without its metadata)."""
+    return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
+
+
+def split_pairs(
+    bundle_root: str | os.PathLike,
+    datalist_file: str | os.PathLike,
+    image_size: Sequence[int],
+    split: str = "validation",
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The ``(image, label)`` pairs of a datalist's split, read by evaluate.json's preprocessing.
+
+    Args:
+        bundle_root: the bundle folder holding ``configs/``.
+        datalist_file: a datalist prepared by ``nerveseg prepare``.
+        image_size: the network's input size ``[H, W]``.
+        split: the datalist's split.
+
+    Returns:
+        per image, the ``[1, H, W]`` image at ``image_size`` and its binary ``[1, H', W']`` label at the original
+        size, as :func:`~.asme_timing.asme_dice_cost_curve` and the league take them.
+    """
+    overrides = {
+        "bundle_root": str(bundle_root),
+        "datalist_file": str(datalist_file),
+        "image_size": list(image_size),
+        "eval_split": split,
+    }
+    parser = read_config(config_files(bundle_root, "configs/train.json", "configs/evaluate.json"), overrides)
+    return [
+        (plain_tensor(item["image"]), plain_tensor(item["label"]))
+        for item in parser.get_parsed_content("validate#dataset")
+    ]
 
 
 def dice_at_label_size(

@@ -35,7 +35,6 @@ from nerveseg.scripts.bench.asme_timing import (
     asme_markdown,
     measure_asme,
     shipped_asme,
-    validation_pairs,
 )
 from nerveseg.scripts.bench.execution_paths import default_path, inference_settings
 from nerveseg.scripts.bench.latency import fast_vs_eager_ratio, latency_markdown, measure_latency
@@ -44,6 +43,7 @@ from nerveseg.scripts.bench.peer_comparison import measure_peer, peer_markdown
 from nerveseg.scripts.bench.quality import measure_quality, quality_markdown
 from nerveseg.scripts.bench.quickstart import measure_quickstart, quickstart_markdown
 from nerveseg.scripts.bench.results import write_results
+from nerveseg.scripts.bench.scoring import split_pairs
 from nerveseg.scripts.bench.trainer_overhead import measure_trainer_overhead, trainer_overhead_markdown
 from nerveseg.scripts.bench.training_throughput import measure_training, training_markdown
 from nerveseg.utils.errors import UserInputError
@@ -158,7 +158,7 @@ def _asme_curve(bundle_root: Path, folder: Path, quality: dict[str, Any]) -> dic
     image_size = quality["image_size"]
     network = build_network(config_files(bundle_root, "configs/train.json"), {"image_size": image_size})
     network.load_state_dict(read_state_dict(folder / f"seed{seed}" / "models" / "model.pt", what="Quality model"))
-    pairs = validation_pairs(bundle_root, folder / "data" / "datalist.json", image_size)
+    pairs = split_pairs(bundle_root, folder / "data" / "datalist.json", image_size)
     curve = asme_dice_cost_curve(network, pairs, settings=inference_settings(bundle_root))
     curve["seed"] = seed
     return curve

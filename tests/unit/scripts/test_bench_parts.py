@@ -19,7 +19,6 @@ from nerveseg.scripts.bench.asme_timing import (
     asme_dice_cost_curve,
     asme_markdown,
     shipped_asme,
-    validation_pairs,
 )
 from nerveseg.scripts.bench.execution_paths import PATHS, default_path
 from nerveseg.scripts.bench.latency import timed_paths
@@ -27,6 +26,7 @@ from nerveseg.scripts.bench.machine import cpu_isa, describe_machine
 from nerveseg.scripts.bench.quickstart import quickstart_markdown, validation_dice_of_log
 from nerveseg.scripts.bench.recipe_variants import read_run_log
 from nerveseg.scripts.bench.results import mean_sd, ms, write_results
+from nerveseg.scripts.bench.scoring import split_pairs
 from nerveseg.scripts.bench.suite import HEADLINES, SUITE_PARTS, markdown
 from nerveseg.scripts.bench.trainer_overhead import trainer_overhead_markdown
 from nerveseg.utils.errors import UserInputError
@@ -228,12 +228,12 @@ def test_asme_dice_cost_curve_scores_each_stop_agreement_against_one_view():
         asme_dice_cost_curve(threshold_at_half, [])
 
 
-def test_validation_pairs_are_network_size_images_and_original_size_labels(tmp_path):
+def test_split_pairs_are_network_size_images_and_original_size_labels(tmp_path):
     from nerveseg.bundle.data.prepare import prepare
 
     datalist = tmp_path / "prepared" / "datalist.json"
     prepare("folders", src=str(nerve_folders(tmp_path / "src", 10)), out=str(datalist), target_class=1)
-    pairs = validation_pairs(BUNDLE_ROOT, datalist, [32, 48])
+    pairs = split_pairs(BUNDLE_ROOT, datalist, [32, 48])
     assert len(pairs) == len(json.loads(datalist.read_text())["validation"]) > 0
     for image, label in pairs:
         assert image.shape == (1, 32, 48) and label.shape == (1, 64, 64)
