@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Engine, Events
 from monai.bundle import ConfigParser, ConfigWorkflow
 from torch import nn
 
@@ -30,7 +29,6 @@ from nerveseg.utils.errors import UserInputError
 __all__ = [
     "TUNE_CONFIG",
     "TUNED_OVERRIDE_ID",
-    "ValidationHistory",
     "build_network",
     "config_files",
     "evaluate",
@@ -176,22 +174,6 @@ def _run_overrides(bundle_root: Path, overrides: Mapping[str, Any]) -> dict[str,
     return {"bundle_root": str(bundle_root), "num_workers": 0, **overrides}
 
 
-class ValidationHistory:
-    """The key metric (train.json's ``val_mean_dice``) of every validation in a training run, in order, read from
-    the evaluator's state as each validation ends: pass :meth:`attach` as ``before_run``."""
-
-    def __init__(self) -> None:
-        self.values: list[float] = []
-
-    def attach(self, workflow: ConfigWorkflow) -> None:
-        """Record each validation of ``workflow``'s ``validate#evaluator``."""
-        evaluator = workflow.parser.get_parsed_content("validate#evaluator")
-        evaluator.add_event_handler(Events.COMPLETED, self._validation_completed)
-
-    def _validation_completed(self, evaluator: Engine) -> None:
-        self.values.append(float(evaluator.state.metrics[evaluator.state.key_metric_name]))
-
-
 def train(
     bundle_root: str | os.PathLike,
     configs: Sequence[str | os.PathLike],
@@ -201,7 +183,7 @@ def train(
 ) -> ConfigWorkflow:
     """Train ``configs`` (train.json first) with ``overrides``; models in ``run/models``, logs in ``run/outputs``.
 
-    ``before_run`` is :func:`run_workflow`'s (e.g. :meth:`ValidationHistory.attach`).
+    ``before_run`` is :func:`run_workflow`'s.
 
     Returns:
         the finished workflow (``workflow.parser.get_parsed_content("network")`` is the trained network).

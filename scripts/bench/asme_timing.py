@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.inferers import Inferer, SimpleInferer
+from monai.utils import convert_to_tensor
 from torch import nn
 
 from nerveseg.bundle.inference.accelerated import AcceleratedInferer, resolve_precision
@@ -26,7 +27,7 @@ from nerveseg.bundle.runs import build_network, config_files, read_config
 from nerveseg.networks.profile import time_side_by_side
 from nerveseg.scripts.bench.execution_paths import inference_settings
 from nerveseg.scripts.bench.results import ms
-from nerveseg.scripts.bench.scoring import mean_dice_at_label_size, plain_tensor
+from nerveseg.scripts.bench.scoring import mean_dice_at_label_size
 
 __all__ = [
     "CURVE_STOP_AGREEMENTS",
@@ -152,8 +153,8 @@ def asme_dice_cost_curve(
         raise ValueError(f"repeats must be >= 1, got {repeats}.")
     network = network.eval()
     device = next((p.device for p in network.parameters()), torch.device("cpu"))
-    images = [plain_tensor(image).to(device)[None] for image, _ in pairs]
-    labels = [np.asarray(plain_tensor(label).detach().cpu()) > 0 for _, label in pairs]
+    images = [convert_to_tensor(image, track_meta=False).to(device)[None] for image, _ in pairs]
+    labels = [np.asarray(convert_to_tensor(label, track_meta=False).detach().cpu()) > 0 for _, label in pairs]
     inferers: dict[str, Inferer] = {"1 view": SimpleInferer()}
     for stop in stop_agreements:
         inferers[_point_name(stop)] = ASMEInferer(views=views, threshold=threshold, stop_agreement=stop)
@@ -232,5 +233,5 @@ def _point_name(stop: float | None) -> str:
 
 
 def _mean_dice(outputs: Sequence[torch.Tensor], labels: Sequence[np.ndarray], threshold: float) -> float:
-    probabilities = [torch.sigmoid(plain_tensor(logits).float())[0, 0] for logits in outputs]
+    probabilities = [torch.sigmoid(convert_to_tensor(logits, track_meta=False).float())[0, 0] for logits in outputs]
     return mean_dice_at_label_size(probabilities, labels, threshold)

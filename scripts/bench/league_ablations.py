@@ -22,9 +22,11 @@ import json
 import shutil
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from monai.handlers import MetricLogger
 
 from nerveseg.bundle import runs
 from nerveseg.scripts.bench.league import DATASETS, config_digest, prepare_split
@@ -62,6 +64,9 @@ ABLATIONS: dict[str, tuple[list[str], dict[str, Any]]] = {
     "FlexibleUNet-b1 with deep supervision": (["configs/networks/flexible_unet_deep_supervision.json"], {}),
 }
 """Ablation name to (override files, id-value overrides), each stacked on train.json and ``--base``."""
+
+KEY_METRIC = "val_mean_dice"
+"""train.json's validation metric, read after each validation."""
 
 
 def ablations(
@@ -114,20 +119,20 @@ def ablations(
                     continue
                 run = folder / "ablations" / dataset / name.replace(" ", "_") / f"seed{seed}"
                 shutil.rmtree(run, ignore_errors=True)  # a stopped run's files
-                history = runs.ValidationHistory()
+                history = MetricLogger()  # each validation's metrics, from the evaluator's state
                 start = time.perf_counter()
                 runs.train(
                     bundle_root,
                     ["configs/train.json", *files],
                     run,
-                    before_run=history.attach,
+                    before_run=_validations_into(history),
                     seed=seed,
                     datalist_file=str(datalist),
                     **settings,
                 )
                 seconds = time.perf_counter() - start
                 gc.collect()
-                dice = [round(value, 4) for value in history.values]  # as train.log shows them
+                dice = [round(float(value), 4) for _, value in history.metrics[KEY_METRIC]]  # as train.log shows
                 if not dice:
                     raise RuntimeError(f"{run} made no validation; set val_interval <= num_epochs.")
                 stale = {k: key[k] for k in ("dataset", "ablation", "seed")}  # the same run, other settings
@@ -193,6 +198,11 @@ def ablations_markdown(result: dict[str, Any]) -> str:
             best = mean_sd([r["val_best"] for r in ablation_rows])
             lines.append(f"| {name} | {best} | {mean_sd(last)} | {change} | {len(ablation_rows)} | {seconds:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def _validations_into(history: MetricLogger) -> Callable[[Any], None]:
+    """The ``before_run`` that has ``history`` record the metrics of each validation of the run's evaluator."""
+    return lambda workflow: history.attach_evaluator(workflow.parser.get_parsed_content("validate#evaluator"))
 
 
 def _settings(datasets: Sequence[str]) -> dict[str, Any]:

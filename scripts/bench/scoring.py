@@ -11,12 +11,11 @@ from __future__ import annotations
 import os
 import statistics
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.data import MetaTensor
+from monai.utils import convert_to_tensor
 
 from nerveseg.bundle.metrics import image_scores
 from nerveseg.bundle.runs import config_files, read_config
@@ -26,18 +25,12 @@ __all__ = [
     "dice_at_label_size",
     "mean_dice_at_label_size",
     "paired_bootstrap",
-    "plain_tensor",
     "split_pairs",
     "verdict",
 ]
 
 MARGIN = 0.02
 """The smallest mean Dice difference called a win or a loss."""
-
-
-def plain_tensor(x: Any) -> torch.Tensor:
-    """``x`` as a plain tensor (a MetaTensor's data without its metadata)."""
-    return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
 
 
 def split_pairs(
@@ -65,10 +58,8 @@ def split_pairs(
         "eval_split": split,
     }
     parser = read_config(config_files(bundle_root, "configs/train.json", "configs/evaluate.json"), overrides)
-    return [
-        (plain_tensor(item["image"]), plain_tensor(item["label"]))
-        for item in parser.get_parsed_content("validate#dataset")
-    ]
+    items = parser.get_parsed_content("validate#dataset")
+    return [tuple(convert_to_tensor(item[key], track_meta=False) for key in ("image", "label")) for item in items]
 
 
 def dice_at_label_size(

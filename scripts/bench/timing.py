@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 from ignite.engine import Engine, Events
-from monai.data import MetaTensor
+from monai.utils import convert_to_tensor
 
 __all__ = ["StepTimer"]
 
@@ -56,9 +56,7 @@ class StepTimer:
         batch = engine.state.batch  # collated here; decollated by the step's end
         self._images = len(batch["image"])
         if self.loops:
-            self._batch = tuple(
-                (x.as_tensor() if isinstance(x, MetaTensor) else x).clone() for x in (batch["image"], batch["label"])
-            )
+            self._batch = tuple(convert_to_tensor(batch[key], track_meta=False).clone() for key in ("image", "label"))
         self._fetched = time.perf_counter()
 
     def _step_completed(self, engine: Engine) -> None:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 
 import pytest
 import torch
-from ignite.engine import Engine, Events
 
 from conftest import BUNDLE_ROOT
 from nerveseg.bundle import runs
@@ -78,20 +76,3 @@ def test_overrides_read_as_monai_bundle_reads_the_command_line():
 def test_overrides_that_do_not_pair_up_are_refused_with_the_form(text):
     with pytest.raises(UserInputError, match="overrides must be pairs of --key value"):
         runs.parse_overrides(text)
-
-
-def test_validation_history_reads_each_validation_from_the_evaluator_state():
-    evaluator = Engine(lambda engine, batch: None)
-    scores = iter([0.5, 0.75])
-
-    @evaluator.on(Events.EPOCH_COMPLETED)
-    def score(engine: Engine) -> None:
-        engine.state.key_metric_name = "val_mean_dice"
-        engine.state.metrics["val_mean_dice"] = next(scores)
-
-    parts = {"validate#evaluator": evaluator}
-    history = runs.ValidationHistory()
-    history.attach(SimpleNamespace(parser=SimpleNamespace(get_parsed_content=parts.__getitem__)))
-    for _ in range(2):
-        evaluator.run([0], max_epochs=1)
-    assert history.values == [0.5, 0.75]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
+from ignite.engine import Engine, Events
 
 from conftest import BUNDLE_ROOT
 from nerveseg.bundle import runs
@@ -52,8 +54,15 @@ def test_a_batch_of_ablations_skips_the_runs_already_saved_and_reruns_changed_on
     trained: list[tuple[str, int]] = []
 
     def fake_train(bundle_root, configs, run, before_run, seed, **settings):
+        """Two validations, 0.6 then 0.7, through the evaluator the ablation attaches to."""
         trained.append((run.parent.name, seed))
-        before_run.__self__.values.extend([0.6, 0.7])  # the history's two validations
+        evaluator, scores = Engine(lambda engine, batch: None), iter([0.6, 0.7])
+        evaluator.add_event_handler(
+            Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(val_mean_dice=next(scores))
+        )
+        before_run(SimpleNamespace(parser=SimpleNamespace(get_parsed_content={"validate#evaluator": evaluator}.get)))
+        for _ in range(2):
+            evaluator.run([0], max_epochs=1)
 
     monkeypatch.setattr(league_ablations.runs, "train", fake_train)
     monkeypatch.setattr(league_ablations, "prepare_split", lambda source, folder, options: folder / "datalist.json")
