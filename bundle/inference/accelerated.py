@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 
-from nerveseg.bundle.inference.backends import backend_forward, check_backend
+from nerveseg.bundle.inference.backends import OpenVINONetwork, backend_forward, check_backend, check_cache
 from nerveseg.utils.class_logits import CLASS_LOGITS_KEY
 from nerveseg.utils.errors import UserInputError
 
@@ -73,7 +74,8 @@ class AcceleratedInferer(Inferer):
     "float32"`` with ``channels_last=False`` is exactly the wrapped inferer, the bundle's eager path.
 
     With ``backend="openvino"`` the network calls run on OpenVINO instead, ``precision`` its inference precision
-    (:class:`~.backends.OpenVINONetwork`, converted at the first call, cached in ``cache_dir``);
+    (:class:`~.backends.OpenVINONetwork`, converted at the first call and kept for the network the inferer is
+    called with; with ``checkpoint`` and ``cache_dir``, cached beside the checkpoint for the next run);
     ``"auto"`` is OpenVINO on a CPU where it is installed, else torch, and torch for a network OpenVINO cannot
     serve (:func:`~.backends.backend_forward`).
 
@@ -85,11 +87,13 @@ class AcceleratedInferer(Inferer):
         precision: ``"auto"`` (see :func:`resolve_precision`), ``"bfloat16"``, ``"float16"`` or ``"float32"``.
         channels_last: run the network in channels-last memory order (torch backend).
         backend: ``"torch"``, ``"openvino"`` or ``"auto"`` (:data:`~.backends.BACKENDS`).
-        cache_dir: where OpenVINO models converted from the network are kept; ``None`` converts in memory, once
-            per process. The configs use a folder ``openvino`` beside the checkpoint.
+        checkpoint: the file the network's weights are loaded from; the OpenVINO cache's key.
+        cache_dir: where OpenVINO models converted from ``checkpoint`` are kept; ``None`` converts in memory, once
+            per network. The configs use a folder ``openvino`` beside the checkpoint.
 
     Raises:
         UserInputError: an unknown precision or backend, or ``"openvino"`` without the openvino package.
+        ValueError: ``cache_dir`` without ``checkpoint``.
     """
 
     def __init__(
@@ -98,14 +102,18 @@ class AcceleratedInferer(Inferer):
         precision: str = "auto",
         channels_last: bool = True,
         backend: str = "torch",
+        checkpoint: str | os.PathLike | None = None,
         cache_dir: str | os.PathLike | None = None,
     ) -> None:
-        resolve_precision(precision, "cpu")  # the name is checked here, the device at the first call
+        self.cpu_precision = resolve_precision(precision, "cpu")  # the name is checked here, the device at each call
         self.inferer = inferer if inferer is not None else SimpleInferer()
         self.precision = precision
         self.channels_last = bool(channels_last)
         self.backend = check_backend(backend)
-        self.cache_dir = cache_dir
+        self.checkpoint = checkpoint
+        self.cache_dir = check_cache(checkpoint, cache_dir)
+        self._openvino: OpenVINONetwork | None = None
+        self._openvino_lock = threading.Lock()
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.Tensor:
         """Run the wrapped inferer on ``inputs`` with ``network``'s forward passes accelerated.
@@ -132,9 +140,15 @@ class AcceleratedInferer(Inferer):
                 out = network(images, *network_args, **network_kwargs)
             return _to_float32(out)
 
-        cpu_precision = resolve_precision(self.precision, "cpu")
-        forward = backend_forward(network, self.backend, inputs.device, torch_forward, cpu_precision, self.cache_dir)
+        forward = backend_forward(self._openvino_network(network), self.backend, inputs.device, torch_forward)
         return self.inferer(inputs, forward, *args, **kwargs)
+
+    def _openvino_network(self, network: Callable[..., Any]) -> OpenVINONetwork:
+        """``network`` on OpenVINO, kept while the inferer is called with it: a server's requests share its models."""
+        with self._openvino_lock:
+            if self._openvino is None or self._openvino.network is not network:
+                self._openvino = OpenVINONetwork(network, self.cpu_precision, self.checkpoint, self.cache_dir)
+            return self._openvino
 
 
 def _to_channels_last(network: nn.Module) -> None:

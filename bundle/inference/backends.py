@@ -5,32 +5,27 @@
 returns the same float32 logits). :class:`~.accelerated.AcceleratedInferer` chooses between them, so
 every inferer it wraps (single view, flip TTA, ASME) runs on either.
 
-The OpenVINO model is converted from the network at its first call, once per weights and input size, and cached
-on disk as ``{cache_dir}/{Network}-{C}x{H}x{W}-{key}/`` (:mod:`~.openvino_cache`). The key hashes the
-network's class, structure and state dict, the input size and the OpenVINO version, so a retrained checkpoint gets
-a new entry. Compiled models stay in memory for the process, so a MONAI Label server compiles once per checkpoint
-and batch size, not once per request.
+The OpenVINO model is converted from the network at its first call for each input size, as MONAI's
+``trt_compile`` builds its engine: the wrapper reads the network's weights then, so load the checkpoint first. With
+the checkpoint named, the converted model is kept beside it (:mod:`~.openvino_cache`) and converted again only when
+the checkpoint changes. Compiled models live in the wrapper, which :class:`~.accelerated.AcceleratedInferer` keeps
+for its network, so a MONAI Label server compiles once per checkpoint and batch size, not once per request.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import importlib.util
 import logging
 import os
-import re
-import shutil
 import threading
 import time
 import warnings
-import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from monai.data import MetaTensor
@@ -46,6 +41,7 @@ __all__ = [
     "OpenVINONetwork",
     "backend_forward",
     "check_backend",
+    "check_cache",
     "openvino_available",
     "openvino_supports",
     "resolve_backend",
@@ -57,11 +53,8 @@ BACKENDS = ("auto", "torch", "openvino")
 """The values of ``inference_backend``."""
 
 _HINTS = {torch.float32: ("f32", "FP32"), torch.bfloat16: ("bf16", "BF16"), torch.float16: ("f16", "FP16")}
-_COMPILED_IN_MEMORY = 4
-_in_memory: OrderedDict[tuple[str, str, int], _Compiled] = OrderedDict()
-_digests: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]] = weakref.WeakKeyDictionary()
-_refused: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
-_lock = threading.RLock()
+_BATCH_SIZES_COMPILED = 4
+_TELEMETRY_SWITCH = threading.Lock()  # the environment is the process's: one conversion changes it at a time
 
 
 class BackendUnavailableError(UserInputError):
@@ -116,47 +109,52 @@ def openvino_supports(precision: torch.dtype) -> bool:
 
 
 def backend_forward(
-    network: Callable[..., Any],
-    backend: str,
-    device: torch.device | str,
-    torch_forward: Callable[..., Any],
-    precision: torch.dtype = torch.float32,
-    cache_dir: str | os.PathLike | None = None,
+    runtime: OpenVINONetwork, backend: str, device: torch.device | str, torch_forward: Callable[..., Any]
 ) -> Callable[..., Any]:
-    """The function that runs ``network``'s forward passes on ``device`` for ``backend``.
+    """The function that runs ``runtime.network``'s forward passes on ``device`` for ``backend``.
 
-    ``torch_forward`` where the backend resolves to torch; an :class:`OpenVINONetwork` for ``"openvino"``, which
-    stops with its reason where it cannot serve the network; for ``"auto"``, OpenVINO with ``torch_forward`` taking
-    over, after a logged warning, where OpenVINO cannot serve it (class logits, training mode, a failed conversion,
-    an unwritable ``cache_dir``, extra network arguments).
+    ``torch_forward`` where the backend resolves to torch; ``runtime`` for ``"openvino"``, which stops with its
+    reason where it cannot serve the network; for ``"auto"``, ``runtime`` with ``torch_forward`` taking over, after
+    one logged warning, where OpenVINO cannot serve it (class logits, a failed conversion, an unwritable cache) and
+    without one for what is torch's alone (training mode, extra network arguments).
 
     Args:
-        network: the model.
+        runtime: the network on OpenVINO.
         backend: one of :data:`BACKENDS`.
         device: where the inputs are.
-        torch_forward: the torch path's call of ``network``.
-        precision: OpenVINO's inference precision.
-        cache_dir: OpenVINO's cache folder, ``None`` for none.
+        torch_forward: the torch path's call of the network.
     """
     if resolve_backend(backend, device) != "openvino":
         return torch_forward
-    runtime: OpenVINONetwork | None = OpenVINONetwork(network, precision, cache_dir)
     if backend == "openvino":
         return runtime
-    if not isinstance(network, nn.Module) or network.training or network in _refused:
+    network = runtime.network
+    if not isinstance(network, nn.Module) or network.training or runtime.refused is not None:
         return torch_forward
 
     def forward(images: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        nonlocal runtime
-        if runtime is not None and not args and not kwargs:
+        if runtime.refused is None and not args and not kwargs:
             try:
                 return runtime(images)
             except BackendUnavailableError as error:
                 logger.warning(f"inference_backend 'auto' runs torch for {type(network).__name__}: {error}")
-                runtime = None
         return torch_forward(images, *args, **kwargs)
 
     return forward
+
+
+def check_cache(checkpoint: str | os.PathLike | None, cache_dir: str | os.PathLike | None) -> str | os.PathLike | None:
+    """``cache_dir`` if the OpenVINO cache can be keyed: a cache needs the checkpoint the network was loaded from.
+
+    Raises:
+        ValueError: ``cache_dir`` without ``checkpoint``.
+    """
+    if cache_dir is not None and checkpoint is None:
+        raise ValueError(
+            f"cache_dir {cache_dir} needs the checkpoint the network was loaded from: an entry is valid for one "
+            "checkpoint's weights. Pass checkpoint, or cache_dir=None to convert in memory."
+        )
+    return cache_dir
 
 
 @functools.cache
@@ -173,21 +171,22 @@ class _Compiled:
 
     def __init__(self, model: Any, config: dict[str, Any]) -> None:
         self.model, self.config = model, config
-        self.by_batch: OrderedDict[int, tuple[Any, Any, threading.Lock]] = OrderedDict()
+        self.by_batch: dict[int, tuple[Any, Any, threading.Lock]] = {}
+        self.lock = threading.Lock()
 
     def infer(self, array: Any) -> Any:
         """The logits of a ``[B, C, H, W]`` float32 array, as a new array."""
         batch = array.shape[0]
-        with _lock:
+        with self.lock:
             if batch not in self.by_batch:
                 static = self.model.clone()
                 static.reshape([batch, *array.shape[1:]])
                 compiled = _core().compile_model(static, "CPU", self.config)
                 self.by_batch[batch] = (compiled, compiled.create_infer_request(), threading.Lock())
-                while len(self.by_batch) > _COMPILED_IN_MEMORY:
-                    self.by_batch.popitem(last=False)
-            self.by_batch.move_to_end(batch)
-            compiled, request, busy = self.by_batch[batch]
+                while len(self.by_batch) > _BATCH_SIZES_COMPILED:  # the least recently used goes
+                    del self.by_batch[next(iter(self.by_batch))]
+            compiled, request, busy = self.by_batch.pop(batch)
+            self.by_batch[batch] = (compiled, request, busy)
         if not busy.acquire(blocking=False):  # another thread's call: a request of its own
             return compiled.create_infer_request().infer({0: array}, share_outputs=False)[0]
         try:
@@ -202,26 +201,45 @@ class OpenVINONetwork:
     ``[B, C, H, W]`` images run through a model converted from ``network`` by ``openvino.convert_model`` at the
     first call for each ``(C, H, W)``, compiled once per batch size (static shapes) for the CPU with
     ``torch.get_num_threads()`` threads and ``precision`` as the inference precision hint. A MetaTensor comes
-    back with the images' metadata, on the images' device. The network is read, never changed; if its weights
-    change (a checkpoint loaded into it), the next call converts again.
+    back with the images' metadata, on the images' device. The network is read at that first call, never changed:
+    weights loaded into it later are not seen, as with MONAI's ``trt_compile``; wrap it again after loading others.
+
+    With ``checkpoint`` and ``cache_dir`` the converted model is kept in ``cache_dir`` (:mod:`~.openvino_cache`)
+    and read from there by the next process while ``checkpoint`` is unchanged; ``network`` must hold that
+    checkpoint's weights. Without them it is converted in memory, once per wrapper.
 
     A network in training mode, one whose output is not a single tensor, and one that attaches class logits
     (``meta["class_logits"]``: MUNet, the presence-gated model; the converted graph would drop them) raise
-    :class:`BackendUnavailableError`: run those with the torch backend. Conversion checks the model against the
-    network on the first image and logs the largest logit difference (also in ``conversion.json``).
+    :class:`BackendUnavailableError`: run those with the torch backend. What cannot change while the wrapper lives
+    (class logits, a failed conversion, an unwritable cache, a precision the CPU lacks) is kept in :attr:`refused`.
+    Conversion checks the model against the network on the first image and logs the largest logit difference (also
+    in ``conversion.json``).
 
     Args:
         network: the torch module, in eval mode, weights loaded.
         precision: ``torch.float32``, or ``torch.bfloat16`` / ``torch.float16`` where the CPU computes them natively.
-        cache_dir: the folder of converted models (module docstring); ``None`` converts in memory, once per process.
+        checkpoint: the file the network's weights were loaded from; with ``cache_dir``, the cache's key.
+        cache_dir: the folder of converted models; ``None`` converts in memory.
+
+    Raises:
+        ValueError: ``cache_dir`` without ``checkpoint``: the cache could not tell whose weights an entry holds.
     """
 
     def __init__(
-        self, network: nn.Module, precision: torch.dtype = torch.float32, cache_dir: str | os.PathLike | None = None
+        self,
+        network: nn.Module,
+        precision: torch.dtype = torch.float32,
+        checkpoint: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
+        check_cache(checkpoint, cache_dir)
         self.network = network
         self.precision = precision
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.refused: str | None = None
+        self._models: dict[tuple[tuple[int, ...], str, int], _Compiled] = {}
+        self._lock = threading.Lock()
 
     def __call__(self, images: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         """``[B, out_C, H, W]`` float32 logits of ``[B, C, H, W]`` ``images``.
@@ -253,57 +271,55 @@ class OpenVINONetwork:
                 f"{type(network).__name__} is in training mode; the openvino backend is for evaluation and inference: "
                 "put the network in eval mode, or set inference_backend to 'torch'."
             )
-        if network in _refused:
-            raise BackendUnavailableError(_refused[network])
+        if self.refused is not None:
+            raise BackendUnavailableError(self.refused)
         if self.precision not in _HINTS or not openvino_supports(self.precision):
-            raise BackendUnavailableError(
+            self._refuse(
                 f"OpenVINO does not compute {str(self.precision).removeprefix('torch.')} natively on this CPU: set "
                 "inference_precision to 'auto' or 'float32' (or inference_backend to 'torch')."
             )
-        hint, threads = _HINTS[self.precision][0], torch.get_num_threads()
-        with _lock:
-            key = (_entry_name(network, tuple(images.shape[1:])), hint, threads)
-            if key not in _in_memory:
-                _in_memory[key] = self._compile(images, key[0], hint, threads)
-                while len(_in_memory) > _COMPILED_IN_MEMORY:
-                    _in_memory.popitem(last=False)
-            _in_memory.move_to_end(key)
-            return _in_memory[key]
+        key = (tuple(images.shape[1:]), _HINTS[self.precision][0], torch.get_num_threads())
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = self._compile(images, *key)
+            return self._models[key]
 
-    def _compile(self, images: torch.Tensor, name: str, hint: str, threads: int) -> _Compiled:
-        """The model of entry ``name``, read from the cache or converted (and then cached), ready to compile."""
+    def _refuse(self, reason: str, cause: BaseException | None = None) -> NoReturn:
+        self.refused = reason
+        raise BackendUnavailableError(reason) from cause
+
+    def _compile(self, images: torch.Tensor, shape: tuple[int, ...], hint: str, threads: int) -> _Compiled:
+        """The model for input ``shape``, read from the cache or converted (and then cached), ready to compile."""
         config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
-        entry = self.cache_dir / name if self.cache_dir is not None else None
-        if entry is not None and (entry / "model.xml").is_file() and (entry / "model.bin").is_file():
-            try:
-                model = _core().read_model(entry / "model.xml")
-            except RuntimeError as error:
-                logger.warning(f"Converting again: cannot read the cached OpenVINO model {entry}: {error}")
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                openvino_cache.touch(entry)
+        entry = record = None
+        if self.cache_dir is not None and self.checkpoint is not None:
+            name = type(self.network).__name__
+            entry = openvino_cache.entry_path(self.cache_dir, self.checkpoint, name, shape)
+            record = openvino_cache.checkpoint_record(self.checkpoint)
+            model = openvino_cache.read_entry(entry, record, _core())
+            if model is not None:
                 return _Compiled(model, config)
-        if entry is not None:
             try:
                 openvino_cache.check_writable(entry.parent)
             except OSError as error:
-                raise BackendUnavailableError(
+                self._refuse(
                     f"Cannot write the OpenVINO cache {entry.parent} ({error.strerror or error}): make it writable, "
                     "set inference_cache_dir to a writable folder (None converts in memory, once per run), or set "
-                    "inference_backend to 'torch'."
-                ) from error
+                    "inference_backend to 'torch'.",
+                    error,
+                )
         model, reference, info = self._convert(images[:1])
         compiled = _Compiled(model, config)
         converted = torch.from_numpy(compiled.infer(images.float().cpu().numpy())[:1])
         info["max_abs_diff"] = (converted - reference.cpu().float()).abs().max().item()
         info["checked_with_precision"] = hint
-        size, cached = "x".join(map(str, info["input_shape"][1:])), f"; cached in {entry}" if entry else ""
+        size, cached = "x".join(map(str, shape)), f"; cached in {entry}" if entry else ""
         logger.info(
             f"OpenVINO: converted {info['network']} at {size} in {info['convert_s']:.1f} s, largest logit difference "
             f"from torch {info['max_abs_diff']:.1e} ({hint}){cached}"
         )
-        if entry is not None:
-            openvino_cache.save_entry(model, entry, info)
+        if entry is not None and record is not None:
+            openvino_cache.save_entry(model, entry, {**info, **record})
         return compiled
 
     def _convert(self, example: torch.Tensor) -> tuple[Any, torch.Tensor, dict[str, Any]]:
@@ -316,14 +332,16 @@ class OpenVINONetwork:
         example = example.float().cpu()
         with torch.no_grad():
             reference = network(MetaTensor(example.to(device)))
-        reason = None
         if not isinstance(reference, torch.Tensor):
-            reason = f"{name} returns {type(reference).__name__}, not one tensor of logits"
-        elif class_logits_of(reference) is not None:
-            reason = f"{name} attaches class logits (meta['class_logits']) that the converted model would drop"
-        if reason is not None:
-            _refused[network] = f"{reason}: set inference_backend to 'torch' for it."
-            raise BackendUnavailableError(_refused[network])
+            self._refuse(
+                f"{name} returns {type(reference).__name__}, not one tensor of logits: "
+                "set inference_backend to 'torch' for it."
+            )
+        if class_logits_of(reference) is not None:
+            self._refuse(
+                f"{name} attaches class logits (meta['class_logits']) that the converted model would drop: "
+                "set inference_backend to 'torch' for it."
+            )
         module = network if device.type == "cpu" else copy.deepcopy(network).cpu()
         start = time.perf_counter()
         try:
@@ -334,12 +352,10 @@ class OpenVINONetwork:
                     model = openvino.convert_model(module, example_input=example, input=[shape])
         except Exception as error:  # the PyTorch frontend raises many kinds for what it cannot convert
             message = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            _refused[network] = f"OpenVINO cannot convert {name} ({message}): set inference_backend to 'torch' for it."
-            raise BackendUnavailableError(_refused[network]) from error
+            self._refuse(f"OpenVINO cannot convert {name} ({message}): set inference_backend to 'torch' for it.", error)
         info = {
             "network": f"{type(network).__module__}.{type(network).__qualname__}",
             "input_shape": [-1, *example.shape[1:]],
-            "openvino": openvino.__version__,
             "torch": torch.__version__,
             "convert_s": time.perf_counter() - start,
         }
@@ -350,38 +366,14 @@ class OpenVINONetwork:
 def _no_telemetry() -> Iterator[None]:
     """Keep OpenVINO's converter from sending usage telemetry, which it does unless the user opted out or it runs
     in CI (its consent check reads ``CI=true``): a bundle that serves medical images must not reach the network.
-    ``CI`` is restored on exit; conversions run under ``_lock``, so no other conversion sees it changed."""
-    previous = os.environ.get("CI")
-    os.environ["CI"] = "true"
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ["CI"]
-        else:
-            os.environ["CI"] = previous
-
-
-def _entry_name(network: nn.Module, shape: tuple[int, ...]) -> str:
-    import openvino
-
-    key = hashlib.sha256(f"{_state_digest(network)} {shape} {openvino.__version__}".encode()).hexdigest()
-    return f"{type(network).__name__}-{'x'.join(map(str, shape))}-{key[:16]}"
-
-
-def _state_digest(network: nn.Module) -> str:
-    """sha256 of the network's class, structure (its repr less batch-norm momentum, a training setting that the
-    evaluate and inference configs set differently) and state dict; hashed again only when a tensor changed."""
-    state = network.state_dict(keep_vars=True)
-    fingerprint = tuple((id(t), t.data_ptr(), -1 if t.is_inference() else t._version) for t in state.values())
-    known = _digests.get(network)
-    if known is not None and known[0] == fingerprint:
-        return known[1]
-    structure = re.sub(r", momentum=[^,)]*", "", repr(network))
-    digest = hashlib.sha256(f"{type(network).__module__}.{type(network).__qualname__}\n{structure}\n".encode())
-    for key, tensor in state.items():
-        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(f"{key} {flat.dtype} {tuple(tensor.shape)}\n".encode())
-        digest.update(flat.view(torch.uint8).numpy())
-    _digests[network] = (fingerprint, digest.hexdigest())
-    return _digests[network][1]
+    ``CI`` is restored on exit; one conversion at a time runs under the switch, so none sees it restored early."""
+    with _TELEMETRY_SWITCH:
+        previous = os.environ.get("CI")
+        os.environ["CI"] = "true"
+        try:
+            yield
+        finally:
+            if previous is None:
+                del os.environ["CI"]
+            else:
+                os.environ["CI"] = previous

@@ -1,14 +1,16 @@
-"""The folder of converted OpenVINO models: one entry per network weights and input size, written atomically.
+"""The OpenVINO models converted from a checkpoint, kept beside it: one entry per checkpoint and input size.
 
-An entry ``{Network}-{C}x{H}x{W}-{key}/`` holds ``model.xml``, ``model.bin`` and ``conversion.json`` (the network,
-versions, conversion time and the largest logit difference from torch found at conversion). The folder keeps the
-:data:`CACHE_ENTRIES` most recently used entries and can be deleted at any time; a read-only folder is used as it is.
-:mod:`~.backends` names the entries and decides when to convert.
+An entry ``{cache_dir}/{checkpoint stem}-{Network}-{C}x{H}x{W}/`` holds ``model.xml``, ``model.bin`` and
+``conversion.json``: the network, the checkpoint it was converted from (path, size, modification time), the
+versions, the conversion time and the largest logit difference from torch found at conversion. As with MONAI's
+``trt_compile``, whose plan file sits beside the checkpoint and is rebuilt when the checkpoint is newer, an entry is
+used while its checkpoint is unchanged (same size and modification time) and the OpenVINO version is the same;
+otherwise :mod:`~.backends` converts again and the entry is replaced. Entries are written under a temporary name and
+renamed; the folder can be deleted at any time, and a read-only folder is used as it is.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -17,19 +19,68 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import atomic_path
 
-__all__ = ["CACHE_ENTRIES", "cache_dir_beside", "check_writable", "prune", "save_entry", "touch"]
+__all__ = ["cache_dir_beside", "check_writable", "checkpoint_record", "entry_path", "read_entry", "save_entry"]
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENTRIES = 4
-"""How many converted models a cache folder keeps, the most recently used; older entries are removed."""
+_RECORD_KEYS = ("checkpoint_bytes", "checkpoint_mtime_ns", "openvino")
 
 
 def cache_dir_beside(checkpoint: str | os.PathLike, name: str = "openvino") -> str:
     """The folder ``name`` beside ``checkpoint``: where the configs cache the models converted from it."""
     return str(Path(checkpoint).parent / name)
+
+
+def entry_path(
+    cache_dir: str | os.PathLike, checkpoint: str | os.PathLike, network: str, shape: tuple[int, ...]
+) -> Path:
+    """The entry of ``checkpoint``'s ``network`` (its class name) at input ``shape`` ``(C, H, W)`` in ``cache_dir``."""
+    return Path(cache_dir) / f"{Path(checkpoint).stem}-{network}-{'x'.join(map(str, shape))}"
+
+
+def checkpoint_record(checkpoint: str | os.PathLike) -> dict[str, Any]:
+    """What ties an entry to ``checkpoint``: its path, size and modification time, and the OpenVINO version.
+
+    Raises:
+        UserInputError: ``checkpoint`` is not a file.
+    """
+    import openvino
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise UserInputError(
+            f"checkpoint {path} is not a file: the OpenVINO cache keeps models converted from a checkpoint; pass the "
+            "checkpoint the network was loaded from (checkpoint_path), or set inference_cache_dir to None."
+        )
+    stat = path.stat()
+    return {
+        "checkpoint": str(path.resolve()),
+        "checkpoint_bytes": stat.st_size,
+        "checkpoint_mtime_ns": stat.st_mtime_ns,
+        "openvino": openvino.__version__,
+    }
+
+
+def read_entry(entry: Path, record: dict[str, Any], core: Any) -> Any | None:
+    """The model of ``entry``, read by the OpenVINO ``core``, if it was converted from the checkpoint of ``record``;
+    ``None`` where there is no such entry. One that cannot be read is removed, so the next conversion replaces it.
+    """
+    try:
+        stored = json.loads((entry / "conversion.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if any(stored.get(key) != record[key] for key in _RECORD_KEYS):
+        logger.info(f"OpenVINO: converting again, {entry} was converted from another checkpoint or OpenVINO version")
+        return None
+    try:
+        return core.read_model(entry / "model.xml")
+    except RuntimeError as error:
+        logger.warning(f"OpenVINO: converting again, cannot read the cached model {entry}: {error}")
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
 
 
 def check_writable(folder: Path) -> None:
@@ -39,34 +90,16 @@ def check_writable(folder: Path) -> None:
 
 
 def save_entry(model: Any, entry: Path, info: dict[str, Any]) -> None:
-    """Write ``entry`` through a temporary folder beside it, keeping another process's complete entry.
+    """Write ``entry`` through a temporary folder beside it, replacing an entry of an older checkpoint once complete.
 
     A write that fails once the folder was found writable (a full disk) only costs the cache: it is logged.
     """
     import openvino
 
     try:
-        with atomic_path(entry, replace=False) as partial:
+        with atomic_path(entry) as partial:
             partial.mkdir()
             openvino.save_model(model, partial / "model.xml", compress_to_fp16=False)
             (partial / "conversion.json").write_text(json.dumps(info, indent=4) + "\n")
-    except FileExistsError:
-        return
     except OSError as error:
         logger.warning(f"OpenVINO: could not cache the converted model in {entry} ({error}); it is used from memory")
-        return
-    prune(entry.parent, CACHE_ENTRIES)
-
-
-def prune(folder: Path, keep: int) -> None:
-    """Remove all but the ``keep`` most recently used entries of ``folder``."""
-    entries = [p for p in folder.iterdir() if p.is_dir() and (p / "conversion.json").is_file()]
-    entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in entries[keep:]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def touch(entry: Path) -> None:
-    """Mark ``entry`` as used now (what :func:`prune` keeps)."""
-    with contextlib.suppress(OSError):  # a read-only cache is used as it is
-        os.utime(entry)

@@ -50,7 +50,7 @@ def test_openvino_evaluation_and_inference_match_torch(checkpoint, tiny_dataset)
             "evaluating", EVALUATE, **{**overrides, "output_dir": str(work / backend)}, inference_backend=backend
         )
     (entry,) = (work / "models" / "openvino").iterdir()  # cached beside the checkpoint, one entry
-    assert entry.name.startswith("BasicUNet-1x64x96-")
+    assert entry.name == "model-BasicUNet-1x64x96"
     assert json.loads((entry / "conversion.json").read_text())["max_abs_diff"] < 1e-3
     summaries = {b: json.loads((work / b / "eval" / "summary.json").read_text()) for b in ("torch", "openvino")}
     assert summaries["openvino"]["mean_dice"] == pytest.approx(summaries["torch"]["mean_dice"], abs=0.005)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import json
 import logging
 import os
 
@@ -27,16 +28,16 @@ NEEDS_OPENVINO = "the openvino backend needs the openvino package: pip install -
 
 @pytest.fixture
 def openvino():
-    module = pytest.importorskip("openvino", reason=NEEDS_OPENVINO)
-    backends._in_memory.clear()
-    yield module
-    backends._in_memory.clear()
+    return pytest.importorskip("openvino", reason=NEEDS_OPENVINO)
 
 
 @pytest.fixture(scope="module")
 def shared_cache(tmp_path_factory):
-    """One cache folder for the tests that do not count conversions, so each tiny network is converted once."""
-    return tmp_path_factory.mktemp("openvino")
+    """``(checkpoint, cache_dir)`` of the tests that do not count conversions, so each tiny network is converted
+    once: the checkpoint of :func:`tiny_unet`, whose weights every call of it gives."""
+    folder = tmp_path_factory.mktemp("models")
+    torch.save(tiny_unet().state_dict(), folder / "model.pt")
+    return {"checkpoint": folder / "model.pt", "cache_dir": folder / "openvino"}
 
 
 def tiny_unet(seed: int = 0) -> nn.Module:
@@ -88,8 +89,8 @@ def test_openvino_matches_eager_at_any_batch_and_keeps_metadata(openvino, shared
     x = MetaTensor(images(2), meta={"filename_or_obj": ["a.png", "b.png"]})
     with torch.no_grad():
         eager = AcceleratedInferer(precision="float32", channels_last=False)(x, network)
-        out = AcceleratedInferer(precision="float32", backend="openvino", cache_dir=shared_cache)(x, network)
-        three = OpenVINONetwork(network, cache_dir=shared_cache)(images(3, seed=1))
+        out = AcceleratedInferer(precision="float32", backend="openvino", **shared_cache)(x, network)
+        three = OpenVINONetwork(network, **shared_cache)(images(3, seed=1))
         eager_three = network(images(3, seed=1))
     assert isinstance(out, MetaTensor) and out.dtype == torch.float32 and out.shape == eager.shape
     assert out.meta["filename_or_obj"] == eager.meta["filename_or_obj"] and out.is_batch == eager.is_batch
@@ -99,8 +100,8 @@ def test_openvino_matches_eager_at_any_batch_and_keeps_metadata(openvino, shared
     assert network.final_conv.weight.is_contiguous()  # the openvino path leaves the network as it is
 
 
-def test_each_batch_size_is_compiled_once_and_its_results_are_not_overwritten(openvino, shared_cache, monkeypatch):
-    network, runtime = small_net(), OpenVINONetwork(small_net(), cache_dir=shared_cache)
+def test_each_batch_size_is_compiled_once_and_its_results_are_not_overwritten(openvino, monkeypatch):
+    network, runtime = small_net(), OpenVINONetwork(small_net())
     compiled = []
     compile_model = backends._core().compile_model
     monkeypatch.setattr(backends._core(), "compile_model", lambda *a: compiled.append(1) or compile_model(*a))
@@ -117,28 +118,50 @@ def test_each_batch_size_is_compiled_once_and_its_results_are_not_overwritten(op
             torch.testing.assert_close(out, network(images(1, seed=s)), atol=1e-5, rtol=0)
 
 
-def test_the_cache_is_written_once_reused_and_renewed_when_the_weights_change(openvino, tmp_path, monkeypatch):
+def test_the_cache_is_written_once_reused_and_renewed_when_the_checkpoint_changes(openvino, tmp_path, monkeypatch):
     conversions = []
     convert = openvino.convert_model
     monkeypatch.setattr(openvino, "convert_model", lambda *a, **k: conversions.append(1) or convert(*a, **k))
-    network, x = small_net(), images(1)
-    first = OpenVINONetwork(network, cache_dir=tmp_path)(x)
-    (entry,) = tmp_path.iterdir()
-    assert entry.name.startswith("Sequential-1x32x32-") and len(conversions) == 1
+    network, x, checkpoint, cache = small_net(), images(1), tmp_path / "model_swa.pt", tmp_path / "openvino"
+    torch.save(network.state_dict(), checkpoint)
+    first = OpenVINONetwork(network, checkpoint=checkpoint, cache_dir=cache)(x)
+    (entry,) = cache.iterdir()
+    assert entry.name == "model_swa-Sequential-1x32x32" and len(conversions) == 1
     assert sorted(p.name for p in entry.iterdir()) == ["conversion.json", "model.bin", "model.xml"]
     written = (entry / "model.bin").stat().st_mtime_ns
 
-    backends._in_memory.clear()  # as in a new process
-    again = OpenVINONetwork(copy.deepcopy(network), cache_dir=tmp_path)(x)
+    again = OpenVINONetwork(copy.deepcopy(network), checkpoint=checkpoint, cache_dir=cache)(x)  # as a new process
     assert len(conversions) == 1 and (entry / "model.bin").stat().st_mtime_ns == written
     torch.testing.assert_close(again, first, atol=0, rtol=0)
 
     with torch.no_grad():
-        network[2].bias.add_(1.0)  # what loading another checkpoint into the network does
+        network[2].bias.add_(1.0)  # retrained: a new checkpoint at the same path
         expected = network(x)
-    changed = OpenVINONetwork(network, cache_dir=tmp_path)(x)
-    assert len(conversions) == 2 and len(list(tmp_path.iterdir())) == 2
+    torch.save(network.state_dict(), checkpoint)
+    os.utime(checkpoint, ns=(written + 10**9, written + 10**9))
+    changed = OpenVINONetwork(network, checkpoint=checkpoint, cache_dir=cache)(x)
+    assert len(conversions) == 2 and [p.name for p in cache.iterdir()] == [entry.name]  # replaced, not beside
     torch.testing.assert_close(changed, expected, atol=1e-4, rtol=0)
+    assert json.loads((entry / "conversion.json").read_text())["checkpoint_mtime_ns"] == written + 10**9
+
+
+def test_a_cache_needs_the_checkpoint_and_the_checkpoint_must_exist(openvino, tmp_path):
+    with pytest.raises(ValueError, match="cache_dir .* needs the checkpoint the network was loaded from"):
+        AcceleratedInferer(backend="openvino", cache_dir=tmp_path)
+    runtime = OpenVINONetwork(small_net(), checkpoint=tmp_path / "missing.pt", cache_dir=tmp_path / "openvino")
+    with pytest.raises(UserInputError, match=r"checkpoint .*missing\.pt is not a file"):
+        runtime(images(1))
+
+
+def test_an_inferer_keeps_the_converted_model_of_its_network_and_converts_for_another(openvino, monkeypatch):
+    conversions = []
+    convert = openvino.convert_model
+    monkeypatch.setattr(openvino, "convert_model", lambda *a, **k: conversions.append(1) or convert(*a, **k))
+    inferer, first, second = AcceleratedInferer(precision="float32", backend="openvino"), small_net(), small_net(1)
+    with torch.no_grad():
+        for network in (first, first, second, second):
+            torch.testing.assert_close(inferer(images(1), network), network(images(1)), atol=1e-4, rtol=0)
+    assert len(conversions) == 2
 
 
 def test_conversion_runs_with_openvino_telemetry_declined_and_restores_the_environment(openvino, monkeypatch):
@@ -158,7 +181,7 @@ def test_openvino_wraps_every_inferer_with_the_torch_result(openvino, shared_cac
     with torch.no_grad():
         expected = AcceleratedInferer(inner, precision="float32", channels_last=False)(x, network)
         scores = dict(getattr(inner, "last_scores", None) or {})
-        out = AcceleratedInferer(inner, precision="float32", backend="openvino", cache_dir=shared_cache)(x, network)
+        out = AcceleratedInferer(inner, precision="float32", backend="openvino", **shared_cache)(x, network)
     torch.testing.assert_close(out.as_tensor(), expected.as_tensor(), atol=1e-4, rtol=0)
     for key, value in scores.items():
         torch.testing.assert_close(inner.last_scores[key], value, atol=1e-6, rtol=0)
@@ -166,14 +189,19 @@ def test_openvino_wraps_every_inferer_with_the_torch_result(openvino, shared_cac
 
 def test_a_network_with_class_logits_is_refused_by_openvino_and_run_by_torch_under_auto(openvino, tmp_path, caplog):
     network, x = WithClassLogits().eval(), MetaTensor(images(2))
+    torch.save(network.state_dict(), tmp_path / "model.pt")
+    cache = {"checkpoint": tmp_path / "model.pt", "cache_dir": tmp_path / "openvino"}
     with pytest.raises(UserInputError, match=r"WithClassLogits attaches class logits .* inference_backend to 'torch'"):
-        AcceleratedInferer(precision="float32", backend="openvino", cache_dir=tmp_path)(x, network)
+        AcceleratedInferer(precision="float32", backend="openvino", **cache)(x, network)
+    auto = AcceleratedInferer(ASMEInferer(), precision="float32", backend="auto", **cache)
     with caplog.at_level(logging.WARNING), torch.no_grad():
-        out = AcceleratedInferer(ASMEInferer(), precision="float32", backend="auto", cache_dir=tmp_path)(x, network)
+        out, again = auto(x, network), auto(x, network)
         expected = AcceleratedInferer(ASMEInferer(), precision="float32")(x, network)
     torch.testing.assert_close(out.meta["class_logits"], expected.meta["class_logits"])
     torch.testing.assert_close(out.as_tensor(), expected.as_tensor())
-    assert not list(tmp_path.iterdir())  # nothing was converted
+    torch.testing.assert_close(again.as_tensor(), expected.as_tensor())
+    assert len([r for r in caplog.records if "runs torch for WithClassLogits" in r.message]) == 1  # told once
+    assert not list(tmp_path.glob("openvino/*"))  # nothing was converted
 
 
 def test_training_mode_an_unwritable_cache_and_a_precision_the_cpu_lacks_are_refused(openvino, tmp_path):
@@ -184,8 +212,9 @@ def test_training_mode_an_unwritable_cache_and_a_precision_the_cpu_lacks_are_ref
     torch.testing.assert_close(auto, network(x))  # training mode runs torch under auto
 
     (tmp_path / "a_file").write_text("")
+    torch.save(network.state_dict(), tmp_path / "model.pt")
     with pytest.raises(UserInputError, match=r"Cannot write the OpenVINO cache .*a_file.* set inference_cache_dir"):
-        OpenVINONetwork(network.eval(), cache_dir=tmp_path / "a_file" / "openvino")(x)
+        OpenVINONetwork(network.eval(), checkpoint=tmp_path / "model.pt", cache_dir=tmp_path / "a_file" / "ov")(x)
     if not backends.openvino_supports(torch.float16):
         with pytest.raises(UserInputError, match="OpenVINO does not compute float16 natively on this CPU"):
             OpenVINONetwork(network, precision=torch.float16)(x)
