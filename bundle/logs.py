@@ -17,7 +17,6 @@ from pathlib import Path
 from types import TracebackType
 
 import torch
-from tqdm import tqdm
 
 from nerveseg.utils.errors import find_user_error
 
@@ -57,7 +56,6 @@ class RunLog:
         handler = logging.FileHandler(self.path)
         handler.setLevel(self.level)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        handler.addFilter(_UserErrorTracebacks())
         setattr(handler, _RUN_LOG, True)
         root = logging.getLogger()
         root.addHandler(handler)
@@ -79,16 +77,6 @@ class RunLog:
             root.setLevel(self._root_level)
 
 
-class _UserErrorTracebacks(logging.Filter):
-    """Drops a log record that carries a user error's traceback (MONAI's ``StatsHandler`` logs one when an engine
-    stops on it): the exception hook reports the error once, as the last line, and keeps the traceback in the log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, _RUN_LOG, False) or not record.exc_info:  # the hook's own record, or no traceback
-            return True
-        return find_user_error(record.exc_info[1]) is None
-
-
 def report_errors() -> None:
     """Install a ``sys.excepthook`` that ends an uncaught error's output with the bundle's own message.
 
@@ -97,26 +85,19 @@ def report_errors() -> None:
     prints where the traceback is and then ``{ErrorType}: {message}`` as the last line: what is wrong, which file or
     key, and what to do; with ``NERVESEG_TRACEBACK=1`` in the environment the traceback is printed above them. Any
     other error prints its traceback as Python does. Configs call it from ``initialize``, the ``nerveseg`` command
-    line before it runs a command. The root logger's handlers (the console handler MONAI sets up from
-    configs/logging.conf, whose handler classes MONAI limits to the standard library's) get a filter that leaves a
-    user error's traceback out, once each; installing it again adds the filter only to handlers added since.
+    line before it runs a command; installing it again changes nothing. An engine that stops on a user error logs
+    no traceback of it when :class:`~nerveseg.bundle.handlers.TracebackLog` is its first handler, as in the configs.
     """
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, _UserErrorTracebacks) for f in handler.filters):
-            handler.addFilter(_UserErrorTracebacks())
     previous = sys.excepthook
     if getattr(previous, _RUN_LOG, False):
         return
 
     def hook(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> None:
-        for bar in list(getattr(tqdm, "_instances", ())):  # a bar the error left open would print after the message
-            bar.close()
         user_error = find_user_error(error)
         message = f"{type(user_error).__name__}: {user_error}" if user_error is not None else None
         record = logging.LogRecord(
             "nerveseg", logging.ERROR, __file__, 0, message or "uncaught error", None, (kind, error, traceback)
         )
-        setattr(record, _RUN_LOG, True)
         logs = []
         for handler in logging.getLogger().handlers:
             if getattr(handler, _RUN_LOG, False):

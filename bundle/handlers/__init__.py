@@ -6,6 +6,7 @@ from nerveseg.bundle.handlers.progress_log import ProgressLog
 from nerveseg.bundle.handlers.report import PerImageReport
 from nerveseg.bundle.handlers.swa import StochasticWeightAveraging
 from nerveseg.bundle.handlers.tensorboard import LearningRateLogger, ValidationPanel
+from nerveseg.bundle.handlers.traceback_log import TracebackLog
 
 __all__ = [
     "LearningRateLogger",
@@ -13,6 +14,7 @@ __all__ = [
     "PostprocessingSearch",
     "ProgressLog",
     "StochasticWeightAveraging",
+    "TracebackLog",
     "TrainingCheckpoints",
     "ValidationPanel",
 ]

@@ -6,9 +6,12 @@ import logging
 import sys
 
 import pytest
+from ignite.engine import Engine
+from monai.handlers import StatsHandler
 
 from nerveseg.bundle import logs
 from nerveseg.bundle.data.io import DatasetError
+from nerveseg.bundle.handlers import TracebackLog
 from nerveseg.utils.errors import UserInputError, find_user_error
 
 
@@ -94,3 +97,28 @@ def test_a_run_log_copies_records_from_open_to_close_and_gives_the_level_back(tm
     text = (tmp_path / "run" / "train.log").read_text()
     assert "nerveseg.test - INFO - while open" in text and "after close" not in text
     root.setLevel(level)
+
+
+def _tracebacks_logged(caplog, error: Exception, *handlers) -> list[logging.LogRecord]:
+    """The records with a traceback that an engine stopped by ``error`` logs, with ``handlers`` attached in order."""
+
+    def step(engine, batch):
+        raise error
+
+    engine = Engine(step)
+    for handler in handlers:
+        handler.attach(engine)
+    caplog.clear()
+    with caplog.at_level(logging.INFO), pytest.raises(type(error)):
+        engine.run([0])
+    return [r for r in caplog.records if r.exc_info]
+
+
+def test_an_engine_logs_the_traceback_of_its_error_unless_it_is_the_users(caplog):
+    bad, other = DatasetError("/data/1_mask.tif: empty"), OSError("disk full")
+    stats = StatsHandler(name=None, iteration_log=False)
+    assert _tracebacks_logged(caplog, bad, TracebackLog(), stats) == []  # StatsHandler's own handler is not reached
+    assert len(_tracebacks_logged(caplog, bad, stats)) > 0
+    expected = [r.getMessage() for r in _tracebacks_logged(caplog, other, StatsHandler(name=None))]
+    logged = _tracebacks_logged(caplog, other, TracebackLog(), StatsHandler(name=None))
+    assert [r.getMessage() for r in logged] == expected and all(r.exc_info[1] is other for r in logged)
