@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,7 @@ class TrainingCheckpoints:
         if self.interval < 0:
             raise UserInputError(f"interval must be >= 0 iterations (0: every epoch only), got {interval}.")
         self._epoch_states: dict[str, Any] | None = None  # random states at the start of the running epoch
-        self._pending: dict[str, Any] | None = None  # a checkpoint inside an epoch, being resumed
+        self._resumed_epoch_states: dict[str, Any] | None = None  # the epoch start of a checkpoint inside an epoch
         self.best_path = self.ckpt_dir / best_filename
         self.last_path = self.ckpt_dir / last_filename
         for name, obj in self.state_objects.items():
@@ -101,29 +101,15 @@ class TrainingCheckpoints:
             engine.add_event_handler(Events.STARTED, self._restore)
         if self.interval or self.resume:
             engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
-            engine.add_event_handler(Events.GET_BATCH_STARTED, self._skip_trained_batches)
         if self.interval:
             engine.add_event_handler(Events.ITERATION_COMPLETED(event_filter=self._inside_epoch), self._save)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._save)
 
     def _epoch_started(self, engine: Engine) -> None:
-        if self._pending is not None:
-            self._set_random_states(self._pending["epoch_random_states"])
+        if self._resumed_epoch_states is not None:
+            self._set_random_states(self._resumed_epoch_states)
+            self._resumed_epoch_states = None
         self._epoch_states = self._random_states()
-
-    def _skip_trained_batches(self, engine: Engine) -> None:
-        """Draw the batches of the epoch that the checkpoint had trained on; then restore the checkpoint's states."""
-        if self._pending is None:
-            return
-        checkpoint, self._pending = self._pending, None
-        done = engine.state.iteration % engine.state.epoch_length
-        batches = getattr(engine, "_dataloader_iter", None)  # ignite's iterator of the epoch's batches
-        if batches is None:
-            logger.warning("could not skip the trained batches; the rest of the epoch draws new ones.")
-        else:
-            for _ in range(done):
-                next(batches)
-        self._set_random_states(checkpoint["random_states"])
 
     def _inside_epoch(self, engine: Engine, iteration: int) -> bool:
         """Every ``interval`` batches counted from the epoch's start, as MONAI's trainer counts accumulation steps;
@@ -190,14 +176,20 @@ class TrainingCheckpoints:
             self.validator.state.best_metric_epoch = checkpoint["best_metric"]["epoch"]
         self._set_random_states(checkpoint["random_states"])
         done = engine.state.iteration % engine.state.epoch_length
-        if done:
-            self._pending = checkpoint
-            logger.info(
-                f"Resumed from {self.last_path} at iteration {done}/{engine.state.epoch_length} of epoch "
-                f"{engine.state.epoch + 1}."
-            )
-        else:
+        if not done:
             logger.info(f"Resumed from {self.last_path} after epoch {engine.state.epoch}.")
+            return
+        self._resumed_epoch_states = checkpoint["epoch_random_states"]
+        if engine.state.dataloader is None:
+            logger.warning("could not skip the trained batches: the trainer runs without data.")
+        else:
+            engine.state.dataloader = _SkipTrainedBatches(
+                engine.state.dataloader, done, lambda: self._set_random_states(checkpoint["random_states"])
+            )
+        logger.info(
+            f"Resumed from {self.last_path} at iteration {done}/{engine.state.epoch_length} of epoch "
+            f"{engine.state.epoch + 1}."
+        )
 
     def _random_states(self) -> dict[str, Any]:
         return {
@@ -219,6 +211,31 @@ class TrainingCheckpoints:
             )
         for transform, state in zip(transforms, states["transforms"], strict=True):
             transform.R.set_state(state)
+
+
+class _SkipTrainedBatches:
+    """The trainer's data whose first pass starts after the ``done`` batches a checkpoint inside an epoch had
+    trained on: they are drawn and dropped, so that the shuffle and the augmentations are where they were, and then
+    ``resumed`` restores the checkpoint's random states. Later passes are the data's own.
+
+    It takes the place of ``engine.state.dataloader`` (ignite's public state) when the run resumes, so the engine
+    makes the epoch's iterator from it at the same moment as from the data, and no RNG is drawn twice.
+    """
+
+    def __init__(self, data: Iterable, done: int, resumed: Callable[[], None]) -> None:
+        self.data, self.done, self.resumed = data, done, resumed
+
+    def __iter__(self) -> Iterator:
+        batches = iter(self.data)
+        if self.done:
+            for _ in range(self.done):
+                next(batches)
+            self.done = 0
+            self.resumed()
+        return batches
+
+    def __len__(self) -> int:
+        return len(self.data)  # type: ignore[arg-type]
 
 
 def _randomizables(transforms: Compose | None) -> Iterator[Randomizable]:
