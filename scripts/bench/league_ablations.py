@@ -3,10 +3,10 @@
 The league (:mod:`.league`) says whether the default recipe wins; where it does not, these runs say why. Each
 ablation stacks override files and id-value overrides on train.json (on top of ``--base``, the recipe under
 study), trains on the league's prepared training split at the league's size and epochs, and is read from its
-train.log: validation mean Dice of the best and of the last epoch (train.json's evaluator: the training size,
-threshold 0.5, no post-processing). The best epoch is the figure the shipped recipe keeps, but it is a maximum over
-epochs, so it is biased upwards; the last epoch is not, and a recipe that converges has the two close. Nothing
-here reads the test split.
+evaluator's state after each validation: validation mean Dice of the best and of the last epoch (train.json's
+evaluator: the training size, threshold 0.5, no post-processing). The best epoch is the figure the shipped recipe
+keeps, but it is a maximum over epochs, so it is biased upwards; the last epoch is not, and a recipe that converges
+has the two close. Nothing here reads the test split.
 
 Batches of ablations resume: ``ablations.json`` (``ablations_<digest>.json`` for another ``--base``, which
 :func:`results_name` names) gains each run's row as it ends, and a rerun skips the runs already
@@ -22,7 +22,7 @@ import json
 import shutil
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from nerveseg.scripts.bench.league import DATASETS, config_digest, prepare_split
 from nerveseg.scripts.bench.machine import describe_machine
 from nerveseg.scripts.bench.network_table import FLEXIBLE_UNET_CONFIG
 from nerveseg.scripts.bench.results import mean_sd, write_results
+from nerveseg.scripts.bench.scoring import record_validations, validation_dice
 from nerveseg.utils.errors import UserInputError
 
 __all__ = ["ABLATIONS", "ablations", "ablations_markdown", "results_name"]
@@ -64,9 +65,6 @@ ABLATIONS: dict[str, tuple[list[str], dict[str, Any]]] = {
     "FlexibleUNet-b1 with deep supervision": (["configs/networks/flexible_unet_deep_supervision.json"], {}),
 }
 """Ablation name to (override files, id-value overrides), each stacked on train.json and ``--base``."""
-
-KEY_METRIC = "val_mean_dice"
-"""train.json's validation metric, read after each validation."""
 
 
 def ablations(
@@ -125,14 +123,14 @@ def ablations(
                     bundle_root,
                     ["configs/train.json", *files],
                     run,
-                    before_run=_validations_into(history),
+                    before_run=record_validations(history),
                     seed=seed,
                     datalist_file=str(datalist),
                     **settings,
                 )
                 seconds = time.perf_counter() - start
                 gc.collect()
-                dice = [round(float(value), 4) for _, value in history.metrics[KEY_METRIC]]  # as train.log shows
+                dice = validation_dice(history)
                 if not dice:
                     raise RuntimeError(f"{run} made no validation; set val_interval <= num_epochs.")
                 stale = {k: key[k] for k in ("dataset", "ablation", "seed")}  # the same run, other settings
@@ -198,11 +196,6 @@ def ablations_markdown(result: dict[str, Any]) -> str:
             best = mean_sd([r["val_best"] for r in ablation_rows])
             lines.append(f"| {name} | {best} | {mean_sd(last)} | {change} | {len(ablation_rows)} | {seconds:.0f} |")
     return "\n".join(lines) + "\n"
-
-
-def _validations_into(history: MetricLogger) -> Callable[[Any], None]:
-    """The ``before_run`` that has ``history`` record the metrics of each validation of the run's evaluator."""
-    return lambda workflow: history.attach_evaluator(workflow.parser.get_parsed_content("validate#evaluator"))
 
 
 def _settings(datasets: Sequence[str]) -> dict[str, Any]:

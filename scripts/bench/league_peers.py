@@ -35,13 +35,31 @@ from nerveseg.networks.batchnorm import set_batchnorm_momentum
 from nerveseg.scripts.bench.machine import require_benchmark_extra
 from nerveseg.utils.errors import UserInputError
 
-__all__ = ["PEERS", "peer_probabilities", "smp_unet_b1"]
+__all__ = ["PEERS", "peer_probabilities", "plain_step", "smp_unet_b1"]
 
 FLIPS = ((), (-1,), (-2,), (-2, -1))
 """The four views of the peers' test-time augmentation: the image, flipped left-right, up-down and both ways."""
 
 PEER_LEARNING_RATE = 1e-3
 PEER_BN_MOMENTUM = 0.1
+
+
+def plain_step(
+    network: nn.Module,
+    loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """One training step as a user writes it, the peers' and ``bench training``'s bare loop: zero the gradients,
+    forward, loss, backward, optimizer step; it returns the loss."""
+
+    def step(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_function(network(images), masks)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
 
 
 def smp_unet_b1() -> nn.Module:
@@ -114,7 +132,7 @@ def peer_probabilities(
     optimizer = torch.optim.Adam(network.parameters(), lr=PEER_LEARNING_RATE)
     total = num_epochs * math.ceil(len(train_images) / batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    generator = torch.Generator().manual_seed(seed)
+    generator, step = torch.Generator().manual_seed(seed), plain_step(network, loss_function, optimizer)
     steps, losses, start = 0, [], time.perf_counter()
     for _ in range(num_epochs):
         losses = []
@@ -124,12 +142,8 @@ def peer_probabilities(
                 flip = torch.rand(len(rows), generator=generator) < 0.5
                 images = torch.where(flip.view(-1, 1, 1, 1), images.flip(dim), images)
                 masks = torch.where(flip.view(-1, 1, 1, 1), masks.flip(dim), masks)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_function(network(images), masks)
-            loss.backward()
-            optimizer.step()
+            losses.append(step(images, masks).item())
             schedule.step()
-            losses.append(loss.item())
             steps += 1
     seconds = time.perf_counter() - start
     network.eval()

@@ -1,5 +1,5 @@
 """How the benchmarks score and compare: the images a split is scored on, the challenge Dice at the label's size,
-and paired intervals and verdicts.
+each validation's Dice of a training run, and paired intervals and verdicts.
 
 Two systems scored on the same test images by several seeds differ by noise of two kinds: which images happen to
 be in the test split, and which seed trained each network. :func:`paired_bootstrap` counts both. It resamples
@@ -10,27 +10,46 @@ from __future__ import annotations
 
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.bundle import ConfigWorkflow
+from monai.handlers import MetricLogger
 from monai.utils import convert_to_tensor
 
 from nerveseg.bundle.metrics import image_scores
 from nerveseg.bundle.runs import config_files, read_config
 
 __all__ = [
+    "KEY_METRIC",
     "MARGIN",
     "dice_at_label_size",
     "mean_dice_at_label_size",
     "paired_bootstrap",
+    "record_validations",
     "split_pairs",
+    "validation_dice",
     "verdict",
 ]
 
 MARGIN = 0.02
 """The smallest mean Dice difference called a win or a loss."""
+
+KEY_METRIC = "val_mean_dice"
+"""train.json's validation metric."""
+
+
+def record_validations(history: MetricLogger) -> Callable[[ConfigWorkflow], None]:
+    """The ``before_run`` of :func:`nerveseg.bundle.runs.train` that has ``history`` record the metrics of each run
+    of train.json's evaluator, read from its state (each epoch's validation, then SWA's where it is on)."""
+    return lambda workflow: history.attach_evaluator(workflow.parser.get_parsed_content("validate#evaluator"))
+
+
+def validation_dice(history: MetricLogger) -> list[float]:
+    """The validation mean Dice ``history`` recorded, in order, to four places as train.log shows them."""
+    return [round(float(value), 4) for _, value in history.metrics.get(KEY_METRIC, [])]
 
 
 def split_pairs(

@@ -26,20 +26,10 @@ from torch import nn
 
 from nerveseg.bundle.data.synthetic import generate_dataset
 from nerveseg.bundle.runs import config_files, read_config, run_workflow
+from nerveseg.scripts.bench.league_peers import plain_step
 from nerveseg.scripts.bench.timing import StepTimer
 
-__all__ = ["bare_step", "measure_trainer_overhead", "trainer_overhead_markdown"]
-
-
-def bare_step(network: nn.Module, loss: nn.Module, optimizer: torch.optim.Optimizer) -> Callable[..., None]:
-    """One training step as a user writes it: zero the gradients, forward, loss, backward, optimizer step."""
-
-    def step(images: torch.Tensor, labels: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss(network(images), labels).backward()
-        optimizer.step()
-
-    return step
+__all__ = ["measure_trainer_overhead", "trainer_overhead_markdown"]
 
 
 def _bare_copy(
@@ -48,7 +38,7 @@ def _bare_copy(
     own = copy.deepcopy(network).to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     accepted = inspect.signature(type(optimizer)).parameters
     own_optimizer = type(optimizer)(own.parameters(), **{k: v for k, v in optimizer.defaults.items() if k in accepted})
-    return bare_step(own, loss, own_optimizer)
+    return plain_step(own, loss, own_optimizer)
 
 
 class _InterleavedSteps:

@@ -87,6 +87,10 @@ def test_recipe_and_inference_parts_run_the_bundle_in_process(tmp_path):
     default_log = (out / "recipe" / "default" / "seed0" / "outputs" / "train.log").read_text()
     assert default_log.count("Metrics -- val_mean_dice") == 2  # the later runs did not log into it
     assert "| SWA |" in (out / "recipe.md").read_text()
+    again = recipe(
+        str(datalist), str(BUNDLE_ROOT), image_size=(64, 64), num_epochs=2, seeds=(0,), out=str(out), reuse=True
+    )
+    assert again == rows  # every row kept: nothing trained again
 
     ckpt_dir = out / "recipe" / "default" / "seed0" / "models"
     rows = inference_comparison(str(datalist), str(ckpt_dir), str(BUNDLE_ROOT), image_size=(64, 64), out=str(out))

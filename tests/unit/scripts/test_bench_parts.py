@@ -24,7 +24,7 @@ from nerveseg.scripts.bench.execution_paths import PATHS, default_path
 from nerveseg.scripts.bench.latency import timed_paths
 from nerveseg.scripts.bench.machine import cpu_isa, describe_machine
 from nerveseg.scripts.bench.quickstart import quickstart_markdown, validation_dice_of_log
-from nerveseg.scripts.bench.recipe_variants import read_run_log
+from nerveseg.scripts.bench.recipe_variants import run_dice
 from nerveseg.scripts.bench.results import mean_sd, ms, write_results
 from nerveseg.scripts.bench.scoring import split_pairs
 from nerveseg.scripts.bench.suite import HEADLINES, SUITE_PARTS, markdown
@@ -168,18 +168,9 @@ def test_bench_md_keeps_its_headline_table():
 
 
 def test_recipe_benchmark_reads_best_last_and_swa_dice():
-    log = "\n".join(
-        [
-            "... - Epoch[1] Metrics -- val_mean_dice: 0.4000 ",
-            "... - Epoch[2] Metrics -- val_mean_dice: 0.6500 ",
-            "... - Epoch[3] Metrics -- val_mean_dice: 0.6000 ",
-            "... - SWA: saved the mean of 2 epochs to models/model_swa.pt",
-            "... - Epoch[3] Metrics -- val_mean_dice: 0.6700 ",
-            "... - SWA over epochs 2-3 (2 snapshots, every 1): val val_mean_dice 0.6700 vs best epoch 2 0.6500",
-        ]
-    )
-    assert read_run_log(log) == {"best": 0.65, "last": 0.6, "swa": 0.67}
-    assert read_run_log("") == {"best": None, "last": None, "swa": None}
+    assert run_dice([0.4, 0.65, 0.6, 0.67], swa=0.67) == {"best": 0.65, "last": 0.6, "swa": 0.67}  # SWA's comes last
+    assert run_dice([0.4, 0.65, 0.6], swa=None) == {"best": 0.65, "last": 0.6, "swa": None}
+    assert run_dice([], swa=None) == {"best": None, "last": None, "swa": None}
 
 
 def test_simulation_table_pairs_seeds():
