@@ -162,8 +162,7 @@ def asme_dice_cost_curve(
     outputs: dict[str, list[torch.Tensor]] = {}
     views_used: dict[str, list[int]] = {}
 
-    def run_all(name: str, inner: Inferer) -> None:
-        inferer = AcceleratedInferer(inner, **settings) if settings is not None else inner
+    def run_all(name: str, inner: Inferer, inferer: Inferer) -> None:
         results, used = [], []
         for image in images:
             results.append(inferer(image, network))
@@ -172,8 +171,15 @@ def asme_dice_cost_curve(
         synchronize()
         outputs[name], views_used[name] = results, used
 
+    accelerated = [  # one per inferer: it keeps the network's converted model between repeats
+        (name, inner, AcceleratedInferer(inner, **settings) if settings is not None else inner)
+        for name, inner in inferers.items()
+    ]
     timings = time_side_by_side(
-        {name: lambda name=name, inner=inner: run_all(name, inner) for name, inner in inferers.items()},
+        {
+            name: lambda name=name, inner=inner, inferer=inferer: run_all(name, inner, inferer)
+            for name, inner, inferer in accelerated
+        },
         repeats=repeats,
         warmup=1,
     )

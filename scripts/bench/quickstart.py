@@ -3,14 +3,14 @@
 The command runs exactly as the README writes it (``python -m monai.bundle run training`` on train.json +
 quickstart.json) in a subprocess, with its models and logs in the run's folder and ``NERVESEG_CACHE`` pointing at
 an empty folder, so generating the synthetic data is counted. Not counted: installing the bundle (the README's
-table gives the whole command). The validation mean Dice of every epoch is read back from the run's log.
+table gives the whole command). The validation mean Dice of every epoch is read back from the run's TensorBoard
+events.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -20,24 +20,16 @@ from typing import Any
 
 from nerveseg.scripts.bench.machine import describe_machine
 from nerveseg.scripts.bench.results import write_results
+from nerveseg.scripts.bench.scoring import validation_dice_of_events
 
 __all__ = [
     "QUICKSTART_CONFIGS",
     "measure_quickstart",
     "quickstart",
     "quickstart_markdown",
-    "validation_dice_of_log",
 ]
 
 QUICKSTART_CONFIGS = "['configs/train.json','configs/quickstart.json']"
-
-_VALIDATION_LINE = re.compile(r"Epoch\[(\d+)\] Metrics -- val_mean_dice: ([0-9.]+)")
-
-
-def validation_dice_of_log(log: str) -> list[float]:
-    """The validation mean Dice of each epoch, in order, from a training run's log text."""
-    by_epoch = {int(epoch): float(dice) for epoch, dice in _VALIDATION_LINE.findall(log)}
-    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
 def measure_quickstart(bundle_root: str | os.PathLike, folder: Path) -> dict[str, Any]:
@@ -56,7 +48,9 @@ def measure_quickstart(bundle_root: str | os.PathLike, folder: Path) -> dict[str
         raise RuntimeError(
             f"The Quick start's training failed ({folder / 'outputs' / 'train.log'}):\n{finished.stderr}"
         )
-    dice = validation_dice_of_log((folder / "outputs" / "train.log").read_text())
+    dice = validation_dice_of_events(folder / "outputs")
+    if not dice:
+        raise RuntimeError(f"The Quick start's run logged no validation Dice in {folder / 'outputs'}.")
     best = max(range(len(dice)), key=dice.__getitem__)
     result = {
         "seconds": seconds,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import statistics
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ __all__ = [
     "record_validations",
     "split_pairs",
     "validation_dice",
+    "validation_dice_of_events",
     "verdict",
 ]
 
@@ -50,6 +52,22 @@ def record_validations(history: MetricLogger) -> Callable[[ConfigWorkflow], None
 def validation_dice(history: MetricLogger) -> list[float]:
     """The validation mean Dice ``history`` recorded, in order, to four places as train.log shows them."""
     return [round(float(value), 4) for _, value in history.metrics.get(KEY_METRIC, [])]
+
+
+def validation_dice_of_events(output_dir: str | os.PathLike) -> list[float]:
+    """Each epoch's validation mean Dice of a training run in another process, read from the TensorBoard events
+    train.json writes in ``output_dir`` (its ``TensorBoardStatsHandler``), by epoch, to four places; SWA's own
+    validation is left out."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    by_epoch: dict[int, float] = {}
+    for events in sorted(Path(output_dir).glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        if KEY_METRIC in accumulator.Tags()["scalars"]:
+            for event in accumulator.Scalars(KEY_METRIC):  # SWA's validation comes after, at the last epoch's step
+                by_epoch.setdefault(event.step, round(event.value, 4))
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
 def split_pairs(

@@ -23,10 +23,10 @@ from nerveseg.scripts.bench.asme_timing import (
 from nerveseg.scripts.bench.execution_paths import PATHS, default_path
 from nerveseg.scripts.bench.latency import timed_paths
 from nerveseg.scripts.bench.machine import cpu_isa, describe_machine
-from nerveseg.scripts.bench.quickstart import quickstart_markdown, validation_dice_of_log
+from nerveseg.scripts.bench.quickstart import quickstart_markdown
 from nerveseg.scripts.bench.recipe_variants import run_dice
 from nerveseg.scripts.bench.results import mean_sd, ms, write_results
-from nerveseg.scripts.bench.scoring import split_pairs
+from nerveseg.scripts.bench.scoring import split_pairs, validation_dice_of_events
 from nerveseg.scripts.bench.suite import HEADLINES, SUITE_PARTS, markdown
 from nerveseg.scripts.bench.trainer_overhead import trainer_overhead_markdown
 from nerveseg.utils.errors import UserInputError
@@ -245,17 +245,15 @@ def test_asme_table_shows_the_shipped_early_stop():
     assert lines[-1].startswith("The adaptive row (`asme_stop_agreement` 0.9) computed 2 views on this random image")
 
 
-def test_quickstart_reads_each_epochs_validation_dice_from_the_log():
-    log = "\n".join(
-        [
-            "2026-11-27 21:34:11,269 - ignite.engine.engine.SupervisedEvaluator - INFO - Epoch[2] Metrics -- "
-            "val_mean_dice: 0.7454 ",
-            "... Got new best metric of val_mean_dice: 0.745",
-            "2026-11-27 21:33:11,269 - ignite.engine.engine.SupervisedEvaluator - INFO - Epoch[1] Metrics -- "
-            "val_mean_dice: 0.5889 ",
-        ]
-    )
-    assert validation_dice_of_log(log) == [0.5889, 0.7454]
+def test_quickstart_reads_each_epochs_validation_dice_from_the_events(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(log_dir=str(tmp_path)) as writer:  # as train.json's TensorBoardStatsHandler writes them
+        for epoch, dice in ((2, 0.74538), (1, 0.58891)):
+            writer.add_scalar("val_mean_dice", dice, epoch)
+            writer.add_scalar("train_loss", 1.0, epoch)
+    assert validation_dice_of_events(tmp_path) == [0.5889, 0.7454]
+    assert validation_dice_of_events(tmp_path / "none") == []
     line = quickstart_markdown(
         {"seconds": 412.3, "validation_dice": [0.5, 0.9, 0.8], "best_dice": 0.9, "best_epoch": 2, "last_dice": 0.8}
     )[0]
