@@ -1,0 +1,176 @@
+"""Segment a video's frames one at a time as they come: the live path beside a scanner.
+
+:class:`StreamingSegmenter` runs inference.json's steps on one decoded frame, without a data loader or dictionary
+transforms: scale to [0, 1], resize to the trained size (MONAI's ``Resize``, anti-aliased as in inference.json),
+the network through the configured inferer (OpenVINO under ``inference_backend: auto`` where it is installed),
+sigmoid, the presence gate, resize back, threshold, the ``min_component`` and ``min_area`` rules. The input
+buffer is kept between frames of one size. :meth:`StreamingSegmenter.from_bundle` builds it from the configs and
+a checkpoint, at the size the checkpoint was trained at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.data import decollate_batch
+from monai.inferers import Inferer
+from monai.transforms import Resize
+from torch import nn
+
+from nerveseg.bundle import runs
+from nerveseg.bundle.settings import check_image_size
+from nerveseg.bundle.trained_settings import TRAINED_SETTINGS, check_checkpoint
+from nerveseg.transforms.postprocessing import EmptySmallMask, PresenceGate, RemoveSmallComponents
+from nerveseg.utils.errors import UserInputError
+from nerveseg.utils.files import read_state_dict
+
+__all__ = ["StreamingSegmenter"]
+
+
+class StreamingSegmenter:
+    """Segment grayscale frames one at a time: ``mask = segmenter(frame)``, a boolean ``[H, W]`` array.
+
+    Each call gives the mask inference.json gives for the frame saved as an image (the same resize, network,
+    probability, threshold and rules), so a model evaluated on still images behaves the same on a video.
+
+    With ``smoothing`` ``s > 0`` the probabilities at the network's size are averaged over frames, ``s`` times the
+    previous average plus ``1 - s`` times this frame's, which steadies an outline on a slowly moving probe; a frame
+    of another size, or :meth:`reset`, starts the average again.
+
+    Args:
+        network: the trained network, weights loaded; put in eval mode.
+        inferer: how the network is called (inference.json's ``inferer``: the fast path and backend).
+        image_size: ``(H, W)`` the network was trained at.
+        threshold: probability at or above which a pixel is the structure (MONAI's ``AsDiscrete``).
+        min_component: connected components smaller than this many pixels (at the frame's size) are removed.
+        min_area: a mask smaller than this many pixels in all is emptied.
+        gate_threshold: the presence gate of networks that give class logits (0: off).
+        smoothing: the weight of the previous frames' probabilities, in ``[0, 1)``; 0 is off.
+
+    Raises:
+        UserInputError: a setting out of range.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        inferer: Inferer | Callable[..., torch.Tensor],
+        image_size: Sequence[int],
+        threshold: float = 0.5,
+        min_component: int = 0,
+        min_area: int = 0,
+        gate_threshold: float = 0.0,
+        smoothing: float = 0.0,
+    ) -> None:
+        if not 0.0 <= smoothing < 1.0:
+            raise UserInputError(f"smoothing must be in [0, 1) (0: off), got {smoothing}.")
+        if len(image_size) != 2:
+            raise UserInputError(f"image_size must be (H, W), got {list(image_size)}.")
+        self.network = network.eval()
+        self.device = next((p.device for p in network.parameters()), torch.device("cpu"))
+        self.inferer = inferer
+        self.image_size = tuple(int(side) for side in image_size)
+        self.threshold = float(threshold)
+        self.smoothing = float(smoothing)
+        self.resize = Resize(self.image_size, mode="bilinear", anti_aliasing=True)
+        self.remove_small = RemoveSmallComponents(int(min_component))
+        self.empty_small = EmptySmallMask(int(min_area))
+        self.gate = PresenceGate(gate_threshold)
+        self._frame: torch.Tensor | None = None  # the input buffer, [1, H, W] float32
+        self._average: torch.Tensor | None = None
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle_root: str | os.PathLike = ".",
+        checkpoint: str | os.PathLike | None = None,
+        configs: Sequence[str | os.PathLike] = ("configs/inference.json",),
+        smoothing: float = 0.0,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> StreamingSegmenter:
+        """The segmenter of inference.json (and ``configs`` stacked on it) with ``checkpoint``'s weights.
+
+        The image size is the one recorded beside the checkpoint (``training_settings.json``) unless ``overrides``
+        set ``image_size``; the network, inferer, threshold and rules are the configs'. The checkpoint is checked
+        against the network and size as inference checks it.
+
+        Args:
+            bundle_root: the bundle folder holding ``configs/``.
+            checkpoint: the weights; ``None`` is inference.json's ``models/model.pt`` under ``bundle_root``.
+            configs: the config stack, inference.json first.
+            smoothing: see the class.
+            overrides: config ids and values, e.g. ``{"inference_backend": "torch"}``.
+
+        Raises:
+            UserInputError: a missing or mismatched checkpoint, or a bad setting.
+        """
+        root = Path(bundle_root).resolve()
+        settings = dict(overrides or {})
+        settings.setdefault("bundle_root", str(root))
+        if checkpoint is not None:
+            settings["checkpoint_path"] = str(Path(checkpoint).resolve())
+        parser = runs.read_config(runs.config_files(root, *configs), settings)
+        checkpoint = Path(parser.get_parsed_content("checkpoint_path"))
+        trained = checkpoint.with_name(TRAINED_SETTINGS)
+        if "image_size" not in settings and trained.is_file():
+            parser["image_size"] = json.loads(trained.read_text())["image_size"]
+        network, image_size = parser.get_parsed_content("network"), parser.get_parsed_content("image_size")
+        check_checkpoint(checkpoint, network, image_size)
+        check_image_size(network, image_size)
+        device = parser.get_parsed_content("device")
+        network.load_state_dict({k: v.to(device) for k, v in read_state_dict(checkpoint).items()})
+        return cls(
+            network,
+            parser.get_parsed_content("inferer"),
+            image_size,
+            threshold=parser.get_parsed_content("threshold"),
+            min_component=parser.get_parsed_content("min_component"),
+            min_area=parser.get_parsed_content("min_area"),
+            gate_threshold=parser.get_parsed_content("gate_threshold"),
+            smoothing=smoothing,
+        )
+
+    def reset(self) -> None:
+        """Forget the previous frames (a new video or probe position): smoothing starts again."""
+        self._average = None
+
+    @torch.inference_mode()
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """The boolean ``[H, W]`` mask of one ``[H, W]`` grayscale frame (uint8, or float in [0, 255]).
+
+        Raises:
+            UserInputError: a frame that is not one 2D grayscale image.
+        """
+        if frame.ndim != 2:
+            raise UserInputError(
+                f"a frame must be one [H, W] grayscale image, got shape {tuple(frame.shape)}; convert colour frames "
+                "to grayscale first (nerveseg live reads them as grayscale)."
+            )
+        image = self._scaled(frame)
+        logits = self.inferer(self.resize(image)[None].to(self.device), self.network)
+        probability = torch.sigmoid(logits)
+        probability = (self.gate(decollate_batch(probability)[0]) if self.gate.threshold else probability[0]).float()
+        probability = probability.cpu()
+        if self.smoothing:
+            if self._average is not None and self._average.shape == probability.shape:
+                probability = self._average.mul_(self.smoothing).add_(probability, alpha=1.0 - self.smoothing)
+            self._average = probability
+        probability = F.interpolate(probability[None], size=frame.shape, mode="bilinear")[0]
+        mask = self.empty_small(self.remove_small(probability >= self.threshold))
+        return np.asarray(mask[0], dtype=bool)
+
+    def _scaled(self, frame: np.ndarray) -> torch.Tensor:
+        """``[1, H, W]`` float32 of ``frame`` / 255 (inference.json's intensity range), in the kept buffer."""
+        shape = (1, *frame.shape)
+        if self._frame is None or tuple(self._frame.shape) != shape:
+            self._frame = torch.empty(shape, dtype=torch.float32)
+            self.reset()
+        self._frame[0].copy_(torch.from_numpy(np.ascontiguousarray(frame)))
+        return self._frame.mul_(1.0 / 255.0).clamp_(0.0, 1.0)

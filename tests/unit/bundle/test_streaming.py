@@ -1,0 +1,127 @@
+"""The streaming segmenter: inference.json's masks one frame at a time, its smoothing and its refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor, decollate_batch
+from monai.transforms import Compose
+from PIL import Image
+from torch import nn
+
+from conftest import BUNDLE_ROOT
+from nerveseg.bundle import runs
+from nerveseg.bundle.inference.streaming import StreamingSegmenter
+from nerveseg.bundle.trained_settings import write_trained_settings
+from nerveseg.utils.class_logits import with_class_logits
+from nerveseg.utils.errors import UserInputError
+
+TINY_NETWORK = {
+    "_target_": "BasicUNet",
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 1,
+    "features": [4, 4, 8, 8, 16, 4],
+}
+OVERRIDES = {  # the eager float32 path, which the reference below takes
+    "network_def": TINY_NETWORK,
+    "inference_backend": "torch",
+    "inference_precision": "float32",
+    "channels_last": False,
+    "min_component": 30,
+    "min_area": 60,
+}
+
+
+def frames(count: int, shape=(64, 88)) -> list[np.ndarray]:
+    """Grayscale frames with a bright blob that moves, as a probe would see a nerve."""
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    out = []
+    for i in range(count):
+        blob = np.exp(-((rows - 15 - i) ** 2 + (cols - 20 - 2 * i) ** 2) / 60.0)
+        noise = np.random.default_rng(i).normal(0, 0.05, shape)
+        out.append(np.clip(255 * (0.2 + 0.7 * blob + noise), 0, 255).astype(np.uint8))
+    return out
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """``models/model.pt`` of the tiny network trained at 32x48 (training_settings.json says so), seeded weights."""
+    parser = runs.read_config(runs.config_files(BUNDLE_ROOT, "configs/inference.json"), {"network_def": TINY_NETWORK})
+    torch.manual_seed(0)
+    network = parser.get_parsed_content("network_def")
+    with torch.no_grad():
+        network.final_conv.weight.mul_(20)  # logits spread wide: masks of every size, few pixels on the threshold
+    (tmp_path / "models").mkdir()
+    torch.save(network.state_dict(), tmp_path / "models" / "model.pt")
+    write_trained_settings(tmp_path / "models", network, [32, 48])
+    return tmp_path / "models" / "model.pt"
+
+
+def inference_json_masks(checkpoint, images: list[np.ndarray], folder) -> list[np.ndarray]:
+    """The masks inference.json's own transforms give for ``images`` saved as PNG files, at 32x48."""
+    parser = runs.read_config(
+        runs.config_files(BUNDLE_ROOT, "configs/inference.json"),
+        {**OVERRIDES, "image_size": [32, 48], "checkpoint_path": str(checkpoint)},
+    )
+    network = parser.get_parsed_content("network").eval()
+    network.load_state_dict(torch.load(checkpoint, weights_only=True))
+    post = Compose(parser.get_parsed_content("probability_transforms") + parser.get_parsed_content("mask_transforms"))
+    masks = []
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i}.png")
+        data = parser.get_parsed_content("preprocessing")({"image": str(folder / f"{i}.png")})
+        with torch.no_grad():
+            data["pred"] = decollate_batch(network(data["image"][None]))[0]
+        masks.append(np.asarray(post(data)["pred"][0], dtype=bool))
+    return masks
+
+
+def test_each_frame_gets_inference_jsons_mask_at_the_trained_size(checkpoint, tmp_path):
+    images = frames(4)
+    segmenter = StreamingSegmenter.from_bundle(BUNDLE_ROOT, checkpoint, overrides=OVERRIDES)
+    assert segmenter.image_size == (32, 48)  # read beside the checkpoint
+    masks = [segmenter(image) for image in images]
+    expected = inference_json_masks(checkpoint, images, tmp_path)
+    assert all(m.dtype == bool and m.shape == (64, 88) for m in masks)
+    assert 0 < sum(m.sum() for m in expected) < sum(m.size for m in expected)  # masks neither all empty nor full
+    for mask, reference in zip(masks, expected, strict=True):
+        np.testing.assert_array_equal(mask, reference)
+
+
+def test_smoothing_averages_the_probabilities_and_restarts_on_reset(checkpoint):
+    images = frames(3)
+    plain = StreamingSegmenter.from_bundle(BUNDLE_ROOT, checkpoint, overrides=OVERRIDES)
+    smooth = StreamingSegmenter.from_bundle(BUNDLE_ROOT, checkpoint, smoothing=0.9, overrides=OVERRIDES)
+    first = smooth(images[0])
+    np.testing.assert_array_equal(first, plain(images[0]))  # nothing to average yet
+    assert smooth(images[2]).sum() != plain(images[2]).sum()  # mostly the first frame's probabilities
+    smooth.reset()
+    np.testing.assert_array_equal(smooth(images[2]), plain(images[2]))
+    np.testing.assert_array_equal(smooth(frames(1, shape=(30, 36))[0]), plain(frames(1, shape=(30, 36))[0]))
+
+
+class Presence(nn.Module):
+    """Mask logits everywhere high, and a presence logit that says "absent" for dark frames."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plain = x.as_tensor() if isinstance(x, MetaTensor) else x
+        presence = 20 * (plain.mean(dim=(1, 2, 3)) - 0.5)
+        return with_class_logits(torch.full_like(plain, 5.0), torch.stack([presence, -presence], 1), x)
+
+
+def test_the_presence_gate_empties_a_frame_whose_structure_is_absent():
+    segmenter = StreamingSegmenter(Presence(), lambda images, network: network(images), (16, 16), gate_threshold=0.5)
+    assert segmenter(np.full((20, 20), 250, np.uint8)).all()
+    assert not segmenter(np.full((20, 20), 10, np.uint8)).any()
+
+
+def test_bad_frames_and_settings_are_refused(checkpoint):
+    segmenter = StreamingSegmenter.from_bundle(BUNDLE_ROOT, checkpoint, overrides=OVERRIDES)
+    with pytest.raises(UserInputError, match=r"one \[H, W\] grayscale image, got shape \(64, 88, 3\); convert"):
+        segmenter(np.zeros((64, 88, 3), np.uint8))
+    with pytest.raises(UserInputError, match=r"smoothing must be in \[0, 1\)"):
+        StreamingSegmenter.from_bundle(BUNDLE_ROOT, checkpoint, smoothing=1.0, overrides=OVERRIDES)
+    with pytest.raises(UserInputError, match="no such checkpoint"):
+        StreamingSegmenter.from_bundle(BUNDLE_ROOT, checkpoint.with_name("missing.pt"), overrides=OVERRIDES)
