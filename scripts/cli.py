@@ -14,6 +14,7 @@ from nerveseg.bundle.data.synthetic import generate_dataset
 from nerveseg.networks.presence_gated import gated_state_dict
 from nerveseg.scripts.bench import bench
 from nerveseg.scripts.label_app.layout import label_app
+from nerveseg.scripts.live import live as run_live
 from nerveseg.scripts.progressive import progressive
 from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import read_state_dict, save_state_dict
@@ -137,6 +138,32 @@ def submit(
     print(f"{challenge} submission of {len(read)} images ({empty} empty) written to {path}")
 
 
+def live(
+    source: str,
+    out: str = "outputs/live",
+    checkpoint: str | None = None,
+    config_file: str = "['configs/inference.json']",
+    smoothing: float = 0.0,
+    overrides: str = "",
+) -> None:
+    """Segment a video, or a folder of frames, one frame at a time as a live probe would give them.
+
+    Writes the frames with the structure's outline drawn (a video for a video, PNG files for a folder),
+    ``latency.csv`` (each frame's milliseconds from decoded frame to mask) and ``live.json``; prints the median and
+    99th percentile latency and the frames per second. The model is inference.json's with the checkpoint's weights,
+    at the size it was trained at. Videos need PyAV: pip install -e '.[live]'.
+
+    Args:
+        source: a video file or a folder of frame images.
+        out: the output folder.
+        checkpoint: the weights; by default ``models/model.pt``.
+        config_file: the config stack, inference.json first (add ``configs/live.json`` for the live recipe).
+        smoothing: the weight of earlier frames' probabilities, in [0, 1); 0 segments each frame alone.
+        overrides: more config values, as one string: ``--overrides="--inference_backend torch"``.
+    """
+    run_live(source, out, ".", checkpoint, _config_list(config_file), smoothing, runs.parse_overrides(overrides))
+
+
 def _config_list(config_file: str | list) -> list[str]:
     return list(config_file) if isinstance(config_file, (list, tuple)) else list(ast.literal_eval(config_file))
 
@@ -156,6 +183,7 @@ def main() -> None:
             "progressive": progressive,
             "label-app": label_app,
             "bench": bench,
+            "live": live,
         }
     )
 

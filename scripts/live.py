@@ -1,0 +1,191 @@
+"""``nerveseg live``: segment a video, or a folder of frames, one frame at a time as a live probe would give them.
+
+Frames are decoded (PyAV for videos, the ``live`` extra; Pillow for image files), converted to grayscale and
+segmented by :class:`~nerveseg.bundle.inference.streaming.StreamingSegmenter`; each is written back with the
+structure's outline drawn in red, and its latency, from decoded frame to mask, goes to ``latency.csv``. The first
+frame, which converts and compiles the network, is reported apart from the others' median and 99th percentile.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import statistics
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from nerveseg.bundle.inference.backends import resolve_backend
+from nerveseg.bundle.inference.streaming import StreamingSegmenter
+from nerveseg.scripts.bench.machine import describe_machine
+from nerveseg.utils.errors import UserInputError
+from nerveseg.utils.files import atomic_path, write_json_atomically
+
+__all__ = ["FRAME_SUFFIXES", "latency_summary", "live", "outlined"]
+
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+"""The image files a folder of frames is read from, in name order."""
+
+OUTLINE_RGB = (255, 0, 0)
+
+
+def live(
+    source: str,
+    out: str,
+    bundle_root: str = ".",
+    checkpoint: str | None = None,
+    configs: Sequence[str] = ("configs/inference.json",),
+    smoothing: float = 0.0,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Segment every frame of ``source`` in order; write the outlined frames, ``latency.csv`` and ``live.json``.
+
+    Args:
+        source: a video file (any format FFmpeg reads, through PyAV) or a folder of frame images.
+        out: the folder to write: the outlined video (``{name}.mp4``) or frames (``{name}.png``), ``latency.csv``
+            (frame, milliseconds, mask pixels) and ``live.json`` (the summary printed at the end).
+        bundle_root: the bundle folder holding ``configs/``.
+        checkpoint: the weights; ``None`` is ``models/model.pt`` under ``bundle_root``.
+        configs: the config stack, inference.json first (e.g. with ``configs/live.json``).
+        smoothing: the weight of earlier frames' probabilities (0: each frame alone).
+        overrides: config ids and values, e.g. ``{"inference_backend": "torch"}``.
+
+    Returns:
+        the summary: frames, the first frame's milliseconds, p50 and p99 of the others, frames per second.
+
+    Raises:
+        UserInputError: a missing source, a folder without frames, or a video without PyAV installed.
+    """
+    source_path, folder = Path(source), Path(out)
+    if not source_path.exists():
+        raise UserInputError(f"source {source_path} does not exist; give a video file or a folder of frames.")
+    segmenter = StreamingSegmenter.from_bundle(bundle_root, checkpoint, configs, smoothing, overrides)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with _FrameWriter(source_path, folder) as writer:
+        for name, frame, rate in _frames(source_path):
+            start = time.perf_counter()
+            mask = segmenter(frame)
+            milliseconds = 1e3 * (time.perf_counter() - start)
+            writer.write(name, outlined(frame, mask), rate)
+            rows.append({"frame": name, "ms": round(milliseconds, 3), "mask_pixels": int(mask.sum())})
+    if not rows:
+        raise UserInputError(f"{source_path} holds no frames; a folder needs {', '.join(FRAME_SUFFIXES)} files.")
+    with atomic_path(folder / "latency.csv") as partial, open(partial, "w", newline="") as f:
+        table = csv.DictWriter(f, fieldnames=list(rows[0]))
+        table.writeheader()
+        table.writerows(rows)
+    summary = {
+        "source": str(source_path),
+        "size": list(segmenter.image_size),
+        "backend": _backend(segmenter),
+        **latency_summary(rows),
+        "machine": describe_machine(),
+    }
+    write_json_atomically(folder / "live.json", summary)
+    print(
+        f"{summary['frames']} frames at {'x'.join(map(str, summary['size']))}: first {summary['first_ms']:.0f} ms "
+        f"(conversion and compilation), then p50 {summary['p50_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms, "
+        f"{summary['frames_per_second']:.1f} frames per second ({summary['backend']}; "
+        f"{summary['machine']['summary']}). Written to {folder}."
+    )
+    return summary
+
+
+def latency_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Frames, the first frame's ms, and the median, 99th percentile and frames per second of the rest."""
+    times = [row["ms"] for row in rows]
+    rest = times[1:] or times
+    return {
+        "frames": len(times),
+        "first_ms": times[0],
+        "p50_ms": statistics.median(rest),
+        "p99_ms": float(np.percentile(rest, 99)),
+        "frames_per_second": 1e3 / statistics.mean(rest),
+    }
+
+
+def _backend(segmenter: StreamingSegmenter) -> str:
+    """What ran the network: ``openvino``/``torch`` as the inferer's backend resolves on the network's device."""
+    backend = getattr(segmenter.inferer, "backend", "torch")
+    return resolve_backend(backend, segmenter.device)
+
+
+def outlined(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB of a grayscale ``frame`` with the boundary pixels of ``mask`` in red."""
+    inner = mask.copy()
+    inner[1:, :] &= mask[:-1, :]
+    inner[:-1, :] &= mask[1:, :]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    rgb = np.repeat(np.asarray(frame, dtype=np.uint8)[..., None], 3, axis=2)
+    rgb[mask & ~inner] = OUTLINE_RGB
+    return rgb
+
+
+def _frames(source: Path) -> Iterator[tuple[str, np.ndarray, float | None]]:
+    """``(name, [H, W] uint8 frame, frames per second or None)`` of a folder or a video, in order."""
+    if source.is_dir():
+        for path in sorted(p for p in source.iterdir() if p.suffix.lower() in FRAME_SUFFIXES):
+            with Image.open(path) as image:
+                yield path.stem, np.asarray(image.convert("L")), None
+        return
+    av = _pyav(source)
+    with av.open(str(source)) as container:
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate) if stream.average_rate else 25.0
+        for index, frame in enumerate(container.decode(stream)):
+            yield f"{index:06d}", frame.to_ndarray(format="gray"), rate
+
+
+class _FrameWriter:
+    """Outlined frames into ``folder``: PNG files for a folder of frames, one MPEG-4 video for a video."""
+
+    def __init__(self, source: Path, folder: Path) -> None:
+        self.folder, self.video = folder, None if source.is_dir() else folder / f"{source.stem}.mp4"
+        self.container: Any = None
+        self.stream: Any = None
+        self.partial: Path | None = None
+
+    def __enter__(self) -> _FrameWriter:
+        return self
+
+    def write(self, name: str, rgb: np.ndarray, rate: float | None) -> None:
+        if self.video is None:
+            Image.fromarray(rgb).save(self.folder / f"{name}.png")
+            return
+        av = _pyav(self.video)
+        if self.container is None:
+            self.partial = self.video.with_name(f".{self.video.stem}.partial-{os.getpid()}.mp4")
+            self.container = av.open(str(self.partial), "w")
+            self.stream = self.container.add_stream("mpeg4", rate=round(rate or 25))
+            self.stream.width, self.stream.height = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2
+            self.stream.pix_fmt = "yuv420p"
+        even = np.ascontiguousarray(rgb[: self.stream.height, : self.stream.width])
+        self.container.mux(self.stream.encode(av.VideoFrame.from_ndarray(even, format="rgb24")))
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        if self.container is None:
+            return
+        if error is None:
+            self.container.mux(self.stream.encode())
+        self.container.close()
+        if error is None and self.partial is not None:
+            os.replace(self.partial, self.video)
+        elif self.partial is not None:
+            self.partial.unlink(missing_ok=True)
+
+
+def _pyav(path: Path) -> Any:
+    try:
+        import av
+    except ImportError as error:
+        raise UserInputError(
+            f"{path}: videos are read and written with PyAV, which is not installed: pip install -e '.[live]' "
+            "(or give a folder of frame images)."
+        ) from error
+    return av

@@ -1,0 +1,102 @@
+"""``nerveseg live``: frames from a folder or a video, outlined back, each frame's latency, and the summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import BUNDLE_ROOT
+from nerveseg.bundle import runs
+from nerveseg.bundle.inference.streaming import StreamingSegmenter
+from nerveseg.bundle.trained_settings import write_trained_settings
+from nerveseg.scripts.live import latency_summary, live, outlined
+from nerveseg.utils.errors import UserInputError
+
+TINY = {
+    "_target_": "BasicUNet",
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 1,
+    "features": [4, 4, 8, 8, 16, 4],
+}
+OVERRIDES = {"network_def": TINY, "inference_backend": "torch", "inference_precision": "float32"}
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """A tiny seeded network's ``model.pt``, trained (so says training_settings.json) at 32x32."""
+    torch.manual_seed(0)
+    network = runs.read_config(runs.config_files(BUNDLE_ROOT, "configs/inference.json"), {"network_def": TINY})
+    network = network.get_parsed_content("network_def")
+    with torch.no_grad():
+        network.final_conv.weight.mul_(20)
+    (tmp_path / "models").mkdir()
+    torch.save(network.state_dict(), tmp_path / "models" / "model.pt")
+    write_trained_settings(tmp_path / "models", network, [32, 32])
+    return tmp_path / "models" / "model.pt"
+
+
+def video_frames(count: int = 6) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (48, 64), dtype=np.uint8) for _ in range(count)]
+
+
+def test_a_folder_of_frames_is_outlined_in_order_with_each_frames_latency(checkpoint, tmp_path):
+    source = tmp_path / "frames"
+    source.mkdir()
+    frames = video_frames()
+    for index, frame in enumerate(frames):
+        Image.fromarray(np.stack([frame] * 3, axis=2)).save(source / f"{index:03d}.png")  # colour files: read as gray
+    (source / "notes.txt").write_text("not a frame")
+    summary = live(str(source), str(tmp_path / "out"), str(BUNDLE_ROOT), str(checkpoint), overrides=OVERRIDES)
+    with open(tmp_path / "out" / "latency.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["frame"] for row in rows] == [f"{i:03d}" for i in range(6)]
+    assert summary["frames"] == 6 and summary["size"] == [32, 32] and summary["backend"] == "torch"
+    assert json.loads((tmp_path / "out" / "live.json").read_text())["p50_ms"] == summary["p50_ms"]
+    segmenter = StreamingSegmenter.from_bundle(BUNDLE_ROOT, checkpoint, overrides=OVERRIDES)
+    for index, frame in enumerate(frames):
+        mask = segmenter(frame)
+        assert int(rows[index]["mask_pixels"]) == mask.sum()
+        written = np.asarray(Image.open(tmp_path / "out" / f"{index:03d}.png"))
+        np.testing.assert_array_equal(written, outlined(frame, mask))
+
+
+def test_a_video_is_read_and_written_back_with_the_outlines(checkpoint, tmp_path):
+    av = pytest.importorskip("av", reason="videos need PyAV: pip install -e '.[live]'")
+    video = tmp_path / "probe.mp4"
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for frame in video_frames():
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.stack([frame] * 3, 2), format="rgb24")))
+        container.mux(stream.encode())
+    summary = live(str(video), str(tmp_path / "out"), str(BUNDLE_ROOT), str(checkpoint), overrides=OVERRIDES)
+    assert summary["frames"] == 6
+    with av.open(str(tmp_path / "out" / "probe.mp4")) as written:
+        decoded = [f.to_ndarray(format="rgb24") for f in written.decode(video=0)]
+    assert len(decoded) == 6 and decoded[0].shape == (48, 64, 3)
+    assert not list((tmp_path / "out").glob(".*partial*"))
+
+
+def test_outlines_mark_only_the_boundary_and_the_summary_sets_the_first_frame_apart():
+    mask = np.zeros((7, 7), bool)
+    mask[1:6, 1:6] = True
+    rgb = outlined(np.full((7, 7), 100, np.uint8), mask)
+    red = (rgb == [255, 0, 0]).all(axis=2)
+    assert red.sum() == 16 and not red[2:5, 2:5].any() and (rgb[~red] == 100).all()
+    summary = latency_summary([{"ms": 900.0}, {"ms": 10.0}, {"ms": 30.0}, {"ms": 20.0}])
+    assert summary["first_ms"] == 900.0 and summary["p50_ms"] == 20.0 and summary["frames_per_second"] == 50.0
+
+
+def test_missing_sources_and_empty_folders_are_refused(checkpoint, tmp_path):
+    with pytest.raises(UserInputError, match="does not exist; give a video file or a folder of frames"):
+        live(str(tmp_path / "none.mp4"), str(tmp_path / "out"), str(BUNDLE_ROOT), str(checkpoint))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserInputError, match=r"holds no frames; a folder needs \.png"):
+        live(str(tmp_path / "empty"), str(tmp_path / "out"), str(BUNDLE_ROOT), str(checkpoint), overrides=OVERRIDES)
