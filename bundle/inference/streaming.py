@@ -172,5 +172,5 @@ class StreamingSegmenter:
         if self._frame is None or tuple(self._frame.shape) != shape:
             self._frame = torch.empty(shape, dtype=torch.float32)
             self.reset()
-        self._frame[0].copy_(torch.from_numpy(np.ascontiguousarray(frame)))
+        self._frame[0].numpy()[...] = frame  # converted in place: a decoder's read-only array is not wrapped
         return self._frame.mul_(1.0 / 255.0).clamp_(0.0, 1.0)

@@ -26,6 +26,7 @@ PARTS = {
     "recipe": "recipe_variants:recipe",
     "inference": "inference_comparison:inference_comparison",
     "active-learning": "active_learning_simulation:simulate",
+    "live": "live_latency:live_latency",
 }
 """Part name to ``module:function`` in this package (imported when the part runs, so other commands start fast)."""
 
@@ -83,6 +84,9 @@ def bench(part: str | None = None, **options: Any) -> None:
         inference: one checkpoint's Dice with a single view, flip TTA and ASME, default and tuned post-processing
             (tuned on one half of the validation split, measured on the other), and ASME consistency against
             Dice. Options: --datalist_file, --ckpt_dir (both required), --bundle_root, --image_size, --out.
+        live: the live path's latency from decoded frame to mask (nerveseg live), one frame at a time, per input
+            size and backend (inference.json's torch path, OpenVINO fp32 and bf16). Options: --out, --bundle_root,
+            --sizes, --frames, --threads, --quick.
         active-learning: simulated annotation rounds on USGRA-seg, ASME-consistency selection against random,
             each round trained with train.json's trainer. Options: --src, --out, --bundle_root, --network,
             --features, --image_size, --initial, --step, --max_labelled, --num_epochs, --batch_size,

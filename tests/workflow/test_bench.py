@@ -149,3 +149,15 @@ def test_quick_league_runs_every_system_on_both_data_sets(tmp_path):
     league(data_root=str(SHARED_DATA), out=str(tmp_path), bundle_root=str(BUNDLE_ROOT), quick=True)  # all skipped
     assert json.loads((tmp_path / "league_quick.json").read_text())["rows"] == saved["rows"]
     assert not (tmp_path / "league.json").exists()  # a full league beside it is left alone
+
+
+@pytest.mark.slow
+def test_live_part_times_each_backend_frame_by_frame(tmp_path):
+    from nerveseg.scripts.bench.live_latency import LIVE_PATHS, live_latency
+
+    result = live_latency(out=str(tmp_path), sizes=[[64, 96]], quick=True)
+    backends = [row["backend"] for row in result["rows"]]
+    assert backends[0] == "torch (inference.json)" and set(backends) <= set(LIVE_PATHS)
+    assert result["frame_size"] == [420, 580] and all(row["frames"] == 5 for row in result["rows"])
+    assert all(0 < row["p50_ms"] <= row["p99_ms"] for row in result["rows"])
+    assert "| 64x96 | torch (inference.json) |" in (tmp_path / "live.md").read_text()
