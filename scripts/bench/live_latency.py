@@ -11,7 +11,7 @@ backends of one size take turns frame by frame, so they share the machine's stat
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ def live_latency(
     frames: int = 100,
     threads: int | None = None,
     quick: bool = False,
+    overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Time the live path on ``frames`` consecutive frames at each size on each backend here (``live.json``, ``.md``).
 
@@ -55,18 +56,22 @@ def live_latency(
         frames: frames per size and backend; the first is reported apart.
         threads: torch and OpenVINO CPU threads (default: torch's).
         quick: 5 frames at the first size only (a smoke run; do not quote it).
+        overrides: inference.json ids and values for every run, e.g. a narrower network:
+            ``--overrides "{'network_def#features': [16, 16, 32, 64, 128, 16]}"``.
     """
     if threads is not None:
         torch.set_num_threads(int(threads))
     root, folder = Path(bundle_root).resolve(), Path(out).resolve()
     sizes, frames = ([sizes[0]], 5) if quick else (list(sizes), int(frames))
-    images = _frames(frames)
+    images, common = _frames(frames), dict(overrides or {})
     rows = []
     for size in sizes:
-        checkpoint = _checkpoint(root, folder / "live" / "x".join(map(str, size)), size)
+        checkpoint = _checkpoint(root, folder / "live" / "x".join(map(str, size)), size, common)
         segmenters = {
-            name: StreamingSegmenter.from_bundle(root, checkpoint, overrides={**overrides, "image_size": list(size)})
-            for name, overrides in _paths().items()
+            name: StreamingSegmenter.from_bundle(
+                root, checkpoint, overrides={**common, **path, "image_size": list(size)}
+            )
+            for name, path in _paths().items()
         }
         milliseconds: dict[str, list[float]] = {name: [] for name in segmenters}
         for frame in images:
@@ -78,7 +83,13 @@ def live_latency(
             row = {"size": list(size), "backend": name, **latency_summary([{"ms": t} for t in times])}
             rows.append(row)
             print(f"{str(size):>12}  {name:<24} p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms", flush=True)
-    result = {"machine": describe_machine(), "frame_size": list(images[0].shape), "quick": quick, "rows": rows}
+    result = {
+        "machine": describe_machine(),
+        "frame_size": list(images[0].shape),
+        "overrides": common,
+        "quick": quick,
+        "rows": rows,
+    }
     lines = ["# nerveseg bench live", "", f"Measured {result['machine']['summary']}.", "", *live_markdown(result)]
     write_results(folder, "live", result, "\n".join(lines) + "\n")
     return result
@@ -87,9 +98,10 @@ def live_latency(
 def live_markdown(result: dict[str, Any]) -> list[str]:
     """Per size and backend: the median and 99th percentile ms per frame, frames per second and the first frame."""
     height, width = result["frame_size"]
+    network = f" Overrides: {result['overrides']}." if result.get("overrides") else ""
     lines = [
         f"From a decoded {width}x{height} frame to its mask (resize, network, probability, resize back, threshold,"
-        " rules), one frame at a time: ms per frame, the first frame (conversion and compilation) apart.",
+        " rules), one frame at a time: ms per frame, the first frame (conversion and compilation) apart." + network,
         "",
         "| input | backend | p50 ms | p99 ms | frames/s | first frame ms |",
         "|---|---|---:|---:|---:|---:|",
@@ -127,9 +139,9 @@ def _frames(count: int) -> list[np.ndarray]:
     return frames
 
 
-def _checkpoint(root: Path, folder: Path, size: Sequence[int]) -> Path:
-    """inference.json's network with seeded random weights, saved as if trained at ``size``."""
-    parser = runs.read_config(runs.config_files(root, "configs/inference.json"))
+def _checkpoint(root: Path, folder: Path, size: Sequence[int], overrides: Mapping[str, Any]) -> Path:
+    """inference.json's network (with ``overrides``) with seeded random weights, saved as if trained at ``size``."""
+    parser = runs.read_config(runs.config_files(root, "configs/inference.json"), overrides)
     torch.manual_seed(0)
     network = parser.get_parsed_content("network_def")
     folder.mkdir(parents=True, exist_ok=True)
