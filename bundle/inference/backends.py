@@ -66,7 +66,7 @@ class BackendUnavailableError(UserInputError):
 
 @functools.cache
 def openvino_available() -> bool:
-    """Whether the ``openvino`` package is installed (it comes with the ``openvino`` and ``benchmark`` extras)."""
+    """Whether the ``openvino`` package is installed (a dependency of the bundle since 0.13.0)."""
     return importlib.util.find_spec("openvino") is not None
 
 
@@ -81,7 +81,8 @@ def check_backend(backend: str) -> str:
     if backend == "openvino" and not openvino_available():
         raise UserInputError(
             "inference_backend is 'openvino' but the openvino package is not installed: "
-            "pip install -e '.[openvino]' (or set inference_backend to 'auto' or 'torch')."
+            "install the bundle again (pip install -e .), which brings it, or set inference_backend to 'auto' or "
+            "'torch'."
         )
     return backend
 

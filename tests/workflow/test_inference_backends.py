@@ -27,7 +27,7 @@ EVALUATE = [CONFIGS / "train.json", CONFIGS / "evaluate.json"]
 def checkpoint(tmp_path_factory):
     """``models/model.pt`` of the default network, random but seeded, in a scratch working folder."""
     pytest.importorskip(
-        "openvino", reason="the openvino backend needs the openvino package: pip install -e '.[openvino]'"
+        "openvino", reason="the openvino backend needs the openvino package, a dependency: pip install -e ."
     )
     work = tmp_path_factory.mktemp("backends")
     parser = ConfigParser()
