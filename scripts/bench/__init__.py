@@ -86,7 +86,7 @@ def bench(part: str | None = None, **options: Any) -> None:
             Dice. Options: --datalist_file, --ckpt_dir (both required), --bundle_root, --image_size, --out.
         live: the live path's latency from decoded frame to mask (nerveseg live), one frame at a time, per input
             size and backend (inference.json's torch path, OpenVINO fp32 and bf16). Options: --out, --bundle_root,
-            --sizes, --frames, --threads, --quick.
+            --sizes, --frames, --threads, --quick, --overrides (config values, e.g. a narrower network).
         active-learning: simulated annotation rounds on USGRA-seg, ASME-consistency selection against random,
             each round trained with train.json's trainer. Options: --src, --out, --bundle_root, --network,
             --features, --image_size, --initial, --step, --max_labelled, --num_epochs, --batch_size,
