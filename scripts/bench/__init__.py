@@ -27,6 +27,7 @@ PARTS = {
     "inference": "inference_comparison:inference_comparison",
     "active-learning": "active_learning_simulation:simulate",
     "live": "live_latency:live_latency",
+    "asme-curve": "asme_curve:asme_curve",
 }
 """Part name to ``module:function`` in this package (imported when the part runs, so other commands start fast)."""
 
@@ -87,6 +88,10 @@ def bench(part: str | None = None, **options: Any) -> None:
         live: the live path's latency from decoded frame to mask (nerveseg live), one frame at a time, per input
             size and backend (inference.json's torch path, OpenVINO fp32 and bf16). Options: --out, --bundle_root,
             --sizes, --frames, --threads, --quick, --overrides (config values, e.g. a narrower network).
+        asme-curve: ASME's Dice and cost at each early-stop agreement against full ASME and one view, on trained
+            checkpoints' validation images, and which agreements meet the target. Options: --datalist_file,
+            --checkpoints, --image_size (all required), --bundle_root, --stop_agreements, --repeats, --max_cost,
+            --dice_tolerance, --out.
         active-learning: simulated annotation rounds on USGRA-seg, ASME-consistency selection against random,
             each round trained with train.json's trainer. Options: --src, --out, --bundle_root, --network,
             --features, --image_size, --initial, --step, --max_labelled, --num_epochs, --batch_size,

@@ -15,6 +15,7 @@ from conftest import BUNDLE_ROOT, SHARED_DATA, nerve_folders
 from nerveseg.bundle import runs
 from nerveseg.bundle.data.prepare import prepare
 from nerveseg.scripts.bench import bench, execution_paths
+from nerveseg.scripts.bench.asme_curve import asme_curve
 from nerveseg.scripts.bench.inference_comparison import inference_comparison
 from nerveseg.scripts.bench.latency import timed_paths
 from nerveseg.scripts.bench.league import DATASETS, league
@@ -101,6 +102,19 @@ def test_recipe_and_inference_parts_run_the_bundle_in_process(tmp_path):
         tuned = json.loads((out / "inference" / f"{slug}_tuning" / "eval" / "postprocessing.json").read_text())
         assert tuned == {key: row[key] for key in ("threshold", "min_area", "gate_threshold")}
     assert "ASME consistency vs Dice" in (out / "inference.md").read_text()
+
+    curve = asme_curve(
+        str(datalist), [str(ckpt_dir / "last.pt"), str(ckpt_dir / "model.pt")], [64, 64], str(BUNDLE_ROOT),
+        stop_agreements=[0.9, None], repeats=1, out=str(out),
+    )  # fmt: skip
+    assert [row["stop_agreement"] for row in curve["summary"]] == [0.9, None] and len(curve["curves"]) == 2
+    full = curve["summary"][1]
+    assert (
+        full["dice_minus_full"] == 0
+        and full["mean_views_used"] == 4
+        and full["meets_target"] == (full["x_one_view"] <= 2.5)
+    )
+    assert "| full (every view) | +0.0000 ± 0.0000 |" in (out / "asme_curve.md").read_text()
 
 
 @pytest.mark.slow

@@ -1,0 +1,121 @@
+"""``nerveseg bench asme-curve``: ASME's Dice/cost curve over its stop agreement, on trained checkpoints.
+
+Each checkpoint (the league's or the ablations' runs, one per seed) predicts its data set's validation split on the
+default inference path at its trained size, with ASME stopping at each agreement of the curve and with every
+view (:func:`.asme_timing.asme_dice_cost_curve`). Over the checkpoints, a stop agreement meets ASME's target when
+its mean Dice is within ``dice_tolerance`` of full ASME's and its mean time at most ``max_cost`` times one view's.
+Only the validation split is read, so the rule can be chosen on it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nerveseg.bundle.runs import build_network, config_files
+from nerveseg.scripts.bench.asme_timing import CURVE_STOP_AGREEMENTS, asme_curve_markdown, asme_dice_cost_curve
+from nerveseg.scripts.bench.execution_paths import inference_settings
+from nerveseg.scripts.bench.machine import describe_machine
+from nerveseg.scripts.bench.results import mean_sd, write_results
+from nerveseg.scripts.bench.scoring import split_pairs
+from nerveseg.utils.errors import UserInputError
+from nerveseg.utils.files import read_state_dict
+
+__all__ = ["asme_curve", "network_weights"]
+
+
+def asme_curve(
+    datalist_file: str,
+    checkpoints: Sequence[str],
+    image_size: Sequence[int],
+    bundle_root: str = ".",
+    stop_agreements: Sequence[float | None] = CURVE_STOP_AGREEMENTS,
+    repeats: int = 3,
+    max_cost: float = 2.5,
+    dice_tolerance: float = 0.002,
+    out: str = "outputs/bench",
+) -> dict[str, Any]:
+    """The curve of each checkpoint and their means per stop agreement (``asme_curve.json``, ``asme_curve.md``).
+
+    Args:
+        datalist_file: the prepared datalist the checkpoints were trained on; its validation split is predicted.
+        checkpoints: weights of train.json's network: a ``model.pt`` or a run's ``last.pt`` (its last epoch).
+        image_size: the size they were trained at.
+        bundle_root: the bundle folder holding ``configs/``.
+        stop_agreements: the points of the curve; ``None`` is full ASME, which the target is measured against.
+        repeats: timed rounds per checkpoint.
+        max_cost: the target's largest time, in units of one view's.
+        dice_tolerance: the target's largest Dice loss against full ASME.
+        out: folder of the json and md files.
+    """
+    if None not in stop_agreements:
+        raise UserInputError("stop_agreements must include None (full ASME), the curve's reference.")
+    root = Path(bundle_root).resolve()
+    pairs = split_pairs(root, datalist_file, image_size)
+    curves = []
+    for checkpoint in checkpoints:
+        network = build_network(config_files(root, "configs/train.json"), {"image_size": list(image_size)})
+        network.load_state_dict(network_weights(checkpoint))
+        curve = asme_dice_cost_curve(
+            network, pairs, stop_agreements, settings=inference_settings(root), repeats=repeats
+        )
+        curves.append({"checkpoint": str(checkpoint), **curve})
+        print("\n".join(asme_curve_markdown(curve)), flush=True)
+    summary = []
+    for stop in stop_agreements:
+        points = [next(p for p in c["points"] if p["stop_agreement"] == stop) for c in curves]
+        loss = statistics.mean(p["dice_minus_full"] for p in points)
+        cost = statistics.mean(p["x_one_view"] for p in points)
+        summary.append(
+            {
+                "stop_agreement": stop,
+                "dice_minus_full": loss,
+                "dice_minus_full_per_checkpoint": [p["dice_minus_full"] for p in points],
+                "x_one_view": cost,
+                "mean_views_used": statistics.mean(p["mean_views_used"] for p in points),
+                "meets_target": loss >= -dice_tolerance and cost <= max_cost,
+            }
+        )
+    result = {
+        "machine": describe_machine(),
+        "datalist_file": str(datalist_file),
+        "image_size": list(image_size),
+        "target": {"max_cost": max_cost, "dice_tolerance": dice_tolerance},
+        "summary": summary,
+        "curves": curves,
+    }
+    write_results(Path(out).resolve(), "asme_curve", result, "\n".join(_markdown(result)) + "\n")
+    return result
+
+
+def network_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The network's state dict from a ``model.pt``, or from a training run's ``last.pt`` (its ``network``)."""
+    path = Path(path)
+    if path.name == "last.pt":
+        # TrainingCheckpoints' own file: it also holds NumPy and Python random states, which weights_only refuses.
+        return torch.load(path, map_location="cpu", weights_only=False)["network"]
+    return read_state_dict(path)
+
+
+def _markdown(result: dict[str, Any]) -> list[str]:
+    target = result["target"]
+    lines = [
+        "# nerveseg bench asme-curve",
+        "",
+        f"Measured {result['machine']['summary']}. {len(result['curves'])} checkpoints at "
+        f"{'x'.join(map(str, result['image_size']))}, validation split of {result['datalist_file']}; target: Dice "
+        f"within {target['dice_tolerance']} of full ASME at <= {target['max_cost']}x one view's time.",
+        "",
+        "| stop agreement | Dice - full ASME, mean ± sd over checkpoints | x 1 view | mean views used | target |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for row in result["summary"]:
+        name = "full (every view)" if row["stop_agreement"] is None else f"{row['stop_agreement']:g}"
+        loss = mean_sd(row["dice_minus_full_per_checkpoint"], signed=True)
+        met = "met" if row["meets_target"] else "-"
+        lines.append(f"| {name} | {loss} | {row['x_one_view']:.2f} | {row['mean_views_used']:.2f} | {met} |")
+    return lines
