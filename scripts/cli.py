@@ -157,7 +157,7 @@ def live(
         source: a video file or a folder of frame images.
         out: the output folder.
         checkpoint: the weights; by default ``models/model.pt``.
-        config_file: the config stack, inference.json first (add ``configs/live.json`` for the live recipe).
+        config_file: the config stack, inference.json first, then override files.
         smoothing: the weight of earlier frames' probabilities, in [0, 1); 0 segments each frame alone.
         overrides: more config values, as one string: ``--overrides="--inference_backend torch"``.
     """

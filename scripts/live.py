@@ -46,11 +46,12 @@ def live(
 
     Args:
         source: a video file (any format FFmpeg reads, through PyAV) or a folder of frame images.
-        out: the folder to write: the outlined video (``{name}.mp4``) or frames (``{name}.png``), ``latency.csv``
-            (frame, milliseconds, mask pixels) and ``live.json`` (the summary printed at the end).
+        out: the folder to write: the outlined video (``{name}.mp4``, MPEG-4, an odd last row or column cropped)
+            or frames (``{name}.png``), ``latency.csv`` (frame, milliseconds, mask pixels) and ``live.json`` (the
+            summary printed at the end).
         bundle_root: the bundle folder holding ``configs/``.
         checkpoint: the weights; ``None`` is ``models/model.pt`` under ``bundle_root``.
-        configs: the config stack, inference.json first (e.g. with ``configs/live.json``).
+        configs: the config stack, inference.json first, then override files.
         smoothing: the weight of earlier frames' probabilities (0: each frame alone).
         overrides: config ids and values, e.g. ``{"inference_backend": "torch"}``.
 
