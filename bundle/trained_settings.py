@@ -17,7 +17,13 @@ from torch import nn
 from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import write_json_atomically
 
-__all__ = ["TRAINED_SETTINGS", "check_checkpoint", "trained_settings", "write_trained_settings"]
+__all__ = [
+    "TRAINED_SETTINGS",
+    "check_checkpoint",
+    "read_trained_settings",
+    "trained_settings",
+    "write_trained_settings",
+]
 
 TRAINED_SETTINGS = "training_settings.json"
 
@@ -37,6 +43,21 @@ def write_trained_settings(ckpt_dir: str | os.PathLike, network: nn.Module, imag
     return write_json_atomically(Path(ckpt_dir) / TRAINED_SETTINGS, trained_settings(network, image_size))
 
 
+def read_trained_settings(checkpoint: str | os.PathLike) -> dict | None:
+    """The ``training_settings.json`` beside ``checkpoint``; ``None`` where there is none (weights from elsewhere).
+
+    Raises:
+        UserInputError: the file cannot be read.
+    """
+    path = Path(checkpoint).with_name(TRAINED_SETTINGS)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UserInputError(f"{path}: unreadable ({error}); delete it to skip this check, or train again.") from error
+
+
 def check_checkpoint(checkpoint: str | os.PathLike, network: nn.Module, image_size: Sequence[int]) -> None:
     """Stop with a :class:`UserInputError` when ``checkpoint`` is missing, or was trained at another image size or
     with another network (class or parameter count) than this run's.
@@ -50,13 +71,10 @@ def check_checkpoint(checkpoint: str | os.PathLike, network: nn.Module, image_si
             f"{checkpoint}: no such checkpoint; train first (python -m monai.bundle run training ...) or set "
             "--ckpt_dir to the folder that holds model.pt."
         )
-    path = checkpoint.with_name(TRAINED_SETTINGS)
-    if not path.is_file():
+    trained = read_trained_settings(checkpoint)
+    if trained is None:
         return
-    try:
-        trained = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise UserInputError(f"{path}: unreadable ({error}); delete it to skip this check, or train again.") from error
+    path = checkpoint.with_name(TRAINED_SETTINGS)
     current = trained_settings(network, image_size)
     if trained.get("image_size") != current["image_size"]:
         size = trained.get("image_size")

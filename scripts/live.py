@@ -9,10 +9,10 @@ frame, which converts and compiles the network, is reported apart from the other
 from __future__ import annotations
 
 import csv
-import os
 import statistics
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +67,15 @@ def live(
     segmenter = StreamingSegmenter.from_bundle(bundle_root, checkpoint, configs, smoothing, overrides)
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
-    with _FrameWriter(source_path, folder) as writer:
+    with _frame_writer(source_path, folder) as write:
         for name, frame, rate in _frames(source_path):
             start = time.perf_counter()
             mask = segmenter(frame)
             milliseconds = 1e3 * (time.perf_counter() - start)
-            writer.write(name, outlined(frame, mask), rate)
+            write(name, outlined(frame, mask), rate)
             rows.append({"frame": name, "ms": round(milliseconds, 3), "mask_pixels": int(mask.sum())})
-    if not rows:
-        raise UserInputError(f"{source_path} holds no frames; a folder needs {', '.join(FRAME_SUFFIXES)} files.")
+        if not rows:  # inside: an empty video is not written
+            raise UserInputError(f"{source_path} holds no frames; a folder needs {', '.join(FRAME_SUFFIXES)} files.")
     with atomic_path(folder / "latency.csv") as partial, open(partial, "w", newline="") as f:
         table = csv.DictWriter(f, fieldnames=list(rows[0]))
         table.writeheader()
@@ -143,42 +143,32 @@ def _frames(source: Path) -> Iterator[tuple[str, np.ndarray, float | None]]:
             yield f"{index:06d}", frame.to_ndarray(format="gray"), rate
 
 
-class _FrameWriter:
-    """Outlined frames into ``folder``: PNG files for a folder of frames, one MPEG-4 video for a video."""
+@contextmanager
+def _frame_writer(source: Path, folder: Path) -> Iterator[Callable[[str, np.ndarray, float | None], None]]:
+    """``write(name, rgb, frames_per_second)`` of the outlined frames: PNG files for a folder of frames; for a video,
+    one MPEG-4 video (an odd last row or column cropped), written under a temporary name and renamed at the end."""
+    if source.is_dir():
+        yield lambda name, rgb, rate: Image.fromarray(rgb).save(folder / f"{name}.png")
+        return
+    av = _pyav(source)
+    with atomic_path(folder / f"{source.stem}.mp4") as partial:
+        container, streams = av.open(str(partial), "w"), []
 
-    def __init__(self, source: Path, folder: Path) -> None:
-        self.folder, self.video = folder, None if source.is_dir() else folder / f"{source.stem}.mp4"
-        self.container: Any = None
-        self.stream: Any = None
-        self.partial: Path | None = None
+        def write(name: str, rgb: np.ndarray, rate: float | None) -> None:
+            if not streams:
+                stream = container.add_stream("mpeg4", rate=round(rate or 25))
+                stream.width, stream.height, stream.pix_fmt = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2, "yuv420p"
+                streams.append(stream)
+            stream = streams[0]
+            even = np.ascontiguousarray(rgb[: stream.height, : stream.width])
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(even, format="rgb24")))
 
-    def __enter__(self) -> _FrameWriter:
-        return self
-
-    def write(self, name: str, rgb: np.ndarray, rate: float | None) -> None:
-        if self.video is None:
-            Image.fromarray(rgb).save(self.folder / f"{name}.png")
-            return
-        av = _pyav(self.video)
-        if self.container is None:
-            self.partial = self.video.with_name(f".{self.video.stem}.partial-{os.getpid()}.mp4")
-            self.container = av.open(str(self.partial), "w")
-            self.stream = self.container.add_stream("mpeg4", rate=round(rate or 25))
-            self.stream.width, self.stream.height = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2
-            self.stream.pix_fmt = "yuv420p"
-        even = np.ascontiguousarray(rgb[: self.stream.height, : self.stream.width])
-        self.container.mux(self.stream.encode(av.VideoFrame.from_ndarray(even, format="rgb24")))
-
-    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
-        if self.container is None:
-            return
-        if error is None:
-            self.container.mux(self.stream.encode())
-        self.container.close()
-        if error is None and self.partial is not None:
-            os.replace(self.partial, self.video)
-        elif self.partial is not None:
-            self.partial.unlink(missing_ok=True)
+        try:
+            yield write
+            for stream in streams:
+                container.mux(stream.encode())  # the frames the encoder still holds
+        finally:
+            container.close()
 
 
 def _pyav(path: Path) -> Any:

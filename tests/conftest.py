@@ -16,6 +16,14 @@ from PIL import Image
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = BUNDLE_ROOT / "configs"
 SHARED_DATA = BUNDLE_ROOT.parent / "shared" / "data"
+TINY_NETWORK = {
+    "_target_": "BasicUNet",
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 1,
+    "features": [4, 4, 8, 8, 16, 4],
+}
+"""MONAI's BasicUNet at its smallest, as a ``network_def`` override: the tests' network where any one will do."""
 
 # Unit tests must not depend on (or fill) the user's cache of the default synthetic dataset.
 os.environ.setdefault("NERVESEG_CACHE", str(BUNDLE_ROOT / ".pytest_cache" / "nerveseg"))
@@ -94,6 +102,24 @@ def as_arguments(overrides: dict[str, Any]) -> list[str]:
     for key, value in overrides.items():
         arguments += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
     return arguments
+
+
+def tiny_checkpoint(folder: Path, image_size: Sequence[int]) -> Path:
+    """``folder/model.pt`` of :data:`TINY_NETWORK` with seeded weights, its logits spread wide (masks of every size,
+    few pixels on a threshold), and ``training_settings.json`` saying it was trained at ``image_size``."""
+    import torch
+    from monai.networks.nets import BasicUNet
+
+    from nerveseg.bundle.trained_settings import write_trained_settings
+
+    torch.manual_seed(0)
+    network = BasicUNet(**{k: v for k, v in TINY_NETWORK.items() if k != "_target_"})
+    with torch.no_grad():
+        network.final_conv.weight.mul_(20)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(network.state_dict(), folder / "model.pt")
+    write_trained_settings(folder, network, image_size)
+    return folder / "model.pt"
 
 
 def run_workflow(run_id: str, config_files: Sequence[str | Path], **overrides: Any) -> Any:

@@ -10,7 +10,6 @@ a checkpoint, at the size the checkpoint was trained at.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from torch import nn
 
 from nerveseg.bundle import runs
 from nerveseg.bundle.settings import check_image_size
-from nerveseg.bundle.trained_settings import TRAINED_SETTINGS, check_checkpoint
+from nerveseg.bundle.trained_settings import check_checkpoint, read_trained_settings
 from nerveseg.transforms.postprocessing import EmptySmallMask, PresenceGate, RemoveSmallComponents
 from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import read_state_dict
@@ -118,9 +117,9 @@ class StreamingSegmenter:
             settings["checkpoint_path"] = str(Path(checkpoint).resolve())
         parser = runs.read_config(runs.config_files(root, *configs), settings)
         checkpoint = Path(parser.get_parsed_content("checkpoint_path"))
-        trained = checkpoint.with_name(TRAINED_SETTINGS)
-        if "image_size" not in settings and trained.is_file():
-            parser["image_size"] = json.loads(trained.read_text())["image_size"]
+        trained = read_trained_settings(checkpoint) if checkpoint.is_file() else None
+        if "image_size" not in settings and trained is not None:
+            parser["image_size"] = trained["image_size"]
         network, image_size = parser.get_parsed_content("network"), parser.get_parsed_content("image_size")
         check_checkpoint(checkpoint, network, image_size)
         check_image_size(network, image_size)

@@ -11,17 +11,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import BUNDLE_ROOT
+from conftest import BUNDLE_ROOT, TINY_NETWORK
 from nerveseg.bundle.active_learning import BundleConsistencyScorer, asme_consistency, least_consistent
 from nerveseg.scripts.label_app.layout import OFFLINE_CONF, create_app, start_command
-
-TINY_NETWORK = {
-    "_target_": "BasicUNet",
-    "spatial_dims": 2,
-    "in_channels": 1,
-    "out_channels": 1,
-    "features": [4, 4, 8, 8, 16, 4],
-}
 
 
 class Echo(nn.Module):

@@ -10,20 +10,12 @@ from monai.transforms import Compose
 from PIL import Image
 from torch import nn
 
-from conftest import BUNDLE_ROOT
+from conftest import BUNDLE_ROOT, TINY_NETWORK, tiny_checkpoint
 from nerveseg.bundle import runs
 from nerveseg.bundle.inference.streaming import StreamingSegmenter
-from nerveseg.bundle.trained_settings import write_trained_settings
 from nerveseg.utils.class_logits import with_class_logits
 from nerveseg.utils.errors import UserInputError
 
-TINY_NETWORK = {
-    "_target_": "BasicUNet",
-    "spatial_dims": 2,
-    "in_channels": 1,
-    "out_channels": 1,
-    "features": [4, 4, 8, 8, 16, 4],
-}
 OVERRIDES = {  # the eager float32 path, which the reference below takes
     "network_def": TINY_NETWORK,
     "inference_backend": "torch",
@@ -47,16 +39,8 @@ def frames(count: int, shape=(64, 88)) -> list[np.ndarray]:
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    """``models/model.pt`` of the tiny network trained at 32x48 (training_settings.json says so), seeded weights."""
-    parser = runs.read_config(runs.config_files(BUNDLE_ROOT, "configs/inference.json"), {"network_def": TINY_NETWORK})
-    torch.manual_seed(0)
-    network = parser.get_parsed_content("network_def")
-    with torch.no_grad():
-        network.final_conv.weight.mul_(20)  # logits spread wide: masks of every size, few pixels on the threshold
-    (tmp_path / "models").mkdir()
-    torch.save(network.state_dict(), tmp_path / "models" / "model.pt")
-    write_trained_settings(tmp_path / "models", network, [32, 48])
-    return tmp_path / "models" / "model.pt"
+    """The tiny network's ``models/model.pt``, trained (so says training_settings.json) at 32x48."""
+    return tiny_checkpoint(tmp_path / "models", [32, 48])
 
 
 def inference_json_masks(checkpoint, images: list[np.ndarray], folder) -> list[np.ndarray]:
@@ -125,3 +109,6 @@ def test_bad_frames_and_settings_are_refused(checkpoint):
         StreamingSegmenter.from_bundle(BUNDLE_ROOT, checkpoint, smoothing=1.0, overrides=OVERRIDES)
     with pytest.raises(UserInputError, match="no such checkpoint"):
         StreamingSegmenter.from_bundle(BUNDLE_ROOT, checkpoint.with_name("missing.pt"), overrides=OVERRIDES)
+    checkpoint.with_name("training_settings.json").write_text("{not json")
+    with pytest.raises(UserInputError, match=r"training_settings\.json: unreadable .* delete it to skip this check"):
+        StreamingSegmenter.from_bundle(BUNDLE_ROOT, checkpoint, overrides=OVERRIDES)

@@ -7,13 +7,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from conftest import BUNDLE_ROOT
-from nerveseg.bundle import runs
+from conftest import BUNDLE_ROOT, TINY_NETWORK, tiny_checkpoint
 from nerveseg.bundle.inference.streaming import StreamingSegmenter
-from nerveseg.bundle.trained_settings import write_trained_settings
 from nerveseg.scripts.live import latency_summary, live, outlined
 from nerveseg.utils.errors import UserInputError
 
@@ -24,21 +21,13 @@ TINY = {
     "out_channels": 1,
     "features": [4, 4, 8, 8, 16, 4],
 }
-OVERRIDES = {"network_def": TINY, "inference_backend": "torch", "inference_precision": "float32"}
+OVERRIDES = {"network_def": TINY_NETWORK, "inference_backend": "torch", "inference_precision": "float32"}
 
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    """A tiny seeded network's ``model.pt``, trained (so says training_settings.json) at 32x32."""
-    torch.manual_seed(0)
-    network = runs.read_config(runs.config_files(BUNDLE_ROOT, "configs/inference.json"), {"network_def": TINY})
-    network = network.get_parsed_content("network_def")
-    with torch.no_grad():
-        network.final_conv.weight.mul_(20)
-    (tmp_path / "models").mkdir()
-    torch.save(network.state_dict(), tmp_path / "models" / "model.pt")
-    write_trained_settings(tmp_path / "models", network, [32, 32])
-    return tmp_path / "models" / "model.pt"
+    """The tiny network's ``models/model.pt``, trained (so says training_settings.json) at 32x32."""
+    return tiny_checkpoint(tmp_path / "models", [32, 32])
 
 
 def video_frames(count: int = 6) -> list[np.ndarray]:
