@@ -2,6 +2,7 @@
 
 ``inferers`` (ASME and flip TTA, in MONAI's ``Inferer`` API) over the maths of ``ensemble``; ``accelerated`` (the
 fast path over any inferer: channels-last, reduced precision) runs the network on the backend ``backends`` chooses,
-PyTorch or OpenVINO, whose converted models ``openvino_cache`` keeps beside the checkpoint. ``streaming`` runs the
+PyTorch or OpenVINO (compiled by ``openvino_models``), whose converted models ``openvino_cache`` keeps beside the
+checkpoint; ``quantization`` makes and checks their int8 versions (``nerveseg quantize``). ``streaming`` runs the
 same steps on one video frame at a time (``nerveseg live``).
 """

@@ -27,8 +27,9 @@ from nerveseg.utils.errors import UserInputError
 __all__ = ["PRECISIONS", "AcceleratedInferer", "resolve_precision"]
 
 
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-"""The compute precisions of :class:`AcceleratedInferer`, besides ``"auto"``."""
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.int8}
+"""The compute precisions of :class:`AcceleratedInferer`, besides ``"auto"``. ``"int8"`` is OpenVINO's only: the
+int8 model ``nerveseg quantize`` accepted for the checkpoint (float32 where there is none, and on the torch path)."""
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype:
@@ -84,7 +85,8 @@ class AcceleratedInferer(Inferer):
 
     Args:
         inferer: the inferer to accelerate; :class:`~monai.inferers.SimpleInferer` by default.
-        precision: ``"auto"`` (see :func:`resolve_precision`), ``"bfloat16"``, ``"float16"`` or ``"float32"``.
+        precision: ``"auto"`` (see :func:`resolve_precision`), ``"bfloat16"``, ``"float16"``, ``"float32"`` or
+            ``"int8"`` (OpenVINO: the checkpoint's quantized model, :mod:`~.quantization`).
         channels_last: run the network in channels-last memory order (torch backend).
         backend: ``"torch"``, ``"openvino"`` or ``"auto"`` (:data:`~.backends.BACKENDS`).
         checkpoint: the file the network's weights are loaded from; the OpenVINO cache's key.
@@ -134,16 +136,16 @@ class AcceleratedInferer(Inferer):
                 _to_channels_last(network)
             if self.channels_last and images.ndim == 4:
                 images = images.contiguous(memory_format=torch.channels_last)
-            if dtype == torch.float32:
+            if dtype in (torch.float32, torch.int8):  # int8 is OpenVINO's quantized model; torch runs float32
                 return network(images, *network_args, **network_kwargs)
             with torch.autocast(images.device.type, dtype=dtype):
                 out = network(images, *network_args, **network_kwargs)
             return _to_float32(out)
 
-        forward = backend_forward(self._openvino_network(network), self.backend, inputs.device, torch_forward)
+        forward = backend_forward(self.openvino_network(network), self.backend, inputs.device, torch_forward)
         return self.inferer(inputs, forward, *args, **kwargs)
 
-    def _openvino_network(self, network: Callable[..., Any]) -> OpenVINONetwork:
+    def openvino_network(self, network: Callable[..., Any]) -> OpenVINONetwork:
         """``network`` on OpenVINO, kept while the inferer is called with it: a server's requests share its models."""
         with self._openvino_lock:
             if self._openvino is None or self._openvino.network is not network:

@@ -9,7 +9,9 @@ The OpenVINO model is converted from the network at its first call for each inpu
 ``trt_compile`` builds its engine: the wrapper reads the network's weights then, so load the checkpoint first. With
 the checkpoint named, the converted model is kept beside it (:mod:`~.openvino_cache`) and converted again only when
 the checkpoint changes. Compiled models live in the wrapper, which :class:`~.accelerated.AcceleratedInferer` keeps
-for its network, so a MONAI Label server compiles once per checkpoint and batch size, not once per request.
+for its network, so a MONAI Label server compiles once per checkpoint and batch size, not once per request. With
+``precision`` int8 it runs the int8 model that ``nerveseg quantize`` accepted for the checkpoint
+(:mod:`~.quantization`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ from monai.data import MetaTensor
 from torch import nn
 
 from nerveseg.bundle.inference import openvino_cache
+from nerveseg.bundle.inference.openvino_models import (
+    PRECISION_HINTS,
+    CompiledModel,
+    compile_config,
+    core,
+    openvino_supports,
+)
 from nerveseg.utils.class_logits import class_logits_of
 from nerveseg.utils.errors import UserInputError
 
@@ -43,7 +52,6 @@ __all__ = [
     "check_backend",
     "check_cache",
     "openvino_available",
-    "openvino_supports",
     "resolve_backend",
 ]
 
@@ -52,8 +60,6 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "openvino")
 """The values of ``inference_backend``."""
 
-_HINTS = {torch.float32: ("f32", "FP32"), torch.bfloat16: ("bf16", "BF16"), torch.float16: ("f16", "FP16")}
-_BATCH_SIZES_COMPILED = 4
 _TELEMETRY_SWITCH = threading.Lock()  # the environment is the process's: one conversion changes it at a time
 
 
@@ -100,13 +106,6 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
     if backend != "auto":
         return backend
     return "openvino" if torch.device(device).type == "cpu" and openvino_available() else "torch"
-
-
-def openvino_supports(precision: torch.dtype) -> bool:
-    """Whether OpenVINO computes ``precision`` natively on this CPU (float32 always, bfloat16 with AVX512-BF16/AMX)."""
-    if precision == torch.float32:
-        return True
-    return precision in _HINTS and _HINTS[precision][1] in _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def backend_forward(
@@ -158,44 +157,6 @@ def check_cache(checkpoint: str | os.PathLike | None, cache_dir: str | os.PathLi
     return cache_dir
 
 
-@functools.cache
-def _core() -> Any:
-    import openvino
-
-    return openvino.Core()
-
-
-class _Compiled:
-    """A converted model, compiled for each batch size it is called with (static shapes), each with one infer
-    request that is reused: on a 2-core CPU a dynamic batch and a new request per call cost 30-50% more where the
-    batch size changes from call to call, as in ASME's early stop."""
-
-    def __init__(self, model: Any, config: dict[str, Any]) -> None:
-        self.model, self.config = model, config
-        self.by_batch: dict[int, tuple[Any, Any, threading.Lock]] = {}
-        self.lock = threading.Lock()
-
-    def infer(self, array: Any) -> Any:
-        """The logits of a ``[B, C, H, W]`` float32 array, as a new array."""
-        batch = array.shape[0]
-        with self.lock:
-            if batch not in self.by_batch:
-                static = self.model.clone()
-                static.reshape([batch, *array.shape[1:]])
-                compiled = _core().compile_model(static, "CPU", self.config)
-                self.by_batch[batch] = (compiled, compiled.create_infer_request(), threading.Lock())
-                while len(self.by_batch) > _BATCH_SIZES_COMPILED:  # the least recently used goes
-                    del self.by_batch[next(iter(self.by_batch))]
-            compiled, request, busy = self.by_batch.pop(batch)
-            self.by_batch[batch] = (compiled, request, busy)
-        if not busy.acquire(blocking=False):  # another thread's call: a request of its own
-            return compiled.create_infer_request().infer({0: array}, share_outputs=False)[0]
-        try:
-            return request.infer({0: array}, share_outputs=False)[0]  # a copy: the request's buffer is reused
-        finally:
-            busy.release()
-
-
 class OpenVINONetwork:
     """A torch network's forward pass on the OpenVINO runtime (CPU): called like the network, float32 logits back.
 
@@ -239,7 +200,7 @@ class OpenVINONetwork:
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.refused: str | None = None
-        self._models: dict[tuple[tuple[int, ...], str, int], _Compiled] = {}
+        self._models: dict[tuple[tuple[int, ...], str, int], CompiledModel] = {}
         self._lock = threading.Lock()
 
     def __call__(self, images: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -255,12 +216,9 @@ class OpenVINONetwork:
             )
         if images.ndim != 4:
             raise ValueError(f"images must be [B, C, H, W], got shape {tuple(images.shape)}.")
-        plain = (images.as_tensor() if isinstance(images, MetaTensor) else images).detach()
-        array = self._compiled_model(plain).infer(plain.to("cpu", torch.float32).contiguous().numpy())
-        logits = torch.from_numpy(array).to(images.device)
-        return MetaTensor(logits).copy_meta_from(images) if isinstance(images, MetaTensor) else logits
+        return self._compiled_model(images)(images)
 
-    def _compiled_model(self, images: torch.Tensor) -> _Compiled:
+    def _compiled_model(self, images: torch.Tensor) -> CompiledModel:
         network = self.network
         if not isinstance(network, nn.Module):
             raise BackendUnavailableError(
@@ -274,32 +232,42 @@ class OpenVINONetwork:
             )
         if self.refused is not None:
             raise BackendUnavailableError(self.refused)
-        if self.precision not in _HINTS or not openvino_supports(self.precision):
+        if self.precision not in PRECISION_HINTS or not openvino_supports(self.precision):
             self._refuse(
                 f"OpenVINO does not compute {str(self.precision).removeprefix('torch.')} natively on this CPU: set "
                 "inference_precision to 'auto' or 'float32' (or inference_backend to 'torch')."
             )
-        key = (tuple(images.shape[1:]), _HINTS[self.precision][0], torch.get_num_threads())
+        key = (tuple(images.shape[1:]), PRECISION_HINTS[self.precision][0], torch.get_num_threads())
         with self._lock:
             if key not in self._models:
-                self._models[key] = self._compile(images, *key)
+                self._models[key] = self._compile(images, key[0])
             return self._models[key]
+
+    def converted_model(self, images: torch.Tensor) -> Any:
+        """The ``openvino.Model`` this wrapper runs for ``images``' ``(C, H, W)``, converted or read where needed:
+        what :mod:`~.quantization` calibrates."""
+        return self._compiled_model(images).model
 
     def _refuse(self, reason: str, cause: BaseException | None = None) -> NoReturn:
         self.refused = reason
         raise BackendUnavailableError(reason) from cause
 
-    def _compile(self, images: torch.Tensor, shape: tuple[int, ...], hint: str, threads: int) -> _Compiled:
-        """The model for input ``shape``, read from the cache or converted (and then cached), ready to compile."""
-        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+    def _compile(self, images: torch.Tensor, shape: tuple[int, ...]) -> CompiledModel:
+        """The model for input ``shape``, read from the cache or converted (and then cached), compiled."""
+        config = compile_config(self.precision)
         entry = record = None
         if self.cache_dir is not None and self.checkpoint is not None:
             name = type(self.network).__name__
             entry = openvino_cache.entry_path(self.cache_dir, self.checkpoint, name, shape)
             record = openvino_cache.checkpoint_record(self.checkpoint)
-            model = openvino_cache.read_entry(entry, record, _core())
+            if self.precision == torch.int8:
+                quantized, reason = openvino_cache.read_quantized(entry, record, core())
+                if quantized is not None:
+                    return CompiledModel(quantized, config)
+                logger.warning(f"inference_precision 'int8': {reason} OpenVINO float32 is used.")
+            model = openvino_cache.read_entry(entry, record, core())
             if model is not None:
-                return _Compiled(model, config)
+                return CompiledModel(model, config)
             try:
                 openvino_cache.check_writable(entry.parent)
             except OSError as error:
@@ -309,15 +277,20 @@ class OpenVINONetwork:
                     "inference_backend to 'torch'.",
                     error,
                 )
+        elif self.precision == torch.int8:
+            logger.warning(
+                "inference_precision 'int8' runs the quantized model kept beside the checkpoint (nerveseg quantize), "
+                "but no checkpoint and inference_cache_dir were given. OpenVINO float32 is used."
+            )
         model, reference, info = self._convert(images[:1])
-        compiled = _Compiled(model, config)
+        compiled = CompiledModel(model, config)
         converted = torch.from_numpy(compiled.infer(images.float().cpu().numpy())[:1])
         info["max_abs_diff"] = (converted - reference.cpu().float()).abs().max().item()
-        info["checked_with_precision"] = hint
+        info["checked_with_precision"] = config["INFERENCE_PRECISION_HINT"]
         size, cached = "x".join(map(str, shape)), f"; cached in {entry}" if entry else ""
         logger.info(
             f"OpenVINO: converted {info['network']} at {size} in {info['convert_s']:.1f} s, largest logit difference "
-            f"from torch {info['max_abs_diff']:.1e} ({hint}){cached}"
+            f"from torch {info['max_abs_diff']:.1e} ({info['checked_with_precision']}){cached}"
         )
         if entry is not None and record is not None:
             openvino_cache.save_entry(model, entry, {**info, **record})

@@ -21,16 +21,19 @@ import torch.nn.functional as F
 from monai.data import decollate_batch
 from monai.inferers import Inferer
 from monai.transforms import Resize
+from PIL import Image
 from torch import nn
 
 from nerveseg.bundle import runs
+from nerveseg.bundle.data.datalist import labelled_items, load_datalist_file
+from nerveseg.bundle.metrics import image_scores
 from nerveseg.bundle.settings import check_image_size
 from nerveseg.bundle.trained_settings import check_checkpoint, read_trained_settings
 from nerveseg.transforms.postprocessing import EmptySmallMask, PresenceGate, RemoveSmallComponents
 from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import read_state_dict
 
-__all__ = ["StreamingSegmenter"]
+__all__ = ["StreamingSegmenter", "labelled_frames", "streaming_dice"]
 
 
 class StreamingSegmenter:
@@ -147,13 +150,7 @@ class StreamingSegmenter:
         Raises:
             UserInputError: a frame that is not one 2D grayscale image.
         """
-        if frame.ndim != 2:
-            raise UserInputError(
-                f"a frame must be one [H, W] grayscale image, got shape {tuple(frame.shape)}; convert colour frames "
-                "to grayscale first (nerveseg live reads them as grayscale)."
-            )
-        image = self._scaled(frame)
-        logits = self.inferer(self.resize(image)[None].to(self.device), self.network)
+        logits = self.inferer(self.network_input(frame), self.network)
         probability = torch.sigmoid(logits)
         probability = (self.gate(decollate_batch(probability)[0]) if self.gate.threshold else probability[0]).float()
         probability = probability.cpu()
@@ -165,6 +162,21 @@ class StreamingSegmenter:
         mask = self.empty_small(self.remove_small(probability >= self.threshold))
         return np.asarray(mask[0], dtype=bool)
 
+    @torch.inference_mode()
+    def network_input(self, frame: np.ndarray) -> torch.Tensor:
+        """The ``[1, 1, H, W]`` network input of one ``[H, W]`` grayscale frame: scaled to [0, 1], resized to the
+        trained size, on the network's device.
+
+        Raises:
+            UserInputError: a frame that is not one 2D grayscale image.
+        """
+        if frame.ndim != 2:
+            raise UserInputError(
+                f"a frame must be one [H, W] grayscale image, got shape {tuple(frame.shape)}; convert colour frames "
+                "to grayscale first (nerveseg live reads them as grayscale)."
+            )
+        return self.resize(self._scaled(frame))[None].to(self.device)
+
     def _scaled(self, frame: np.ndarray) -> torch.Tensor:
         """``[1, H, W]`` float32 of ``frame`` / 255 (inference.json's intensity range), in the kept buffer."""
         shape = (1, *frame.shape)
@@ -173,3 +185,28 @@ class StreamingSegmenter:
             self.reset()
         self._frame[0].numpy()[...] = frame  # converted in place: a decoder's read-only array is not wrapped
         return self._frame.mul_(1.0 / 255.0).clamp_(0.0, 1.0)
+
+
+def labelled_frames(datalist_file: str | os.PathLike, split: str = "validation") -> list[tuple[np.ndarray, np.ndarray]]:
+    """The ``(frame, label)`` pairs of a datalist split's labelled images: each image as the live path gets it
+    (grayscale uint8, read as inference.json reads it) and its boolean mask (any non-zero pixel) at its own size.
+
+    Raises:
+        DatasetError: the datalist cannot be read.
+        UserInputError: the split has no labelled image.
+    """
+    pairs = []
+    for item in labelled_items(load_datalist_file(datalist_file), split):
+        with Image.open(item["image"]) as image, Image.open(item["label"]) as label:
+            pairs.append((np.asarray(image.convert("L")), np.asarray(label) > 0))
+    return pairs
+
+
+def streaming_dice(segmenter: StreamingSegmenter, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+    """The challenge Dice of each frame's mask against its label at the label's size (an empty mask on an empty
+    label scores 1), each frame segmented alone."""
+    dice = []
+    for frame, label in pairs:
+        segmenter.reset()
+        dice.append(float(image_scores(segmenter(frame), label)["dice"]))
+    return dice

@@ -28,6 +28,7 @@ PARTS = {
     "active-learning": "active_learning_simulation:simulate",
     "live": "live_latency:live_latency",
     "asme-curve": "asme_curve:asme_curve",
+    "live-recipe": "live_recipe:live_recipe",
 }
 """Part name to ``module:function`` in this package (imported when the part runs, so other commands start fast)."""
 
@@ -88,6 +89,10 @@ def bench(part: str | None = None, **options: Any) -> None:
         live: the live path's latency from decoded frame to mask (nerveseg live), one frame at a time, per input
             size and backend (inference.json's torch path, OpenVINO fp32 and bf16). Options: --out, --bundle_root,
             --sizes, --frames, --threads, --quick, --overrides (config values, e.g. a narrower network).
+        live-recipe: configs/live.json's recipe against the default one (and the default network at 224x288),
+            trained alike on USGRA-seg and scored through the live path at the label's size, validation and test
+            Dice with paired intervals. Resumable, a row per run. Options: --data_root, --out, --bundle_root,
+            --seeds, --recipes, --num_epochs, --tolerance, --quick.
         asme-curve: ASME's Dice and cost at each early-stop agreement against full ASME and one view, on trained
             checkpoints' validation images, and which agreements meet the target. Options: --datalist_file,
             --checkpoints, --image_size (all required), --bundle_root, --stop_agreements, --repeats, --max_cost,

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from nerveseg.bundle.inference.accelerated import resolve_precision
-from nerveseg.bundle.inference.backends import BackendUnavailableError, openvino_supports
+from nerveseg.bundle.inference.backends import BackendUnavailableError
+from nerveseg.bundle.inference.openvino_models import openvino_supports
 from nerveseg.bundle.runs import build_network
 from nerveseg.networks.profile import time_side_by_side
 from nerveseg.scripts.bench.execution_paths import (

@@ -21,7 +21,7 @@ from PIL import Image
 
 from nerveseg.bundle import runs
 from nerveseg.bundle.data.synthetic import default_dataset_dir
-from nerveseg.bundle.inference.backends import openvino_supports
+from nerveseg.bundle.inference.openvino_models import openvino_supports
 from nerveseg.bundle.inference.streaming import StreamingSegmenter
 from nerveseg.bundle.trained_settings import write_trained_settings
 from nerveseg.scripts.bench.machine import describe_machine, unimportable

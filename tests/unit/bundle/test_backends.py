@@ -15,7 +15,7 @@ from monai.inferers import SimpleInferer
 from monai.networks.nets import BasicUNet
 from torch import nn
 
-from nerveseg.bundle.inference import backends
+from nerveseg.bundle.inference import backends, openvino_models
 from nerveseg.bundle.inference.accelerated import AcceleratedInferer
 from nerveseg.bundle.inference.backends import OpenVINONetwork, resolve_backend
 from nerveseg.bundle.inference.inferers import ASMEInferer, FlipTTAInferer
@@ -103,8 +103,8 @@ def test_openvino_matches_eager_at_any_batch_and_keeps_metadata(openvino, shared
 def test_each_batch_size_is_compiled_once_and_its_results_are_not_overwritten(openvino, monkeypatch):
     network, runtime = small_net(), OpenVINONetwork(small_net())
     compiled = []
-    compile_model = backends._core().compile_model
-    monkeypatch.setattr(backends._core(), "compile_model", lambda *a: compiled.append(1) or compile_model(*a))
+    compile_model = openvino_models.core().compile_model
+    monkeypatch.setattr(openvino_models.core(), "compile_model", lambda *a: compiled.append(1) or compile_model(*a))
     batches = [images(b, seed=b) for b in (2, 1, 2, 1)]
     outputs = [runtime(x) for x in batches]  # alternating sizes, as ASME's early stop calls
     assert len(compiled) == 2
@@ -215,6 +215,6 @@ def test_training_mode_an_unwritable_cache_and_a_precision_the_cpu_lacks_are_ref
     torch.save(network.state_dict(), tmp_path / "model.pt")
     with pytest.raises(UserInputError, match=r"Cannot write the OpenVINO cache .*a_file.* set inference_cache_dir"):
         OpenVINONetwork(network.eval(), checkpoint=tmp_path / "model.pt", cache_dir=tmp_path / "a_file" / "ov")(x)
-    if not backends.openvino_supports(torch.float16):
+    if not openvino_models.openvino_supports(torch.float16):
         with pytest.raises(UserInputError, match="OpenVINO does not compute float16 natively on this CPU"):
             OpenVINONetwork(network, precision=torch.float16)(x)

@@ -1,0 +1,157 @@
+"""Int8 post-training quantization of a checkpoint's OpenVINO model with NNCF, kept only where Dice holds.
+
+:func:`quantize_checkpoint` calibrates the float32 model that the OpenVINO backend runs for the checkpoint on a
+labelled split's images, as the live path gives them to the network, then scores the float32 and the int8 model
+through that same path (:class:`~.streaming.StreamingSegmenter`: resize, network, threshold, rules, Dice at each
+label's size). The int8 model is kept beside the float32 one (:func:`~.openvino_cache.quantized_entry`) and run by
+``inference_precision: "int8"`` only when its mean Dice is at most ``tolerance`` below float32's; otherwise only
+the record and its reason are kept, and ``"int8"`` runs float32 with that reason in a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nerveseg.bundle import runs
+from nerveseg.bundle.inference import openvino_cache
+from nerveseg.bundle.inference.backends import OpenVINONetwork
+from nerveseg.bundle.inference.openvino_models import CompiledModel, compile_config
+from nerveseg.bundle.inference.streaming import StreamingSegmenter, labelled_frames, streaming_dice
+from nerveseg.utils.errors import UserInputError
+
+__all__ = ["DICE_TOLERANCE", "quantize_checkpoint"]
+
+DICE_TOLERANCE = 0.005
+"""The largest loss of mean Dice against float32 at which an int8 model is accepted."""
+
+
+def quantize_checkpoint(
+    datalist_file: str | os.PathLike,
+    bundle_root: str | os.PathLike = ".",
+    checkpoint: str | os.PathLike | None = None,
+    configs: Sequence[str | os.PathLike] = ("configs/inference.json",),
+    split: str = "validation",
+    tolerance: float = DICE_TOLERANCE,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Quantize ``checkpoint``'s network to int8 on ``split``'s images, score it, and keep it if Dice holds.
+
+    Args:
+        datalist_file: the datalist whose ``split`` calibrates and scores (the checkpoint's own validation split).
+        bundle_root: the bundle folder holding ``configs/``.
+        checkpoint: the weights; ``None`` is inference.json's ``models/model.pt`` under ``bundle_root``.
+        configs: the config stack, inference.json first; its network, size, threshold and rules are scored.
+        split: the labelled split of ``datalist_file``.
+        tolerance: the largest mean Dice loss against float32 that is accepted.
+        overrides: config ids and values.
+
+    Returns:
+        the record kept beside the model: both models' mean Dice, the change, ``accepted`` and its ``reason``,
+        network milliseconds per image of both (batch 1, median) and the speed-up.
+
+    Raises:
+        UserInputError: NNCF is not installed, the inference cache is off, or a bad checkpoint or datalist.
+    """
+    nncf = _nncf()
+    root = Path(bundle_root).resolve()
+    settings = {**(overrides or {}), "inference_backend": "openvino", "inference_precision": "float32"}
+    if checkpoint is not None:
+        settings["checkpoint_path"] = str(Path(checkpoint).resolve())
+    parser = runs.read_config(runs.config_files(root, *configs), {"bundle_root": str(root), **settings})
+    checkpoint, cache_dir = (
+        parser.get_parsed_content("checkpoint_path"),
+        parser.get_parsed_content("inference_cache_dir"),
+    )
+    if cache_dir is None:
+        raise UserInputError(
+            "inference_cache_dir is None, but the int8 model is kept in the OpenVINO cache beside the checkpoint; "
+            "leave inference_cache_dir at its default (a folder openvino beside the checkpoint)."
+        )
+    segmenter = StreamingSegmenter.from_bundle(root, checkpoint, configs, overrides=settings)
+    pairs = labelled_frames(datalist_file, split)
+    inputs = [segmenter.network_input(frame).clone() for frame, _ in pairs]  # clones: tensors the converter traces
+    runtime = OpenVINONetwork(segmenter.network, torch.float32, checkpoint, cache_dir)
+    float32_model = runtime.converted_model(inputs[0])
+    start = time.perf_counter()
+    int8_model = nncf.quantize(
+        float32_model,
+        nncf.Dataset([x.cpu().numpy() for x in inputs]),
+        subset_size=len(inputs),
+        target_device=nncf.TargetDevice.CPU,
+    )
+    quantize_seconds = time.perf_counter() - start
+    models = {
+        "float32": CompiledModel(float32_model, compile_config(torch.float32)),
+        "int8": CompiledModel(int8_model, compile_config(torch.int8)),
+    }
+    dice = {name: statistics.mean(_dice(segmenter, model, pairs)) for name, model in models.items()}
+    milliseconds = _milliseconds(models, inputs)
+    change = dice["int8"] - dice["float32"]
+    accepted = change >= -tolerance
+    reason = (
+        f"mean Dice {dice['int8']:.4f} against float32's {dice['float32']:.4f} on {len(pairs)} {split} images, a "
+        f"change of {change:+.4f}, {'within' if accepted else 'beyond'} the tolerance {tolerance}."
+    )
+    entry = openvino_cache.entry_path(
+        cache_dir, checkpoint, type(segmenter.network).__name__, tuple(inputs[0].shape[1:])
+    )
+    record = {
+        **openvino_cache.checkpoint_record(checkpoint),
+        "accepted": accepted,
+        "reason": reason,
+        "datalist_file": str(Path(datalist_file).resolve()),
+        "split": split,
+        "images": len(pairs),
+        "dice_float32": dice["float32"],
+        "dice_int8": dice["int8"],
+        "dice_change": change,
+        "tolerance": tolerance,
+        "network_ms_float32": milliseconds["float32"],
+        "network_ms_int8": milliseconds["int8"],
+        "speedup": milliseconds["float32"] / milliseconds["int8"],
+        "threads": torch.get_num_threads(),
+        "quantize_s": quantize_seconds,
+        "nncf": nncf.__version__,
+        "entry": str(openvino_cache.quantized_entry(entry)),
+    }
+    openvino_cache.save_entry(int8_model if accepted else None, openvino_cache.quantized_entry(entry), record)
+    return record
+
+
+def _nncf() -> Any:
+    try:
+        import nncf
+    except ImportError as error:
+        raise UserInputError(
+            f"int8 quantization needs NNCF ({error}); install it with pip install -e '.[int8]'."
+        ) from None
+    return nncf
+
+
+def _dice(segmenter: StreamingSegmenter, model: CompiledModel, pairs: Sequence[Any]) -> list[float]:
+    """``segmenter``'s Dice on ``pairs`` with its inferer's network calls run by ``model``."""
+    accelerated = segmenter.inferer
+    inner = getattr(accelerated, "inferer", accelerated)  # the configured inferer inside AcceleratedInferer
+    segmenter.inferer = lambda images, network: inner(images, model)
+    try:
+        return streaming_dice(segmenter, pairs)
+    finally:
+        segmenter.inferer = accelerated
+
+
+def _milliseconds(models: Mapping[str, CompiledModel], inputs: Sequence[torch.Tensor]) -> dict[str, float]:
+    """Each model's median network milliseconds per image at batch 1 over ``inputs``, the models taking turns."""
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for images in inputs[:1] + list(inputs):  # the first round warms up and is dropped
+        for name, model in models.items():
+            start = time.perf_counter()
+            model(images)
+            times[name].append(1e3 * (time.perf_counter() - start))
+    return {name: statistics.median(values[1:]) for name, values in times.items()}

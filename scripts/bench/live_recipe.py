@@ -1,0 +1,192 @@
+"""``nerveseg bench live-recipe``: what configs/live.json's smaller input and narrower network cost in Dice.
+
+Each recipe is trained with train.json on the league's USGRA-seg split, at the same epochs, batch size and seeds
+(so every recipe sees the same images), and its ``model.pt`` is scored frame by frame through
+:class:`~nerveseg.bundle.inference.streaming.StreamingSegmenter`, the live path, which gives inference.json's masks:
+the challenge Dice at each label's own size, on the validation split (which also chose ``model.pt``'s epoch) and on
+the test split (which nothing chose). The live recipe is compared with the default one by paired per-image
+differences over seeds and images (:func:`~.scoring.paired_bootstrap`).
+
+Resumable: ``live_recipe.json`` gains each run's row as it ends, and the same command skips the runs already there
+with the same settings and config files. A 448x576 run takes about 12 minutes on two CPU cores: run a few seeds or
+one recipe at a time (``--seeds``, ``--recipes``).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+import shutil
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nerveseg.bundle import runs
+from nerveseg.bundle.inference.streaming import StreamingSegmenter, labelled_frames, streaming_dice
+from nerveseg.scripts.bench.league import DATASETS, QUICK_RECIPE, config_digest, prepare_split
+from nerveseg.scripts.bench.machine import describe_machine
+from nerveseg.scripts.bench.results import mean_sd, write_results
+from nerveseg.scripts.bench.scoring import paired_bootstrap
+from nerveseg.utils.errors import UserInputError
+
+__all__ = ["LIVE_RECIPES", "live_recipe", "live_recipe_markdown"]
+
+LIVE_RECIPES: dict[str, tuple[list[str], dict[str, Any]]] = {
+    "default": ([], {}),
+    "default network at 224x288": ([], {"image_size": [224, 288]}),
+    "live (configs/live.json)": (["configs/live.json"], {}),
+}
+"""Recipe name to (override files stacked on train.json and inference.json, id-value overrides)."""
+
+BASELINE, CANDIDATE = "default", "live (configs/live.json)"
+SPLITS = ("validation", "test")
+
+
+def live_recipe(
+    data_root: str = "../shared/data",
+    out: str = "outputs/bench",
+    bundle_root: str = ".",
+    seeds: Sequence[int] = (0, 1, 2),
+    recipes: Sequence[str] = tuple(LIVE_RECIPES),
+    num_epochs: int = DATASETS["usgra_seg"]["num_epochs"],
+    tolerance: float = 0.01,
+    quick: bool = False,
+) -> dict[str, Any]:
+    """Train and score each recipe of :data:`LIVE_RECIPES` per seed; write ``live_recipe.json`` and ``.md``.
+
+    Args:
+        data_root: the folder holding ``usgra_seg/``.
+        out: folder of the results; the runs go in ``out/live_recipe/``.
+        bundle_root: the bundle folder holding ``configs/``.
+        seeds: one run of each recipe per seed.
+        recipes: names of :data:`LIVE_RECIPES` to run.
+        num_epochs: every recipe's training epochs (default: the league's for USGRA-seg).
+        tolerance: the largest Dice loss of the live recipe against the default one that the goal allows.
+        quick: a handful of images, 64x64-sized runs of two epochs, seed 0 (a smoke run; do not quote it).
+    """
+    recipes = [recipes] if isinstance(recipes, str) else list(recipes)  # fire gives one name as a string
+    seeds = [0] if quick else ([seeds] if isinstance(seeds, int) else list(seeds))
+    unknown = [name for name in recipes if name not in LIVE_RECIPES]
+    if unknown:
+        raise UserInputError(f"Unknown recipes {unknown}; choose from {list(LIVE_RECIPES)}.")
+    source = Path(data_root) / "usgra_seg"
+    if not (source / "images").is_dir():
+        raise UserInputError(f"{source / 'images'} not found; pass --data_root, the folder holding usgra_seg/.")
+    folder = Path(out).resolve()
+    name = "live_recipe_quick" if quick else "live_recipe"
+    datalist = prepare_split(source, folder / name / "data", DATASETS["usgra_seg"]["prepare"], quick)
+    frames = {split: labelled_frames(datalist, split) for split in SPLITS}
+    settings = {"num_epochs": 2 if quick else int(num_epochs), "tolerance": tolerance}
+    result = _previous_result(folder / f"{name}.json", settings)
+    for recipe in recipes:
+        files, overrides = LIVE_RECIPES[recipe]
+        if quick:
+            overrides = {**overrides, "image_size": QUICK_RECIPE["image_size"]}
+        digest = config_digest(bundle_root, ["configs/train.json", "configs/inference.json", *files])
+        for seed in seeds:
+            key = {"recipe": recipe, "seed": seed, "overrides": overrides, "configs": digest}
+            if any(all(row.get(k) == v for k, v in key.items()) for row in result["rows"]):
+                print(f"{recipe} | seed {seed}: in {name}.json already, skipped.", flush=True)
+                continue
+            run = folder / name / "runs" / re.sub(r"\W+", "_", recipe).strip("_") / f"seed{seed}"
+            shutil.rmtree(run, ignore_errors=True)  # a stopped run's files
+            start = time.perf_counter()
+            runs.train(
+                bundle_root,
+                ["configs/train.json", *files],
+                run,
+                seed=seed,
+                datalist_file=str(datalist),
+                num_epochs=settings["num_epochs"],
+                **overrides,
+            )
+            seconds = time.perf_counter() - start
+            gc.collect()
+            segmenter = StreamingSegmenter.from_bundle(
+                bundle_root, run / "models" / "model.pt", ["configs/inference.json", *files]
+            )
+            dice = {split: streaming_dice(segmenter, frames[split]) for split in SPLITS}
+            result["rows"] = [r for r in result["rows"] if (r["recipe"], r["seed"]) != (recipe, seed)]
+            result["rows"].append(
+                {**key, "dice": dice, "train_seconds": seconds, "machine": describe_machine()["summary"]}
+            )
+            means = ", ".join(f"{split} {statistics.mean(values):.4f}" for split, values in dice.items())
+            print(f"{recipe} | seed {seed}: {means} ({seconds:.0f} s)", flush=True)
+            result["comparison"] = _comparison(result["rows"], tolerance)
+            write_results(folder, name, result, live_recipe_markdown(result))
+    return result
+
+
+def _comparison(rows: Sequence[dict[str, Any]], tolerance: float) -> dict[str, Any]:
+    """Each other recipe minus the default, per split: the paired mean difference and its 95% interval over the
+    seeds both ran, and whether the interval's low end is within ``tolerance``."""
+    comparison: dict[str, Any] = {}
+    baseline = {row["seed"]: row["dice"] for row in rows if row["recipe"] == BASELINE}
+    for recipe in dict.fromkeys(row["recipe"] for row in rows if row["recipe"] != BASELINE):
+        other = {row["seed"]: row["dice"] for row in rows if row["recipe"] == recipe}
+        seeds = sorted(set(baseline) & set(other))
+        if not seeds:
+            continue
+        comparison[recipe] = {"seeds": seeds}
+        for split in SPLITS:
+            differences = [np.subtract(other[s][split], baseline[s][split]) for s in seeds]
+            mean, low, high = paired_bootstrap(differences)
+            comparison[recipe][split] = {"mean": mean, "low": low, "high": high, "within_tolerance": low >= -tolerance}
+    return comparison
+
+
+def _previous_result(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The results of earlier batches with the same settings, or a fresh result."""
+    fresh = {"machine": describe_machine(), "settings": settings, "rows": [], "comparison": {}}
+    if not path.is_file():
+        return fresh
+    try:
+        previous = json.loads(path.read_text())
+        rows, previous_settings = previous["rows"], previous["settings"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise UserInputError(
+            f"{path} is not a live-recipe result ({error}); move it away or pass another --out."
+        ) from None
+    if previous_settings != settings:
+        raise UserInputError(
+            f"{path} holds runs with settings {previous_settings}, not {settings}; move it away or pass another --out."
+        )
+    return {**fresh, "rows": rows}
+
+
+def live_recipe_markdown(result: dict[str, Any]) -> str:
+    """Each recipe's Dice per split (mean ± sd over seeds of the per-seed mean) and its paired change."""
+    settings = result["settings"]
+    lines = [
+        "# nerveseg bench live-recipe",
+        "",
+        f"Measured {result['machine']['summary']}. USGRA-seg, the league's split; every recipe trained with "
+        f"train.json for {settings['num_epochs']} epochs on the same images and seeds; model.pt scored through the "
+        "live path (StreamingSegmenter: inference.json's masks) at each label's own size. Validation chose model.pt's "
+        "epoch; test did not. Δ: minus the default recipe, paired by seed and image, 95% interval from a two-level "
+        f"bootstrap; the goal allows a loss of at most {settings['tolerance']}.",
+        "",
+        "| recipe | validation Dice | test Dice | Δ validation [95%] | Δ test [95%] | n | train s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for recipe in dict.fromkeys(row["recipe"] for row in result["rows"]):
+        rows = [row for row in result["rows"] if row["recipe"] == recipe]
+        means = {split: mean_sd([statistics.mean(row["dice"][split]) for row in rows]) for split in SPLITS}
+        change = result["comparison"].get(recipe, {})
+        delta = {
+            split: f"{change[split]['mean']:+.4f} [{change[split]['low']:+.4f}, {change[split]['high']:+.4f}]"
+            if split in change
+            else "-"
+            for split in SPLITS
+        }
+        seconds = statistics.mean(row["train_seconds"] for row in rows)
+        lines.append(
+            f"| {recipe} | {means['validation']} | {means['test']} | {delta['validation']} | {delta['test']} | "
+            f"{len(rows)} | {seconds:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
