@@ -92,7 +92,8 @@ def bench(part: str | None = None, **options: Any) -> None:
         live-recipe: configs/live.json's recipe against the default one (and the default network at 224x288),
             trained alike on USGRA-seg and scored through the live path at the label's size, validation and test
             Dice with paired intervals. Resumable, a row per run. Options: --data_root, --out, --bundle_root,
-            --seeds, --recipes, --num_epochs, --tolerance, --quick.
+            --seeds, --recipes, --num_epochs, --tolerance, --int8 (quantize each run and report int8's Dice change
+            and speed-up), --quick.
         asme-curve: ASME's Dice and cost at each early-stop agreement against full ASME and one view, on trained
             checkpoints' validation images, and which agreements meet the target. Options: --datalist_file,
             --checkpoints, --image_size (all required), --bundle_root, --stop_agreements, --repeats, --max_cost,

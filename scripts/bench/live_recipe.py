@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from nerveseg.bundle import runs
+from nerveseg.bundle.inference.quantization import quantize_checkpoint
 from nerveseg.bundle.inference.streaming import StreamingSegmenter, labelled_frames, streaming_dice
 from nerveseg.scripts.bench.league import DATASETS, QUICK_RECIPE, config_digest, prepare_split
 from nerveseg.scripts.bench.machine import describe_machine
@@ -55,6 +56,7 @@ def live_recipe(
     recipes: Sequence[str] = tuple(LIVE_RECIPES),
     num_epochs: int = DATASETS["usgra_seg"]["num_epochs"],
     tolerance: float = 0.01,
+    int8: bool = False,
     quick: bool = False,
 ) -> dict[str, Any]:
     """Train and score each recipe of :data:`LIVE_RECIPES` per seed; write ``live_recipe.json`` and ``.md``.
@@ -67,6 +69,8 @@ def live_recipe(
         recipes: names of :data:`LIVE_RECIPES` to run.
         num_epochs: every recipe's training epochs (default: the league's for USGRA-seg).
         tolerance: the largest Dice loss of the live recipe against the default one that the goal allows.
+        int8: also quantize each run's model (``nerveseg quantize`` on the validation split; runs already in the
+            results are quantized where they have no int8 figures yet) and report int8's Dice change and speed-up.
         quick: a handful of images, 64x64-sized runs of two epochs, seed 0 (a smoke run; do not quote it).
     """
     recipes = [recipes] if isinstance(recipes, str) else list(recipes)  # fire gives one name as a string
@@ -90,36 +94,60 @@ def live_recipe(
         digest = config_digest(bundle_root, ["configs/train.json", "configs/inference.json", *files])
         for seed in seeds:
             key = {"recipe": recipe, "seed": seed, "overrides": overrides, "configs": digest}
-            if any(all(row.get(k) == v for k, v in key.items()) for row in result["rows"]):
+            run = folder / name / "runs" / re.sub(r"\W+", "_", recipe).strip("_") / f"seed{seed}"
+            row = next((r for r in result["rows"] if all(r.get(k) == v for k, v in key.items())), None)
+            if row is None:
+                row = {**key, **_train_and_score(bundle_root, run, files, overrides, seed, datalist, frames, settings)}
+                result["rows"] = [r for r in result["rows"] if (r["recipe"], r["seed"]) != (recipe, seed)] + [row]
+            elif not int8 or "int8" in row:
                 print(f"{recipe} | seed {seed}: in {name}.json already, skipped.", flush=True)
                 continue
-            run = folder / name / "runs" / re.sub(r"\W+", "_", recipe).strip("_") / f"seed{seed}"
-            shutil.rmtree(run, ignore_errors=True)  # a stopped run's files
-            start = time.perf_counter()
-            runs.train(
-                bundle_root,
-                ["configs/train.json", *files],
-                run,
-                seed=seed,
-                datalist_file=str(datalist),
-                num_epochs=settings["num_epochs"],
-                **overrides,
-            )
-            seconds = time.perf_counter() - start
-            gc.collect()
-            segmenter = StreamingSegmenter.from_bundle(
-                bundle_root, run / "models" / "model.pt", ["configs/inference.json", *files]
-            )
-            dice = {split: streaming_dice(segmenter, frames[split]) for split in SPLITS}
-            result["rows"] = [r for r in result["rows"] if (r["recipe"], r["seed"]) != (recipe, seed)]
-            result["rows"].append(
-                {**key, "dice": dice, "train_seconds": seconds, "machine": describe_machine()["summary"]}
-            )
-            means = ", ".join(f"{split} {statistics.mean(values):.4f}" for split, values in dice.items())
-            print(f"{recipe} | seed {seed}: {means} ({seconds:.0f} s)", flush=True)
+            if int8 and "int8" not in row:
+                row["int8"] = _int8(bundle_root, run, files, datalist)
+                print(f"{recipe} | seed {seed}: int8 {row['int8']['reason']}", flush=True)
             result["comparison"] = _comparison(result["rows"], tolerance)
             write_results(folder, name, result, live_recipe_markdown(result))
     return result
+
+
+def _train_and_score(
+    bundle_root: str,
+    run: Path,
+    files: Sequence[str],
+    overrides: dict[str, Any],
+    seed: int,
+    datalist: Path,
+    frames: dict[str, Any],
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """Train one recipe and seed into ``run`` and score its ``model.pt`` through the live path on each split."""
+    shutil.rmtree(run, ignore_errors=True)  # a stopped run's files
+    start = time.perf_counter()
+    runs.train(
+        bundle_root,
+        ["configs/train.json", *files],
+        run,
+        seed=seed,
+        datalist_file=str(datalist),
+        num_epochs=settings["num_epochs"],
+        **overrides,
+    )
+    seconds = time.perf_counter() - start
+    gc.collect()
+    segmenter = StreamingSegmenter.from_bundle(
+        bundle_root, run / "models" / "model.pt", ["configs/inference.json", *files]
+    )
+    dice = {split: streaming_dice(segmenter, frames[split]) for split in SPLITS}
+    means = ", ".join(f"{split} {statistics.mean(values):.4f}" for split, values in dice.items())
+    print(f"{run}: {means} ({seconds:.0f} s)", flush=True)
+    return {"dice": dice, "train_seconds": seconds, "machine": describe_machine()["summary"]}
+
+
+def _int8(bundle_root: str, run: Path, files: Sequence[str], datalist: Path) -> dict[str, Any]:
+    """``nerveseg quantize`` of the run's ``model.pt`` on the validation split: int8's Dice change and speed-up."""
+    record = quantize_checkpoint(datalist, bundle_root, run / "models" / "model.pt", ["configs/inference.json", *files])
+    keys = ("accepted", "reason", "dice_float32", "dice_int8", "dice_change", "network_ms_float32", "network_ms_int8")
+    return {key: record[key] for key in (*keys, "speedup", "threads")}
 
 
 def _comparison(rows: Sequence[dict[str, Any]], tolerance: float) -> dict[str, Any]:
@@ -189,4 +217,24 @@ def live_recipe_markdown(result: dict[str, Any]) -> str:
             f"| {recipe} | {means['validation']} | {means['test']} | {delta['validation']} | {delta['test']} | "
             f"{len(rows)} | {seconds:.0f} |"
         )
+    quantized = [row for row in result["rows"] if "int8" in row]
+    if quantized:
+        lines += [
+            "",
+            "int8 (nerveseg quantize on the validation split, which calibrates and scores): validation Dice change "
+            "against OpenVINO float32 and the network's speed-up at batch 1, mean ± sd over seeds.",
+            "",
+            "| recipe | accepted | Dice change | network ms float32 | network ms int8 | speed-up |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for recipe in dict.fromkeys(row["recipe"] for row in quantized):
+            runs_int8 = [row["int8"] for row in quantized if row["recipe"] == recipe]
+            accepted = sum(bool(r["accepted"]) for r in runs_int8)
+            change = mean_sd([r["dice_change"] for r in runs_int8], signed=True)
+            lines.append(
+                f"| {recipe} | {accepted}/{len(runs_int8)} | {change}"
+                f" | {statistics.mean(r['network_ms_float32'] for r in runs_int8):.1f}"
+                f" | {statistics.mean(r['network_ms_int8'] for r in runs_int8):.1f}"
+                f" | {statistics.mean(r['speedup'] for r in runs_int8):.2f}x |"
+            )
     return "\n".join(lines) + "\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 
@@ -175,3 +176,28 @@ def test_live_part_times_each_backend_frame_by_frame(tmp_path):
     assert result["frame_size"] == [420, 580] and all(row["frames"] == 5 for row in result["rows"])
     assert all(0 < row["p50_ms"] <= row["p99_ms"] for row in result["rows"])
     assert "| 64x96 | torch (inference.json) |" in (tmp_path / "live.md").read_text()
+
+
+@pytest.mark.slow
+def test_live_recipe_part_trains_scores_and_quantizes_each_recipe_once(tmp_path):
+    pytest.importorskip("nncf", reason="int8 comes with the int8 extra")
+    from nerveseg.scripts.bench.live_recipe import BASELINE, CANDIDATE, live_recipe
+
+    options = {"data_root": str(SHARED_DATA), "out": str(tmp_path), "bundle_root": str(BUNDLE_ROOT), "quick": True}
+    result = live_recipe(recipes=[BASELINE, CANDIDATE], **options)
+    rows = {row["recipe"]: row for row in result["rows"]}
+    assert set(rows) == {BASELINE, CANDIDATE} and all("int8" not in row for row in rows.values())
+    datalist = json.loads((tmp_path / "live_recipe_quick" / "data" / "datalist.json").read_text())
+    assert [len(rows[BASELINE]["dice"][split]) for split in ("validation", "test")] == [
+        len(datalist["validation"]),
+        len(datalist["test"]),
+    ]
+    change = result["comparison"][CANDIDATE]["test"]
+    assert change["low"] <= change["mean"] <= change["high"]
+
+    again = live_recipe(recipes=[BASELINE, CANDIDATE], int8=True, **options)  # no training: int8 figures only
+    assert [row["train_seconds"] for row in again["rows"]] == [row["train_seconds"] for row in result["rows"]]
+    for row in again["rows"]:
+        assert row["int8"]["dice_change"] == pytest.approx(row["int8"]["dice_int8"] - row["int8"]["dice_float32"])
+        assert row["int8"]["speedup"] > 0
+    assert re.search(r"\| live \(configs/live.json\) \| [01]/1 \|", (tmp_path / "live_recipe_quick.md").read_text())
