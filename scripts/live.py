@@ -25,7 +25,7 @@ from nerveseg.scripts.bench.machine import describe_machine
 from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import atomic_path, write_json_atomically
 
-__all__ = ["FRAME_SUFFIXES", "latency_summary", "live", "outlined"]
+__all__ = ["FRAME_SUFFIXES", "backend_name", "latency_summary", "live", "outlined"]
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 """The image files a folder of frames is read from, in name order."""
@@ -83,7 +83,7 @@ def live(
     summary = {
         "source": str(source_path),
         "size": list(segmenter.image_size),
-        "backend": _backend(segmenter),
+        "backend": backend_name(segmenter),
         **latency_summary(rows),
         "machine": describe_machine(),
     }
@@ -110,7 +110,7 @@ def latency_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _backend(segmenter: StreamingSegmenter) -> str:
+def backend_name(segmenter: StreamingSegmenter) -> str:
     """What ran the network: ``openvino``/``torch`` as the inferer's backend resolves on the network's device."""
     backend = getattr(segmenter.inferer, "backend", "torch")
     return resolve_backend(backend, segmenter.device)

@@ -50,7 +50,7 @@ def bench(part: str | None = None, **options: Any) -> None:
 
     Usage: ``nerveseg bench [PART] [--option value ...]``; ``nerveseg bench PART --help`` describes a part.
 
-    No part, the suite: latency, asme, peer, training, quality and quickstart (quality only where ``--data``
+    No part, the suite: latency, asme, peer, training, live, quality and quickstart (quality only where ``--data``
     exists; neither quality nor quickstart with ``--quick``) into ``bench.json`` (headline ratios at the top
     level) and ``bench.md``.
     Options: --out, --quick (a smoke run in about a minute; do not quote it), --bundle_root, --data (USGRA-seg,

@@ -21,14 +21,18 @@ from PIL import Image
 
 from nerveseg.bundle import runs
 from nerveseg.bundle.data.synthetic import default_dataset_dir
+from nerveseg.bundle.inference.accelerated import resolve_precision
 from nerveseg.bundle.inference.openvino_models import openvino_supports
 from nerveseg.bundle.inference.streaming import StreamingSegmenter
 from nerveseg.bundle.trained_settings import write_trained_settings
 from nerveseg.scripts.bench.machine import describe_machine, unimportable
 from nerveseg.scripts.bench.results import write_results
-from nerveseg.scripts.live import latency_summary
+from nerveseg.scripts.live import backend_name, latency_summary
 
-__all__ = ["LIVE_PATHS", "live_latency", "live_markdown"]
+__all__ = ["LIVE_CONFIGS", "LIVE_PATHS", "live_latency", "live_markdown", "live_suite_markdown", "measure_live"]
+
+LIVE_CONFIGS = ("configs/inference.json", "configs/live.json")
+"""The live recipe's config stack, which the suite's ``live_ms_p50`` and ``live_ms_p99`` time."""
 
 LIVE_PATHS = {
     "torch (inference.json)": {"inference_backend": "torch"},
@@ -95,6 +99,44 @@ def live_latency(
     return result
 
 
+def measure_live(bundle_root: Path, folder: Path, quick: bool = False) -> dict[str, Any]:
+    """configs/live.json's live path as ``nerveseg live`` runs it (its backend and precision, random weights) on
+    :func:`_frames`' consecutive frames: the suite's ``live_ms_p50`` and ``live_ms_p99``, the first frame apart.
+
+    Args:
+        bundle_root: the bundle folder holding ``configs/``.
+        folder: where the random-weights checkpoint is written.
+        quick: 5 frames (a smoke run).
+    """
+    parser = runs.read_config(runs.config_files(bundle_root, *LIVE_CONFIGS))
+    size = parser.get_parsed_content("image_size")
+    checkpoint = _checkpoint(bundle_root, folder / "x".join(map(str, size)), size, {}, LIVE_CONFIGS)
+    segmenter = StreamingSegmenter.from_bundle(bundle_root, checkpoint, LIVE_CONFIGS)
+    times = []
+    for frame in _frames(5 if quick else 100):
+        start = time.perf_counter()
+        segmenter(frame)
+        times.append({"ms": 1e3 * (time.perf_counter() - start)})
+    precision = parser.get_parsed_content("inference_precision")
+    return {
+        "configs": list(LIVE_CONFIGS),
+        "size": list(size),
+        "backend": backend_name(segmenter),
+        "precision": str(resolve_precision(precision, segmenter.device)).removeprefix("torch."),
+        **latency_summary(times),
+    }
+
+
+def live_suite_markdown(result: dict[str, Any]) -> list[str]:
+    """The suite's line on :func:`measure_live`."""
+    return [
+        f"Live path ({' + '.join(result['configs'])}, {'x'.join(map(str, result['size']))}, {result['backend']} "
+        f"{result['precision']}), decoded 580x420 frame to mask over {result['frames']} frames: p50 "
+        f"{result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, {result['frames_per_second']:.1f} frames per "
+        f"second; first frame {result['first_ms']:.0f} ms."
+    ]
+
+
 def live_markdown(result: dict[str, Any]) -> list[str]:
     """Per size and backend: the median and 99th percentile ms per frame, frames per second and the first frame."""
     height, width = result["frame_size"]
@@ -139,9 +181,15 @@ def _frames(count: int) -> list[np.ndarray]:
     return frames
 
 
-def _checkpoint(root: Path, folder: Path, size: Sequence[int], overrides: Mapping[str, Any]) -> Path:
-    """inference.json's network (with ``overrides``) with seeded random weights, saved as if trained at ``size``."""
-    parser = runs.read_config(runs.config_files(root, "configs/inference.json"), overrides)
+def _checkpoint(
+    root: Path,
+    folder: Path,
+    size: Sequence[int],
+    overrides: Mapping[str, Any],
+    configs: Sequence[str] = ("configs/inference.json",),
+) -> Path:
+    """The network of ``configs`` (with ``overrides``) with seeded random weights, saved as if trained at ``size``."""
+    parser = runs.read_config(runs.config_files(root, *configs), overrides)
     torch.manual_seed(0)
     network = parser.get_parsed_content("network_def")
     folder.mkdir(parents=True, exist_ok=True)

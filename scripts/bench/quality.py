@@ -4,6 +4,7 @@ and the default (accelerated) inference paths, so a faster path is seen not to c
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
 import os
 import statistics
@@ -14,6 +15,7 @@ from typing import Any
 
 from nerveseg.bundle import runs
 from nerveseg.bundle.data.prepare import prepare
+from nerveseg.bundle.inference.quantization import quantize_checkpoint
 from nerveseg.scripts.bench.results import sample_sd
 
 __all__ = ["QUALITY_RECIPE", "measure_quality", "quality_markdown"]
@@ -56,10 +58,12 @@ def measure_quality(
                 image_size=recipe["image_size"],
             )
             row[f"dice_{name}"] = summary["mean_dice"]
+        row["int8"] = _int8(bundle_root, run / "models" / "model.pt", datalist)
         rows.append(row)
         print(json.dumps(row), flush=True)
     eager = statistics.mean(r["dice_eager"] for r in rows)
     default = statistics.mean(r["dice_default_path"] for r in rows)
+    int8 = [r["int8"] for r in rows if "skipped" not in r["int8"]]
     return {
         "data": str(data),
         "image_size": list(recipe["image_size"]),
@@ -71,23 +75,48 @@ def measure_quality(
         "sd_dice_default_path": sample_sd([r["dice_default_path"] for r in rows]),
         "default_minus_eager": default - eager,
         "train_s_total": sum(r["train_s"] for r in rows),
+        "int8_dice_delta": statistics.mean(r["dice_change"] for r in int8) if int8 else None,
+        "int8_speedup": statistics.mean(r["speedup"] for r in int8) if int8 else None,
     }
 
 
+def _int8(bundle_root: str | os.PathLike, checkpoint: Path, datalist: Path) -> dict[str, Any]:
+    """``nerveseg quantize`` of a quality run's model on its validation split (its Dice change against OpenVINO
+    float32 and the network's speed-up), or why it was skipped."""
+    if importlib.util.find_spec("nncf") is None:
+        return {"skipped": "NNCF is not installed; install the int8 extra: pip install -e '.[int8]'"}
+    record = quantize_checkpoint(datalist, bundle_root, checkpoint)
+    return {key: record[key] for key in ("accepted", "dice_float32", "dice_int8", "dice_change", "speedup")}
+
+
 def quality_markdown(result: dict[str, Any]) -> list[str]:
-    """The recipe, and per seed the validation mean Dice of both paths and the training time."""
+    """The recipe, and per seed the validation mean Dice of both paths, int8's change and speed-up, and the training
+    time."""
     q = result
     seeds = [r["seed"] for r in q["runs"]]
     lines = [
         f"Quality: train.json on {q['data']} (nerve), {q['image_size'][0]}x{q['image_size'][1]}, {q['epochs']} epochs, "
         f"lr {q['learning_rate']}, seeds {seeds}; {q['train_s_total'] / 60:.1f} min of training in all.",
         "",
-        "| seed | val mean Dice, eager fp32 | val mean Dice, default path | training s |",
-        "|---:|---:|---:|---:|",
+        "| seed | val mean Dice, eager fp32 | val mean Dice, default path | int8 Dice change | int8 speed-up | "
+        "training s |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
+    for r in q["runs"]:
+        int8 = r.get("int8", {"skipped": "not measured"})
+        change, speedup = (
+            ("-", "-") if "skipped" in int8 else (f"{int8['dice_change']:+.4f}", f"{int8['speedup']:.2f}x")
+        )
+        lines.append(
+            f"| {r['seed']} | {r['dice_eager']:.4f} | {r['dice_default_path']:.4f} | {change} | {speedup} | "
+            f"{r['train_s']:.0f} |"
+        )
+    lines.append(f"| mean | {q['mean_dice_eager']:.4f} | {q['mean_dice_default_path']:.4f} | | | |")
+    skipped = {r["int8"]["skipped"] for r in q["runs"] if "skipped" in r.get("int8", {})}
+    lines += ["", *(f"int8 skipped: {reason}" for reason in skipped)] if skipped else []
     lines += [
-        f"| {r['seed']} | {r['dice_eager']:.4f} | {r['dice_default_path']:.4f} | {r['train_s']:.0f} |"
-        for r in q["runs"]
+        "",
+        "int8: nerveseg quantize on the validation split (which calibrates and scores): mean Dice through the live "
+        "path against OpenVINO float32, and the network's speed-up at batch 1.",
     ]
-    lines.append(f"| mean | {q['mean_dice_eager']:.4f} | {q['mean_dice_default_path']:.4f} | |")
     return lines

@@ -10,10 +10,13 @@ The suite's parts, each also runnable alone (``nerveseg bench PART``):
 - ``peer``: segmentation_models_pytorch's ``Unet`` (EfficientNet-b1) against our FlexibleUNet-b1, same input.
 - ``training``: training throughput at 448x576 with train.json's transforms and loader, the share of each step
   spent waiting for data, and the trainer's step against a bare PyTorch loop of the same step.
+- ``live``: configs/live.json's live path from decoded frame to mask, as ``nerveseg live`` runs it (its backend and
+  precision), on consecutive 580x420 frames; ``nerveseg bench live`` alone times every size and backend.
 - ``quality``: the default recipe trained on the USGRA nerve images at a reduced size, evaluated with the eager and
   the default (accelerated) inference paths; and ASME's Dice/cost curve over its early-stop agreement on the
   validation images with the first seed's network (which gives ``asme_ratio_cpu``, the shipped early stop's cost
-  on real images; without the quality part it is measured on a random image).
+  on real images; without the quality part it is measured on a random image); and each seed's model quantized to
+  int8 on its validation split (``int8_dice_delta``, ``int8_speedup``; with the int8 extra).
 - ``quickstart``: the README's Quick start training command, timed from a cold data cache.
 
 The suite writes ``bench.json`` (with the headline ratios at the top level) and ``bench.md``; a part run alone
@@ -38,6 +41,7 @@ from nerveseg.scripts.bench.asme_timing import (
 )
 from nerveseg.scripts.bench.execution_paths import default_path, inference_settings
 from nerveseg.scripts.bench.latency import fast_vs_eager_ratio, latency_markdown, measure_latency
+from nerveseg.scripts.bench.live_latency import live_suite_markdown, measure_live
 from nerveseg.scripts.bench.machine import describe_machine
 from nerveseg.scripts.bench.peer_comparison import measure_peer, peer_markdown
 from nerveseg.scripts.bench.quality import measure_quality, quality_markdown
@@ -51,7 +55,7 @@ from nerveseg.utils.files import read_state_dict
 
 __all__ = ["SUITE_PARTS", "asme", "latency", "markdown", "peer", "quality", "run_suite", "training"]
 
-SUITE_PARTS = ("latency", "asme", "peer", "training", "quality", "quickstart")
+SUITE_PARTS = ("latency", "asme", "peer", "training", "live", "quality", "quickstart")
 
 HEADLINES = {
     "peer_ratio": "peer",
@@ -60,7 +64,11 @@ HEADLINES = {
     "asme_full_ratio_cpu": "asme",
     "trainer_overhead_ratio": "training",
     "data_wait_fraction": "training",
+    "live_ms_p50": "live",
+    "live_ms_p99": "live",
     "quality_mean_dice": "quality",
+    "int8_dice_delta": "quality",
+    "int8_speedup": "quality",
     "quickstart_seconds": "quickstart",
 }
 """The top-level numbers of ``bench.json``, in their order, and the part that fills each."""
@@ -137,9 +145,14 @@ def run_suite(
         results["data_wait_fraction"] = results["training"]["data_wait_fraction"]
         results["trainer_overhead"] = measure_trainer_overhead(root, folder / "trainer_overhead", quick)
         results["trainer_overhead_ratio"] = results["trainer_overhead"]["trainer_overhead_ratio"]
+    if "live" in selected:
+        results["live"] = measure_live(root, folder / "live", quick)
+        results["live_ms_p50"], results["live_ms_p99"] = results["live"]["p50_ms"], results["live"]["p99_ms"]
     if "quality" in selected:
         results["quality"] = measure_quality(root, Path(data), folder / "quality", seeds[:1] if quick else seeds, quick)
         results["quality_mean_dice"] = results["quality"]["mean_dice_default_path"]
+        results["int8_dice_delta"] = results["quality"]["int8_dice_delta"]
+        results["int8_speedup"] = results["quality"]["int8_speedup"]
         results["asme_curve"] = _asme_curve(root, folder / "quality", results["quality"])
         shipped = shipped_asme(root).stop_agreement
         point = next(p for p in results["asme_curve"]["points"] if p["stop_agreement"] == shipped)
@@ -184,6 +197,7 @@ def markdown(results: dict[str, Any], title: str = "nerveseg bench") -> str:
         ("peer", peer_markdown),
         ("training", training_markdown),
         ("trainer_overhead", trainer_overhead_markdown),
+        ("live", live_suite_markdown),
         ("quality", quality_markdown),
         ("asme_curve", asme_curve_markdown),
         ("quickstart", quickstart_markdown),

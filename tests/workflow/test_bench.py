@@ -41,7 +41,9 @@ def test_quick_suite_writes_bench_json_with_the_headline_numbers(tmp_path):
     assert bench_json["machine"]["threads"] >= 1 and bench_json["machine"]["torch"]
     assert bench_json["fast_vs_eager_ratio"] > 0 and bench_json["asme_ratio_cpu"] > 0
     assert 0 <= bench_json["data_wait_fraction"] < 1
+    assert 0 < bench_json["live_ms_p50"] <= bench_json["live_ms_p99"] and bench_json["live"]["size"] == [224, 288]
     assert bench_json["quality_mean_dice"] is None  # quick mode runs quality only when it is named
+    assert bench_json["int8_dice_delta"] is None and bench_json["int8_speedup"] is None
     if importlib.util.find_spec("segmentation_models_pytorch") is None:
         assert bench_json["peer_ratio"] is None and "benchmark extra" in bench_json["peer"]["skipped"]
     else:
@@ -68,7 +70,12 @@ def test_quality_part_trains_and_evaluates_both_paths(tmp_path):
     assert result["quality_mean_dice"] == quality["mean_dice_default_path"] == run["dice_default_path"]
     assert (out / "quality" / "seed0" / "eval_eager" / "eval" / "summary.json").is_file()
     assert (out / "quality" / "seed0" / "eval_default" / "eval" / "summary.json").is_file()
-    assert set(HEADLINES) & set(result) == {"quality_mean_dice", "asme_ratio_cpu"} and "latency" not in result
+    assert set(HEADLINES) & set(result) == {"quality_mean_dice", "asme_ratio_cpu", "int8_dice_delta", "int8_speedup"}
+    assert "latency" not in result
+    if importlib.util.find_spec("nncf") is None:
+        assert result["int8_speedup"] is None and "int8 extra" in run["int8"]["skipped"]
+    else:
+        assert result["int8_dice_delta"] == run["int8"]["dice_change"] and result["int8_speedup"] > 0
     curve = result["asme_curve"]  # the early stop's cost on the validation images, with the first seed's network
     assert curve["seed"] == 0 and [p["stop_agreement"] for p in curve["points"]][-1] is None
     shipped = next(p for p in curve["points"] if p["stop_agreement"] == 0.9)
