@@ -29,6 +29,7 @@ PARTS = {
     "live": "live_latency:live_latency",
     "asme-curve": "asme_curve:asme_curve",
     "live-recipe": "live_recipe:live_recipe",
+    "live-smoothing": "live_smoothing:live_smoothing",
 }
 """Part name to ``module:function`` in this package (imported when the part runs, so other commands start fast)."""
 
@@ -94,6 +95,10 @@ def bench(part: str | None = None, **options: Any) -> None:
             Dice with paired intervals. Resumable, a row per run. Options: --data_root, --out, --bundle_root,
             --seeds, --recipes, --num_epochs, --tolerance, --int8 (quantize each run and report int8's Dice change
             and speed-up), --quick.
+        live-smoothing: whether averaging probabilities over consecutive frames (nerveseg live --smoothing) raises
+            Dice: a checkpoint on its validation subjects' frames in order (the Quick start's by default), paired
+            change per frame against no smoothing. Options: --checkpoint, --dataset_dir, --configs, --smoothings,
+            --seed, --bundle_root, --out, --overrides.
         asme-curve: ASME's Dice and cost at each early-stop agreement against full ASME and one view, on trained
             checkpoints' validation images, and which agreements meet the target. Options: --datalist_file,
             --checkpoints, --image_size (all required), --bundle_root, --stop_agreements, --repeats, --max_cost,

@@ -208,3 +208,23 @@ def test_live_recipe_part_trains_scores_and_quantizes_each_recipe_once(tmp_path)
         assert row["int8"]["dice_change"] == pytest.approx(row["int8"]["dice_int8"] - row["int8"]["dice_float32"])
         assert row["int8"]["speedup"] > 0
     assert re.search(r"\| live \(configs/live.json\) \| [01]/1 \|", (tmp_path / "live_recipe_quick.md").read_text())
+
+
+@pytest.mark.slow
+def test_live_smoothing_part_pairs_each_weight_with_no_smoothing(tmp_path, tiny_dataset):
+    from conftest import TINY_NETWORK, tiny_checkpoint
+    from nerveseg.scripts.bench.live_smoothing import live_smoothing
+
+    checkpoint = tiny_checkpoint(tmp_path / "models", [32, 48])
+    result = live_smoothing(
+        str(checkpoint),
+        str(tiny_dataset),
+        configs=["configs/inference.json"],
+        smoothings=[0.5],
+        bundle_root=str(BUNDLE_ROOT),
+        out=str(tmp_path),
+        overrides={"network_def": TINY_NETWORK, "inference_backend": "torch"},
+    )
+    assert [row["smoothing"] for row in result["rows"]] == [0.0, 0.5]
+    assert result["rows"][0]["change"] == [0.0, 0.0, 0.0] and result["frames"] > len(result["subjects"])
+    assert "| 0.5 |" in (tmp_path / "live_smoothing.md").read_text()
