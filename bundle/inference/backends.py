@@ -179,7 +179,9 @@ class OpenVINONetwork:
 
     Args:
         network: the torch module, in eval mode, weights loaded.
-        precision: ``torch.float32``, or ``torch.bfloat16`` / ``torch.float16`` where the CPU computes them natively.
+        precision: ``torch.float32``, or ``torch.bfloat16`` / ``torch.float16`` where the CPU computes them natively;
+            ``torch.int8`` runs the int8 model accepted for ``checkpoint`` in ``cache_dir``, float32 where there is
+            none (with a warning giving the reason).
         checkpoint: the file the network's weights were loaded from; with ``cache_dir``, the cache's key.
         cache_dir: the folder of converted models; ``None`` converts in memory.
 
@@ -216,7 +218,8 @@ class OpenVINONetwork:
             )
         if images.ndim != 4:
             raise ValueError(f"images must be [B, C, H, W], got shape {tuple(images.shape)}.")
-        return self._compiled_model(images)(images)
+        plain = (images.as_tensor() if isinstance(images, MetaTensor) else images).detach()
+        return self._compiled_model(plain)(images)
 
     def _compiled_model(self, images: torch.Tensor) -> CompiledModel:
         network = self.network
