@@ -70,6 +70,11 @@ def parse_overrides(text: str) -> dict[str, Any]:
     Raises:
         UserInputError: the words do not pair up as ``--key value``.
     """
+    if not isinstance(text, str):  # fire reads `--overrides "--key value"` (no "=") as a flag, True
+        raise UserInputError(
+            f"--overrides must be one string of --key value pairs, got {text!r}; write it with '=': "
+            '--overrides="--inference_backend torch".'
+        )
     words = shlex.split(text)
     if len(words) % 2 or not all(key.startswith("--") for key in words[::2]):
         raise UserInputError(f"overrides must be pairs of --key value, got {words}.")

@@ -76,3 +76,8 @@ def test_overrides_read_as_monai_bundle_reads_the_command_line():
 def test_overrides_that_do_not_pair_up_are_refused_with_the_form(text):
     with pytest.raises(UserInputError, match="overrides must be pairs of --key value"):
         runs.parse_overrides(text)
+
+
+def test_overrides_given_without_equals_sign_say_how_to_write_them():
+    with pytest.raises(UserInputError, match=r"write it with '=': --overrides=\"--inference_backend torch\""):
+        runs.parse_overrides(True)  # what fire gives for `--overrides "--inference_backend torch"`
