@@ -68,7 +68,7 @@ def parse_overrides(text: str) -> dict[str, Any]:
     a value that reads as a Python literal (``4``, ``[224, 288]``) is that value, any other stays text.
 
     Raises:
-        UserInputError: the words do not pair up as ``--key value``.
+        UserInputError: the words do not pair up as ``--key value``, or ``text`` is not a string (fire's flag).
     """
     if not isinstance(text, str):  # fire reads `--overrides "--key value"` (no "=") as a flag, True
         raise UserInputError(

@@ -18,7 +18,9 @@ PRECISION_HINTS = {
     torch.float16: ("f16", "FP16"),
     torch.int8: ("f32", "INT8"),  # a quantized model: int8 where NNCF put quantizers, float32 around them
 }
+"""Precision to (OpenVINO's inference precision hint, the CPU capability that computes it natively)."""
 BATCH_SIZES_COMPILED = 4
+"""Batch sizes a :class:`CompiledModel` keeps compiled at once; the least recently used goes first."""
 
 
 @functools.cache

@@ -10,6 +10,7 @@ the record and its reason are kept, and ``"int8"`` runs float32 with that reason
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import time
@@ -21,15 +22,19 @@ import torch
 
 from nerveseg.bundle import runs
 from nerveseg.bundle.inference import openvino_cache
-from nerveseg.bundle.inference.backends import OpenVINONetwork
+from nerveseg.bundle.inference.backends import BackendUnavailableError, OpenVINONetwork
 from nerveseg.bundle.inference.openvino_models import CompiledModel, compile_config
 from nerveseg.bundle.inference.streaming import StreamingSegmenter, labelled_frames, streaming_dice
+from nerveseg.networks.profile import time_side_by_side
 from nerveseg.utils.errors import UserInputError
 
-__all__ = ["DICE_TOLERANCE", "quantize_checkpoint"]
+__all__ = ["CALIBRATION_IMAGES", "DICE_TOLERANCE", "quantize_checkpoint"]
 
 DICE_TOLERANCE = 0.005
 """The largest loss of mean Dice against float32 at which an int8 model is accepted."""
+
+CALIBRATION_IMAGES = 300
+"""The most images calibration reads (NNCF's default); all of them are scored."""
 
 
 def quantize_checkpoint(
@@ -57,8 +62,15 @@ def quantize_checkpoint(
         network milliseconds per image of both (batch 1, median) and the speed-up.
 
     Raises:
-        UserInputError: NNCF is not installed, the inference cache is off, or a bad checkpoint or datalist.
+        UserInputError: NNCF is not installed, the split is the test split, the inference cache is off or not
+            writable, OpenVINO cannot run the network, the checkpoint changed meanwhile, or a bad checkpoint or
+            datalist.
     """
+    if split == "test":
+        raise UserInputError(
+            "split is 'test': calibrating and checking int8 on the test split would tune the model on it; use the "
+            "validation split (--split validation), and keep the test split for the final score."
+        )
     nncf = _nncf()
     root = Path(bundle_root).resolve()
     settings = {**(overrides or {}), "inference_backend": "openvino", "inference_precision": "float32"}
@@ -74,16 +86,31 @@ def quantize_checkpoint(
             "inference_cache_dir is None, but the int8 model is kept in the OpenVINO cache beside the checkpoint; "
             "leave inference_cache_dir at its default (a folder openvino beside the checkpoint)."
         )
+    record = openvino_cache.checkpoint_record(checkpoint)  # before the weights are read: what the model is made from
     segmenter = StreamingSegmenter.from_bundle(root, checkpoint, configs, overrides=settings)
+    name = type(segmenter.network).__name__
     pairs = labelled_frames(datalist_file, split)
     inputs = [segmenter.network_input(frame).clone() for frame, _ in pairs]  # clones: tensors the converter traces
+    entry = openvino_cache.quantized_entry(
+        openvino_cache.entry_path(cache_dir, checkpoint, name, tuple(inputs[0].shape[1:]))
+    )
+    try:
+        openvino_cache.check_writable(entry.parent)
+    except OSError as error:
+        raise UserInputError(
+            f"Cannot write the OpenVINO cache {entry.parent} ({error.strerror or error}), where the int8 model is "
+            "kept: make it writable, or set inference_cache_dir to a writable folder."
+        ) from None
     runtime = OpenVINONetwork(segmenter.network, torch.float32, checkpoint, cache_dir)
-    float32_model = runtime.converted_model(inputs[0])
+    try:
+        float32_model = runtime.converted_model(inputs[0])
+    except BackendUnavailableError as error:
+        raise UserInputError(f"int8 runs on OpenVINO, which cannot run {name}: {runtime.refused or error}") from None
     start = time.perf_counter()
     int8_model = nncf.quantize(
         float32_model,
-        nncf.Dataset([x.cpu().numpy() for x in inputs]),
-        subset_size=len(inputs),
+        nncf.Dataset(inputs, lambda images: images.numpy()),
+        subset_size=min(len(inputs), CALIBRATION_IMAGES),
         target_device=nncf.TargetDevice.CPU,
     )
     quantize_seconds = time.perf_counter() - start
@@ -92,18 +119,21 @@ def quantize_checkpoint(
         "int8": CompiledModel(int8_model, compile_config(torch.int8)),
     }
     dice = {name: statistics.mean(_dice(segmenter, model, pairs)) for name, model in models.items()}
-    milliseconds = _milliseconds(models, inputs)
+    timings = time_side_by_side({name: functools.partial(model, inputs[0]) for name, model in models.items()}, 20)
+    milliseconds = {name: 1e3 * timing["median"] for name, timing in timings.items()}
     change = dice["int8"] - dice["float32"]
     accepted = change >= -tolerance
     reason = (
         f"mean Dice {dice['int8']:.4f} against float32's {dice['float32']:.4f} on {len(pairs)} {split} images, a "
         f"change of {change:+.4f}, {'within' if accepted else 'beyond'} the tolerance {tolerance}."
     )
-    entry = openvino_cache.entry_path(
-        cache_dir, checkpoint, type(segmenter.network).__name__, tuple(inputs[0].shape[1:])
-    )
+    if openvino_cache.checkpoint_record(checkpoint) != record:
+        raise UserInputError(
+            f"{checkpoint} changed while it was quantized (is a training still writing it?); run nerveseg quantize "
+            "again once it is final."
+        )
     record = {
-        **openvino_cache.checkpoint_record(checkpoint),
+        **record,
         "accepted": accepted,
         "reason": reason,
         "datalist_file": str(Path(datalist_file).resolve()),
@@ -119,9 +149,11 @@ def quantize_checkpoint(
         "threads": torch.get_num_threads(),
         "quantize_s": quantize_seconds,
         "nncf": nncf.__version__,
-        "entry": str(openvino_cache.quantized_entry(entry)),
+        "entry": str(entry),
     }
-    openvino_cache.save_entry(int8_model if accepted else None, openvino_cache.quantized_entry(entry), record)
+    openvino_cache.save_entry(int8_model if accepted else None, entry, record)
+    if not (entry / "conversion.json").is_file():  # save_entry logs a failed write and goes on; here it is the result
+        raise UserInputError(f"Could not write {entry} (see the warning above); free space there and run it again.")
     return record
 
 
@@ -144,14 +176,3 @@ def _dice(segmenter: StreamingSegmenter, model: CompiledModel, pairs: Sequence[A
         return streaming_dice(segmenter, pairs)
     finally:
         segmenter.inferer = accelerated
-
-
-def _milliseconds(models: Mapping[str, CompiledModel], inputs: Sequence[torch.Tensor]) -> dict[str, float]:
-    """Each model's median network milliseconds per image at batch 1 over ``inputs``, the models taking turns."""
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for images in inputs[:1] + list(inputs):  # the first round warms up and is dropped
-        for name, model in models.items():
-            start = time.perf_counter()
-            model(images)
-            times[name].append(1e3 * (time.perf_counter() - start))
-    return {name: statistics.median(values[1:]) for name, values in times.items()}

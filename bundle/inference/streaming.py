@@ -26,6 +26,7 @@ from torch import nn
 
 from nerveseg.bundle import runs
 from nerveseg.bundle.data.datalist import labelled_items, load_datalist_file
+from nerveseg.bundle.data.io import read_mask
 from nerveseg.bundle.metrics import image_scores
 from nerveseg.bundle.settings import check_image_size
 from nerveseg.bundle.trained_settings import check_checkpoint, read_trained_settings
@@ -33,7 +34,7 @@ from nerveseg.transforms.postprocessing import EmptySmallMask, PresenceGate, Rem
 from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import read_state_dict
 
-__all__ = ["StreamingSegmenter", "labelled_frames", "streaming_dice"]
+__all__ = ["StreamingSegmenter", "frame_and_label", "labelled_frames", "streaming_dice"]
 
 
 class StreamingSegmenter:
@@ -188,18 +189,27 @@ class StreamingSegmenter:
 
 
 def labelled_frames(datalist_file: str | os.PathLike, split: str = "validation") -> list[tuple[np.ndarray, np.ndarray]]:
-    """The ``(frame, label)`` pairs of a datalist split's labelled images: each image as the live path gets it
-    (grayscale uint8, read as inference.json reads it) and its boolean mask (any non-zero pixel) at its own size.
+    """The ``(frame, label)`` pairs of a datalist split's labelled images (:func:`frame_and_label`).
 
     Raises:
-        DatasetError: the datalist cannot be read.
-        UserInputError: the split has no labelled image.
+        DatasetError: the datalist, an image or a mask cannot be read, or a mask is not binary.
+        UserInputError: the datalist has no such split, or the split has no labelled image.
     """
-    pairs = []
-    for item in labelled_items(load_datalist_file(datalist_file), split):
-        with Image.open(item["image"]) as image, Image.open(item["label"]) as label:
-            pairs.append((np.asarray(image.convert("L")), np.asarray(label) > 0))
-    return pairs
+    datalist = load_datalist_file(datalist_file)
+    if split not in datalist:
+        raise UserInputError(
+            f"{datalist_file} has no {split!r} split (it has {sorted(datalist)}); choose one of those, or prepare the "
+            "data with `nerveseg prepare`, which writes training, validation and test."
+        )
+    return [frame_and_label(item) for item in labelled_items(datalist, split)]
+
+
+def frame_and_label(item: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A datalist item's image as the live path gets it (grayscale uint8, read as inference.json reads it) and its
+    binary label (:func:`~nerveseg.bundle.data.io.read_mask`), each at its own size."""
+    with Image.open(item["image"]) as image:
+        frame = np.asarray(image.convert("L"))
+    return frame, read_mask(item["label"])
 
 
 def streaming_dice(segmenter: StreamingSegmenter, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[float]:

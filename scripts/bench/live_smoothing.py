@@ -3,7 +3,8 @@
 The live path can average each frame's probabilities with the earlier frames' (``nerveseg live --smoothing S``).
 Here a checkpoint segments its validation subjects' frames in order, one subject's video after another (the
 average restarts with each subject), at each smoothing weight, and each frame's challenge Dice at its label's size
-is compared with the same frame's without smoothing: the paired mean change and its 95% interval over frames.
+is compared with the same frame's without smoothing: the paired mean change, and its 95% interval over subjects
+(each subject's frames are nearly alike, so they are not independent samples).
 The default data are the Quick start's: the synthetic set's validation subjects as train.json splits them, and
 the Quick start's model (``models/model.pt``). USGRA-seg has no consecutive frames.
 """
@@ -17,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from nerveseg.bundle.data.datalist import build_datalist, natural_key, subject_of
 from nerveseg.bundle.data.synthetic import default_dataset_dir
-from nerveseg.bundle.inference.streaming import StreamingSegmenter
+from nerveseg.bundle.inference.streaming import StreamingSegmenter, frame_and_label
 from nerveseg.bundle.metrics import image_scores
 from nerveseg.scripts.bench.machine import describe_machine
 from nerveseg.scripts.bench.results import write_results
@@ -58,18 +58,21 @@ def live_smoothing(
     items = build_datalist(dataset_dir=folder, seed=seed, splits=("validation",))["validation"]
     items = sorted(items, key=lambda item: natural_key(item["image"]))
     videos = [list(frames) for _, frames in groupby(items, key=lambda item: subject_of(item["image"]))]
-    pairs = [[_frame_and_label(item) for item in video] for video in videos]
-    dice = {}
+    pairs = [[frame_and_label(item) for item in video] for video in videos]
+    dice: dict[float, list[list[float]]] = {}  # per smoothing, per subject, per frame
     for smoothing in smoothings:
         segmenter = StreamingSegmenter.from_bundle(bundle_root, checkpoint, configs, smoothing, overrides)
         dice[smoothing] = []
         for video in pairs:
             segmenter.reset()
-            dice[smoothing] += [float(image_scores(segmenter(frame), label)["dice"]) for frame, label in video]
+            dice[smoothing].append([float(image_scores(segmenter(frame), label)["dice"]) for frame, label in video])
     rows = []
-    for smoothing, values in dice.items():
-        mean, low, high = paired_bootstrap([np.subtract(values, dice[0.0])])
-        rows.append({"smoothing": smoothing, "mean_dice": statistics.mean(values), "change": [mean, low, high]})
+    for smoothing, subjects in dice.items():
+        # a subject's frames are nearly alike: the interval resamples subjects, each its frames' mean change
+        changes = [statistics.mean(np.subtract(s, r)) for s, r in zip(subjects, dice[0.0], strict=True)]
+        mean, low, high = paired_bootstrap([changes])
+        frames = [value for subject in subjects for value in subject]
+        rows.append({"smoothing": smoothing, "mean_dice": statistics.mean(frames), "change": [mean, low, high]})
     result = {
         "machine": describe_machine(),
         "checkpoint": str(Path(checkpoint).resolve()),
@@ -82,18 +85,14 @@ def live_smoothing(
     return result
 
 
-def _frame_and_label(item: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    with Image.open(item["image"]) as image, Image.open(item["label"]) as label:
-        return np.asarray(image.convert("L")), np.asarray(label) > 0
-
-
 def _markdown(result: dict[str, Any]) -> str:
     lines = [
         "# nerveseg bench live-smoothing",
         "",
         f"Measured {result['machine']['summary']}. {result['checkpoint']} on the consecutive frames of validation "
         f"subjects {', '.join(result['subjects'])} of {result['dataset_dir']} ({result['frames']} frames), each "
-        "subject's video from its first frame. Change: minus smoothing 0 on the same frames, 95% interval over frames.",
+        "subject's video from its first frame. Change: minus smoothing 0 on the same frames, 95% interval over "
+        "subjects (their frames' mean changes).",
         "",
         "| smoothing | mean Dice | change [95%] |",
         "|---:|---:|---:|",

@@ -17,6 +17,7 @@ from nerveseg.bundle import runs
 from nerveseg.bundle.data.prepare import prepare
 from nerveseg.bundle.inference.quantization import quantize_checkpoint
 from nerveseg.scripts.bench.results import sample_sd
+from nerveseg.utils.errors import UserInputError
 
 __all__ = ["QUALITY_RECIPE", "measure_quality", "quality_markdown"]
 
@@ -85,7 +86,10 @@ def _int8(bundle_root: str | os.PathLike, checkpoint: Path, datalist: Path) -> d
     float32 and the network's speed-up), or why it was skipped."""
     if importlib.util.find_spec("nncf") is None:
         return {"skipped": "NNCF is not installed; install the int8 extra: pip install -e '.[int8]'"}
-    record = quantize_checkpoint(datalist, bundle_root, checkpoint)
+    try:
+        record = quantize_checkpoint(datalist, bundle_root, checkpoint)
+    except UserInputError as error:  # e.g. a network OpenVINO cannot run: the trained rows are kept
+        return {"skipped": str(error)}
     return {key: record[key] for key in ("accepted", "dice_float32", "dice_int8", "dice_change", "speedup")}
 
 

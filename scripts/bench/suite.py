@@ -16,7 +16,8 @@ The suite's parts, each also runnable alone (``nerveseg bench PART``):
   the default (accelerated) inference paths; and ASME's Dice/cost curve over its early-stop agreement on the
   validation images with the first seed's network (which gives ``asme_ratio_cpu``, the shipped early stop's cost
   on real images; without the quality part it is measured on a random image); and each seed's model quantized to
-  int8 on its validation split (``int8_dice_delta``, ``int8_speedup``; with the int8 extra).
+  int8 on its validation split (``int8_dice_delta``: int8's mean Dice minus OpenVINO float32's; ``int8_speedup``:
+  the network's time in OpenVINO float32 over int8's, batch 1; with the int8 extra).
 - ``quickstart``: the README's Quick start training command, timed from a cold data cache.
 
 The suite writes ``bench.json`` (with the headline ratios at the top level) and ``bench.md``; a part run alone

@@ -110,3 +110,16 @@ def test_the_quantize_command_says_what_it_kept(tmp_path, datalist, monkeypatch,
     )
     printed = capsys.readouterr().out
     assert "int8 accepted: mean Dice" in printed and "run it with --inference_precision int8" in printed
+
+
+def test_the_test_split_is_not_used_for_calibration(tmp_path, datalist):
+    from nerveseg.bundle.inference.quantization import quantize_checkpoint
+
+    checkpoint = tiny_checkpoint(tmp_path / "models", [32, 48])
+    with pytest.raises(UserInputError, match="use the validation split"):
+        quantize_checkpoint(datalist, BUNDLE_ROOT, checkpoint, split="test", overrides=OVERRIDES)
+
+
+def test_a_split_the_datalist_lacks_is_named(datalist):
+    with pytest.raises(UserInputError, match="has no 'test' split"):
+        labelled_frames(datalist, "test")
