@@ -8,7 +8,7 @@ the test split (which nothing chose). The live recipe is compared with the defau
 differences over seeds and images (:func:`~.scoring.paired_bootstrap`).
 
 Resumable: ``live_recipe.json`` gains each run's row as it ends, and the same command skips the runs already there
-with the same settings and config files. A 448x576 run takes about 12 minutes on two CPU cores: run a few seeds or
+with the same settings and config files. A 448x576 run took 19-27 minutes on two CPU cores: run a few seeds or
 one recipe at a time (``--seeds``, ``--recipes``).
 """
 
