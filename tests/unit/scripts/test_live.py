@@ -14,13 +14,6 @@ from nerveseg.bundle.inference.streaming import StreamingSegmenter
 from nerveseg.scripts.live import latency_summary, live, outlined
 from nerveseg.utils.errors import UserInputError
 
-TINY = {
-    "_target_": "BasicUNet",
-    "spatial_dims": 2,
-    "in_channels": 1,
-    "out_channels": 1,
-    "features": [4, 4, 8, 8, 16, 4],
-}
 OVERRIDES = {"network_def": TINY_NETWORK, "inference_backend": "torch", "inference_precision": "float32"}
 
 
