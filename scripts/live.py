@@ -19,13 +19,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from nerveseg.bundle.inference.backends import resolve_backend
 from nerveseg.bundle.inference.streaming import StreamingSegmenter
 from nerveseg.scripts.bench.machine import describe_machine
 from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import atomic_path, write_json_atomically
 
-__all__ = ["FRAME_SUFFIXES", "backend_name", "latency_summary", "live", "outlined"]
+__all__ = ["FRAME_SUFFIXES", "latency_summary", "live", "outlined"]
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 """The image files a folder of frames is read from, in name order."""
@@ -83,7 +82,7 @@ def live(
     summary = {
         "source": str(source_path),
         "size": list(segmenter.image_size),
-        "backend": backend_name(segmenter),
+        "backend": segmenter.backend,
         **latency_summary(rows),
         "machine": describe_machine(),
     }
@@ -108,12 +107,6 @@ def latency_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "p99_ms": float(np.percentile(rest, 99)),
         "frames_per_second": 1e3 / statistics.mean(rest),
     }
-
-
-def backend_name(segmenter: StreamingSegmenter) -> str:
-    """What ran the network: ``openvino``/``torch`` as the inferer's backend resolves on the network's device."""
-    backend = getattr(segmenter.inferer, "backend", "torch")
-    return resolve_backend(backend, segmenter.device)
 
 
 def outlined(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -6,12 +6,17 @@ the network through the configured inferer (OpenVINO under ``inference_backend: 
 sigmoid, the presence gate, resize back, threshold, the ``min_component`` and ``min_area`` rules. The input
 buffer is kept between frames of one size. :meth:`StreamingSegmenter.from_bundle` builds it from the configs and
 a checkpoint, at the size the checkpoint was trained at.
+
+Where OpenVINO runs the network, the segmenter's own torch steps run on one thread: torch's OpenMP workers keep
+spinning after each step and take a core from OpenVINO's threads on a 2-core CPU, which doubled the network's time
+on some frames (p99 28-36 ms against 14-15 ms, configs/live.json at 224x288, AVX512-BF16, docs/live).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,7 @@ from torch import nn
 from nerveseg.bundle import runs
 from nerveseg.bundle.data.datalist import labelled_items, load_datalist_file
 from nerveseg.bundle.data.io import read_mask
+from nerveseg.bundle.inference.backends import resolve_backend
 from nerveseg.bundle.metrics import image_scores
 from nerveseg.bundle.settings import check_image_size
 from nerveseg.bundle.trained_settings import check_checkpoint, read_trained_settings
@@ -57,6 +63,10 @@ class StreamingSegmenter:
         gate_threshold: the presence gate of networks that give class logits (0: off).
         smoothing: the weight of the previous frames' probabilities, in ``[0, 1)``; 0 is off.
 
+    Attributes:
+        backend: what runs the network, ``"openvino"`` or ``"torch"``: the inferer's backend as it resolves on the
+            network's device.
+
     Raises:
         UserInputError: a setting out of range.
     """
@@ -79,6 +89,7 @@ class StreamingSegmenter:
         self.network = network.eval()
         self.device = next((p.device for p in network.parameters()), torch.device("cpu"))
         self.inferer = inferer
+        self.backend = resolve_backend(getattr(inferer, "backend", "torch"), self.device)
         self.image_size = tuple(int(side) for side in image_size)
         self.threshold = float(threshold)
         self.smoothing = float(smoothing)
@@ -151,17 +162,22 @@ class StreamingSegmenter:
         Raises:
             UserInputError: a frame that is not one 2D grayscale image.
         """
-        logits = self.inferer(self.network_input(frame), self.network)
-        probability = torch.sigmoid(logits)
-        probability = (self.gate(decollate_batch(probability)[0]) if self.gate.threshold else probability[0]).float()
-        probability = probability.cpu()
-        if self.smoothing:
-            if self._average is not None and self._average.shape == probability.shape:
-                probability = self._average.mul_(self.smoothing).add_(probability, alpha=1.0 - self.smoothing)
-            self._average = probability
-        probability = F.interpolate(probability[None], size=frame.shape, mode="bilinear")[0]
-        mask = self.empty_small(self.remove_small(probability >= self.threshold))
-        return np.asarray(mask[0], dtype=bool)
+        with self._own_steps():
+            images = self.network_input(frame)
+        logits = self.inferer(images, self.network)
+        with self._own_steps():
+            probability = torch.sigmoid(logits)
+            probability = (
+                self.gate(decollate_batch(probability)[0]) if self.gate.threshold else probability[0]
+            ).float()
+            probability = probability.cpu()
+            if self.smoothing:
+                if self._average is not None and self._average.shape == probability.shape:
+                    probability = self._average.mul_(self.smoothing).add_(probability, alpha=1.0 - self.smoothing)
+                self._average = probability
+            probability = F.interpolate(probability[None], size=frame.shape, mode="bilinear")[0]
+            mask = self.empty_small(self.remove_small(probability >= self.threshold))
+            return np.asarray(mask[0], dtype=bool)
 
     @torch.inference_mode()
     def network_input(self, frame: np.ndarray) -> torch.Tensor:
@@ -177,6 +193,19 @@ class StreamingSegmenter:
                 "to grayscale first (nerveseg live reads them as grayscale)."
             )
         return self.resize(self._scaled(frame))[None].to(self.device)
+
+    @contextmanager
+    def _own_steps(self) -> Iterator[None]:
+        """Run the segmenter's torch steps on one thread where OpenVINO runs the network (see the module)."""
+        if self.backend != "openvino":
+            yield
+            return
+        threads = torch.get_num_threads()  # restored before the network: OpenVINO compiles for torch's count
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
     def _scaled(self, frame: np.ndarray) -> torch.Tensor:
         """``[1, H, W]`` float32 of ``frame`` / 255 (inference.json's intensity range), in the kept buffer."""

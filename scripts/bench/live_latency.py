@@ -27,7 +27,7 @@ from nerveseg.bundle.inference.streaming import StreamingSegmenter
 from nerveseg.bundle.trained_settings import write_trained_settings
 from nerveseg.scripts.bench.machine import describe_machine, unimportable
 from nerveseg.scripts.bench.results import write_results
-from nerveseg.scripts.live import backend_name, latency_summary
+from nerveseg.scripts.live import latency_summary
 
 __all__ = ["LIVE_CONFIGS", "LIVE_PATHS", "live_latency", "live_markdown", "live_suite_markdown", "measure_live"]
 
@@ -121,7 +121,7 @@ def measure_live(bundle_root: Path, folder: Path, quick: bool = False) -> dict[s
     return {
         "configs": list(LIVE_CONFIGS),
         "size": list(size),
-        "backend": backend_name(segmenter),
+        "backend": segmenter.backend,
         "precision": str(resolve_precision(precision, segmenter.device)).removeprefix("torch."),
         **latency_summary(times),
     }

@@ -95,6 +95,39 @@ class Presence(nn.Module):
         return with_class_logits(torch.full_like(plain, 5.0), torch.stack([presence, -presence], 1), x)
 
 
+class RecordingOpenVINO:
+    """An inferer that says OpenVINO runs it and records torch's thread count at each network call."""
+
+    backend = "openvino"
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+
+    def __call__(self, images: torch.Tensor, network: nn.Module) -> torch.Tensor:
+        self.threads.append(torch.get_num_threads())
+        return network(images)
+
+
+def test_on_openvino_its_own_steps_run_on_one_thread_and_the_network_on_torchs_count(checkpoint):
+    plain = StreamingSegmenter.from_bundle(BUNDLE_ROOT, checkpoint, overrides=OVERRIDES)
+    inferer = RecordingOpenVINO()
+    segmenter = StreamingSegmenter(plain.network, inferer, plain.image_size, min_component=30, min_area=60)
+    step_threads = []
+    resize = segmenter.resize
+    segmenter.resize = lambda image: step_threads.append(torch.get_num_threads()) or resize(image)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        images = frames(2)
+        masks = [segmenter(image) for image in images]
+        assert (segmenter.backend, plain.backend) == ("openvino", "torch")
+        assert step_threads == [1, 1] and inferer.threads == [2, 2] and torch.get_num_threads() == 2
+        for mask, reference in zip(masks, [plain(image) for image in images], strict=True):
+            np.testing.assert_array_equal(mask, reference)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_the_presence_gate_empties_a_frame_whose_structure_is_absent():
     segmenter = StreamingSegmenter(Presence(), lambda images, network: network(images), (16, 16), gate_threshold=0.5)
     assert segmenter(np.full((20, 20), 250, np.uint8)).all()
