@@ -9,12 +9,14 @@ a checkpoint, at the size the checkpoint was trained at.
 
 Where OpenVINO runs the network, the segmenter's own torch steps run on one thread: torch's OpenMP workers keep
 spinning after each step and take a core from OpenVINO's threads on a 2-core CPU, which doubled the network's time
-on some frames (p99 28-36 ms against 14-15 ms, configs/live.json at 224x288, AVX512-BF16, docs/live).
+on some frames (p99 28-36 ms against 14-15 ms, configs/live.json at 224x288, AVX512-BF16, docs/live). Torch's
+thread count is process-wide, so segmenters on OpenVINO take turns, a frame at a time, across threads.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +43,9 @@ from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import read_state_dict
 
 __all__ = ["StreamingSegmenter", "frame_and_label", "labelled_frames", "streaming_dice"]
+
+_OPENVINO_TURN = threading.Lock()
+"""Held for each frame a segmenter gives OpenVINO: its steps set torch's process-wide thread count to 1."""
 
 
 class StreamingSegmenter:
@@ -162,6 +167,13 @@ class StreamingSegmenter:
         Raises:
             UserInputError: a frame that is not one 2D grayscale image.
         """
+        if self.backend != "openvino":
+            return self._segment(frame)
+        with _OPENVINO_TURN:
+            return self._segment(frame)
+
+    def _segment(self, frame: np.ndarray) -> np.ndarray:
+        """:meth:`__call__`'s mask, without taking a turn."""
         with self._own_steps():
             images = self.network_input(frame)
         logits = self.inferer(images, self.network)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -124,6 +126,25 @@ def test_on_openvino_its_own_steps_run_on_one_thread_and_the_network_on_torchs_c
         assert step_threads == [1, 1] and inferer.threads == [2, 2] and torch.get_num_threads() == 2
         for mask, reference in zip(masks, [plain(image) for image in images], strict=True):
             np.testing.assert_array_equal(mask, reference)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_segmenters_on_openvino_in_two_threads_take_turns_and_keep_torchs_thread_count(checkpoint):
+    plain = StreamingSegmenter.from_bundle(BUNDLE_ROOT, checkpoint, overrides=OVERRIDES)
+    inferers = [RecordingOpenVINO(), RecordingOpenVINO()]
+    segmenters = [StreamingSegmenter(plain.network, inferer, plain.image_size) for inferer in inferers]
+    images = frames(40, shape=(240, 320))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        workers = [threading.Thread(target=lambda s=s: [s(image) for image in images]) for s in segmenters]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert [inferer.threads for inferer in inferers] == [[2] * 40, [2] * 40]
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
 
