@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import re
 import shutil
 import statistics
@@ -32,7 +33,7 @@ from nerveseg.bundle.inference.streaming import StreamingSegmenter, labelled_fra
 from nerveseg.scripts.bench.league import DATASETS, QUICK_RECIPE, config_digest, prepare_split
 from nerveseg.scripts.bench.machine import describe_machine
 from nerveseg.scripts.bench.results import mean_sd, write_results
-from nerveseg.scripts.bench.scoring import paired_bootstrap
+from nerveseg.scripts.bench.scoring import interval_sources, paired_bootstrap
 from nerveseg.utils.errors import UserInputError
 
 __all__ = ["LIVE_RECIPES", "live_recipe", "live_recipe_markdown"]
@@ -152,7 +153,8 @@ def _int8(bundle_root: str, run: Path, files: Sequence[str], datalist: Path) -> 
 
 def _comparison(rows: Sequence[dict[str, Any]], tolerance: float) -> dict[str, Any]:
     """Each other recipe minus the default, per split: the paired mean difference and its 95% interval over the
-    seeds both ran, and whether the interval's low end is within ``tolerance``."""
+    seeds both ran, whether the interval's low end is within ``tolerance``, and the interval's half-width from the
+    seeds alone and the images alone (:func:`~.scoring.interval_sources`)."""
     comparison: dict[str, Any] = {}
     baseline = {row["seed"]: row["dice"] for row in rows if row["recipe"] == BASELINE}
     for recipe in dict.fromkeys(row["recipe"] for row in rows if row["recipe"] != BASELINE):
@@ -164,7 +166,14 @@ def _comparison(rows: Sequence[dict[str, Any]], tolerance: float) -> dict[str, A
         for split in SPLITS:
             differences = [np.subtract(other[s][split], baseline[s][split]) for s in seeds]
             mean, low, high = paired_bootstrap(differences)
-            comparison[recipe][split] = {"mean": mean, "low": low, "high": high, "within_tolerance": low >= -tolerance}
+            comparison[recipe][split] = {
+                "mean": mean,
+                "low": low,
+                "high": high,
+                "within_tolerance": low >= -tolerance,
+                "images": len(differences[0]),
+                "half_width_from": interval_sources(differences),
+            }
     return comparison
 
 
@@ -217,6 +226,7 @@ def live_recipe_markdown(result: dict[str, Any]) -> str:
             f"| {recipe} | {means['validation']} | {means['test']} | {delta['validation']} | {delta['test']} | "
             f"{len(rows)} | {seconds:.0f} |"
         )
+    lines += _interval_sources_markdown(result["comparison"], settings["tolerance"])
     quantized = [row for row in result["rows"] if "int8" in row]
     if quantized:
         lines += [
@@ -238,3 +248,26 @@ def live_recipe_markdown(result: dict[str, Any]) -> str:
                 f" | {statistics.mean(r['speedup'] for r in runs_int8):.2f}x |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _interval_sources_markdown(comparison: dict[str, Any], tolerance: float) -> list[str]:
+    """What would narrow each interval: its half-width from the seeds alone and the images alone, and about how
+    many of each would bring that part to ``tolerance`` (a half-width shrinks as one over the root of the count)."""
+    lines = [
+        "",
+        f"What narrows Δ's interval: its half-width with only the seeds, or only the images, resampled, and about how "
+        f"many seeds or images would bring that part to ±{tolerance}.",
+        "",
+        "| recipe | split | half-width | from seeds | from images | seeds for it | images for it |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for recipe, change in comparison.items():
+        for split in SPLITS:
+            row, seeds = change[split], len(change["seeds"])
+            spread = row["half_width_from"]
+            lines.append(
+                f"| {recipe} | {split} | {(row['high'] - row['low']) / 2:.4f} | {spread['seeds']:.4f} | "
+                f"{spread['images']:.4f} | {math.ceil(seeds * (spread['seeds'] / tolerance) ** 2)} | "
+                f"{math.ceil(row['images'] * (spread['images'] / tolerance) ** 2)} |"
+            )
+    return lines

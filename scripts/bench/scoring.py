@@ -27,6 +27,7 @@ __all__ = [
     "KEY_METRIC",
     "MARGIN",
     "dice_at_label_size",
+    "interval_sources",
     "mean_dice_at_label_size",
     "paired_bootstrap",
     "record_validations",
@@ -136,19 +137,56 @@ def paired_bootstrap(
     Returns:
         ``(mean, low, high)``; with one seed only the images are resampled.
     """
+    values = _differences(differences)
+    low, high = np.percentile(_bootstrap_means(values, resamples, seed, True, True), [2.5, 97.5])
+    return float(values.mean()), float(low), float(high)
+
+
+def interval_sources(
+    differences: np.ndarray | Sequence[Sequence[float]], resamples: int = 10_000, seed: int = 0
+) -> dict[str, float]:
+    """Half the width of :func:`paired_bootstrap`'s 95% interval with only the seeds, or only the images,
+    resampled: which of the two more of would narrow it (a half-width shrinks about as one over the square root
+    of the count).
+
+    Returns:
+        ``{"seeds": half-width, "images": half-width}``.
+    """
+    values = _differences(differences)
+    half_width = {}
+    for level, (seeds, images) in {"seeds": (True, False), "images": (False, True)}.items():
+        low, high = np.percentile(_bootstrap_means(values, resamples, seed, seeds, images), [2.5, 97.5])
+        half_width[level] = float(high - low) / 2
+    return half_width
+
+
+def _differences(differences: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
     values = np.asarray(differences, dtype=np.float64)
     if values.ndim != 2 or values.size == 0:
         raise ValueError(f"differences must be [seeds, images] and not empty, got shape {values.shape}.")
+    return values
+
+
+def _bootstrap_means(values: np.ndarray, resamples: int, seed: int, seeds: bool, images: bool) -> np.ndarray:
+    """Means of ``resamples`` draws of ``values`` ``[seeds, images]``, the seeds and/or the images drawn with
+    replacement (a level not drawn is kept whole)."""
     generator = np.random.default_rng(seed)
     num_seeds, num_images = values.shape
     means = np.empty(resamples)
     for start in range(0, resamples, 1000):  # in chunks: seeds x images x 1000 floats at a time
         count = min(1000, resamples - start)
-        seeds = generator.integers(0, num_seeds, size=(count, num_seeds, 1))
-        images = generator.integers(0, num_images, size=(count, 1, num_images))
-        means[start : start + count] = values[seeds, images].mean(axis=(1, 2))
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(values.mean()), float(low), float(high)
+        rows = (
+            generator.integers(0, num_seeds, size=(count, num_seeds, 1))
+            if seeds
+            else np.arange(num_seeds)[None, :, None]
+        )
+        columns = (
+            generator.integers(0, num_images, size=(count, 1, num_images))
+            if images
+            else np.arange(num_images)[None, None]
+        )
+        means[start : start + count] = values[rows, columns].mean(axis=(1, 2))
+    return means
 
 
 def verdict(mean: float, low: float, high: float, margin: float = MARGIN) -> str:

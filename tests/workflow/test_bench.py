@@ -201,6 +201,10 @@ def test_live_recipe_part_trains_scores_and_quantizes_each_recipe_once(tmp_path)
     ]
     change = result["comparison"][CANDIDATE]["test"]
     assert change["low"] <= change["mean"] <= change["high"]
+    assert change["images"] == len(rows[BASELINE]["dice"]["test"]) and set(change["half_width_from"]) == {
+        "seeds",
+        "images",
+    }
 
     again = live_recipe(recipes=[BASELINE, CANDIDATE], int8=True, **options)  # no training: int8 figures only
     assert [row["train_seconds"] for row in again["rows"]] == [row["train_seconds"] for row in result["rows"]]

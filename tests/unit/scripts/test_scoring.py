@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from nerveseg.scripts.bench.scoring import dice_at_label_size, mean_dice_at_label_size, paired_bootstrap, verdict
+from nerveseg.scripts.bench.scoring import (
+    dice_at_label_size,
+    interval_sources,
+    mean_dice_at_label_size,
+    paired_bootstrap,
+    verdict,
+)
 
 
 def test_predictions_are_scored_at_the_original_size_with_empty_on_empty_scoring_one():
@@ -40,6 +46,18 @@ def test_the_bootstrap_counts_the_spread_between_seeds_not_only_between_images()
     assert one_seed == pytest.approx((0.05, 0.05, 0.05))
     with pytest.raises(ValueError, match=r"\[seeds, images\]"):
         paired_bootstrap(np.zeros(5))
+
+
+def test_the_interval_sources_say_whether_seeds_or_images_widen_it():
+    seeds_differ = np.repeat([[0.00], [0.05], [0.10]], 30, axis=1)
+    from_seeds = interval_sources(seeds_differ)
+    assert from_seeds["images"] == 0.0 and from_seeds["seeds"] > 0.02
+    images_differ = np.tile(np.linspace(-0.2, 0.2, 30), (3, 1))
+    from_images = interval_sources(images_differ)
+    assert from_images["seeds"] == 0.0 and from_images["images"] > 0.02
+    _, low, high = paired_bootstrap(seeds_differ + images_differ)
+    both = interval_sources(seeds_differ + images_differ)
+    assert max(both.values()) < (high - low) / 2 < sum(both.values())
 
 
 def test_a_win_needs_the_margin_and_an_interval_above_zero():
