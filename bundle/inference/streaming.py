@@ -8,9 +8,10 @@ buffer is kept between frames of one size. :meth:`StreamingSegmenter.from_bundle
 a checkpoint, at the size the checkpoint was trained at.
 
 Where OpenVINO runs the network, the segmenter's own torch steps run on one thread: torch's OpenMP workers keep
-spinning after each step and take a core from OpenVINO's threads on a 2-core CPU, which doubled the network's time
-on some frames (p99 28-36 ms against 14-15 ms, configs/live.json at 224x288, AVX512-BF16, docs/live). Torch's
-thread count is process-wide, so segmenters on OpenVINO take turns, a frame at a time, across threads.
+spinning after each step and take a core from OpenVINO's threads, which on a 2-core CPU put configs/live.json's 99th
+percentile at 36.0 ms against 13.7 ms on one thread (docs/live/live_0.15.0_trained.md). Torch's thread count is
+shared by the process's threads, so segmenters on OpenVINO take turns, a frame at a time: one frame's steps cannot
+leave another's network at one thread, and two networks at once would only contend for the same cores.
 """
 
 from __future__ import annotations
@@ -69,11 +70,11 @@ class StreamingSegmenter:
         smoothing: the weight of the previous frames' probabilities, in ``[0, 1)``; 0 is off.
 
     Attributes:
-        backend: what runs the network, ``"openvino"`` or ``"torch"``: the inferer's backend as it resolves on the
-            network's device.
+        backend: ``"openvino"`` or ``"torch"``, the inferer's configured backend as it resolves on the network's
+            device (under ``auto``, a network OpenVINO cannot serve still runs on torch, with one warning).
 
     Raises:
-        UserInputError: a setting out of range.
+        UserInputError: a setting out of range, or an inferer backend that is unknown or not installed.
     """
 
     def __init__(
@@ -174,10 +175,10 @@ class StreamingSegmenter:
 
     def _segment(self, frame: np.ndarray) -> np.ndarray:
         """:meth:`__call__`'s mask, without taking a turn."""
-        with self._own_steps():
+        with self._torch_steps_on_one_thread():
             images = self.network_input(frame)
         logits = self.inferer(images, self.network)
-        with self._own_steps():
+        with self._torch_steps_on_one_thread():
             probability = torch.sigmoid(logits)
             probability = (
                 self.gate(decollate_batch(probability)[0]) if self.gate.threshold else probability[0]
@@ -207,14 +208,14 @@ class StreamingSegmenter:
         return self.resize(self._scaled(frame))[None].to(self.device)
 
     @contextmanager
-    def _own_steps(self) -> Iterator[None]:
+    def _torch_steps_on_one_thread(self) -> Iterator[None]:
         """Run the segmenter's torch steps on one thread where OpenVINO runs the network (see the module)."""
         if self.backend != "openvino":
             yield
             return
         threads = torch.get_num_threads()  # restored before the network: OpenVINO compiles for torch's count
-        torch.set_num_threads(1)
         try:
+            torch.set_num_threads(1)
             yield
         finally:
             torch.set_num_threads(threads)

@@ -5,7 +5,8 @@ Each recipe is trained with train.json on the league's USGRA-seg split, at the s
 :class:`~nerveseg.bundle.inference.streaming.StreamingSegmenter`, the live path, which gives inference.json's masks:
 the challenge Dice at each label's own size, on the validation split (which also chose ``model.pt``'s epoch) and on
 the test split (which nothing chose). The live recipe is compared with the default one by paired per-image
-differences over seeds and images (:func:`~.scoring.paired_bootstrap`).
+differences over seeds and images (:func:`~.scoring.paired_bootstrap`), with what would narrow the interval: more
+seeds or more images (:func:`~.scoring.interval_sources`).
 
 Resumable: ``live_recipe.json`` gains each run's row as it ends, and the same command skips the runs already there
 with the same settings and config files. A 448x576 run took 19-27 minutes on two CPU cores: run a few seeds or
@@ -79,6 +80,10 @@ def live_recipe(
     unknown = [name for name in recipes if name not in LIVE_RECIPES]
     if unknown:
         raise UserInputError(f"Unknown recipes {unknown}; choose from {list(LIVE_RECIPES)}.")
+    if not 0 < tolerance < 1:
+        raise UserInputError(
+            f"--tolerance must be in (0, 1), the largest Dice loss allowed (e.g. 0.01), got {tolerance}."
+        )
     source = Path(data_root) / "usgra_seg"
     if not (source / "images").is_dir():
         raise UserInputError(f"{source / 'images'} not found; pass --data_root, the folder holding usgra_seg/.")
@@ -106,9 +111,15 @@ def live_recipe(
             if int8 and "int8" not in row:
                 row["int8"] = _int8(bundle_root, run, files, datalist)
                 print(f"{recipe} | seed {seed}: int8 {row['int8']['reason']}", flush=True)
-            result["comparison"] = _comparison(result["rows"], tolerance)
-            write_results(folder, name, result, live_recipe_markdown(result))
+            _save(folder, name, result, tolerance)  # after each run: an interrupted batch keeps what it finished
+    _save(folder, name, result, tolerance)  # also when every run was there: the comparison as this version gives it
     return result
+
+
+def _save(folder: Path, name: str, result: dict[str, Any], tolerance: float) -> None:
+    """Compare the rows so far and write ``{name}.json`` and ``.md``."""
+    result["comparison"] = _comparison(result["rows"], tolerance)
+    write_results(folder, name, result, live_recipe_markdown(result))
 
 
 def _train_and_score(
@@ -171,7 +182,7 @@ def _comparison(rows: Sequence[dict[str, Any]], tolerance: float) -> dict[str, A
                 "low": low,
                 "high": high,
                 "within_tolerance": low >= -tolerance,
-                "images": len(differences[0]),
+                "num_images": len(differences[0]),
                 "half_width_from": interval_sources(differences),
             }
     return comparison
@@ -197,7 +208,8 @@ def _previous_result(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def live_recipe_markdown(result: dict[str, Any]) -> str:
-    """Each recipe's Dice per split (mean ± sd over seeds of the per-seed mean) and its paired change."""
+    """Each recipe's Dice per split (mean ± sd over seeds of the per-seed mean) and its paired change, what would
+    narrow the change's interval, and int8's Dice change and speed-up where the runs were quantized."""
     settings = result["settings"]
     lines = [
         "# nerveseg bench live-recipe",
@@ -252,22 +264,28 @@ def live_recipe_markdown(result: dict[str, Any]) -> str:
 
 def _interval_sources_markdown(comparison: dict[str, Any], tolerance: float) -> list[str]:
     """What would narrow each interval: its half-width from the seeds alone and the images alone, and about how
-    many of each would bring that part to ``tolerance`` (a half-width shrinks as one over the root of the count)."""
+    many seeds or images would bring that part alone to ``tolerance``."""
+    if not comparison:
+        return []
     lines = [
         "",
-        f"What narrows Δ's interval: its half-width with only the seeds, or only the images, resampled, and about how "
-        f"many seeds or images would bring that part to ±{tolerance}.",
+        "What narrows Δ's interval: its half-width with only the seeds, or only the images, resampled, and about how "
+        f"many seeds or images would bring that part alone to ±{tolerance} (a half-width shrinks about as one over "
+        "the square root of the count). The parts add up (roughly as the root of the sum of squares), so each count "
+        "is a lower bound for the whole interval; with few seeds the seeds' part is underestimated.",
         "",
         "| recipe | split | half-width | from seeds | from images | seeds for it | images for it |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for recipe, change in comparison.items():
+        num_seeds = len(change["seeds"])
         for split in SPLITS:
-            row, seeds = change[split], len(change["seeds"])
+            row = change[split]
             spread = row["half_width_from"]
+            needed_seeds = math.ceil(num_seeds * (spread["seeds"] / tolerance) ** 2) if num_seeds > 1 else "-"
             lines.append(
                 f"| {recipe} | {split} | {(row['high'] - row['low']) / 2:.4f} | {spread['seeds']:.4f} | "
-                f"{spread['images']:.4f} | {math.ceil(seeds * (spread['seeds'] / tolerance) ** 2)} | "
-                f"{math.ceil(row['images'] * (spread['images'] / tolerance) ** 2)} |"
+                f"{spread['images']:.4f} | {needed_seeds} | "
+                f"{math.ceil(row['num_images'] * (spread['images'] / tolerance) ** 2)} |"
             )
     return lines

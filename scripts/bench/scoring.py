@@ -137,55 +137,59 @@ def paired_bootstrap(
     Returns:
         ``(mean, low, high)``; with one seed only the images are resampled.
     """
-    values = _differences(differences)
-    low, high = np.percentile(_bootstrap_means(values, resamples, seed, True, True), [2.5, 97.5])
+    values = _as_seeds_by_images(differences)
+    means = _bootstrap_means(values, resamples, seed, resample_seeds=True, resample_images=True)
+    low, high = np.percentile(means, [2.5, 97.5])
     return float(values.mean()), float(low), float(high)
 
 
 def interval_sources(
     differences: np.ndarray | Sequence[Sequence[float]], resamples: int = 10_000, seed: int = 0
 ) -> dict[str, float]:
-    """Half the width of :func:`paired_bootstrap`'s 95% interval with only the seeds, or only the images,
-    resampled: which of the two more of would narrow it (a half-width shrinks about as one over the square root
-    of the count).
+    """Half the width of :func:`paired_bootstrap`'s 95% interval with only the seeds resampled (the images kept),
+    and with only the images resampled (the seeds kept): whether more seeds or more images would narrow it.
+
+    Args:
+        differences: ``[seeds, images]``, as for :func:`paired_bootstrap`.
+        resamples: bootstrap resamples per level.
+        seed: the generator's seed.
 
     Returns:
-        ``{"seeds": half-width, "images": half-width}``.
+        ``{"seeds": half-width, "images": half-width}``; with one seed, the seeds' half-width is 0.
     """
-    values = _differences(differences)
+    values = _as_seeds_by_images(differences)
     half_width = {}
-    for level, (seeds, images) in {"seeds": (True, False), "images": (False, True)}.items():
-        low, high = np.percentile(_bootstrap_means(values, resamples, seed, seeds, images), [2.5, 97.5])
+    for level in ("seeds", "images"):
+        means = _bootstrap_means(
+            values, resamples, seed, resample_seeds=level == "seeds", resample_images=level == "images"
+        )
+        low, high = np.percentile(means, [2.5, 97.5])
         half_width[level] = float(high - low) / 2
     return half_width
 
 
-def _differences(differences: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+def _as_seeds_by_images(differences: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    """``differences`` as a float64 ``[seeds, images]`` array; a ValueError for any other shape or none at all."""
     values = np.asarray(differences, dtype=np.float64)
     if values.ndim != 2 or values.size == 0:
         raise ValueError(f"differences must be [seeds, images] and not empty, got shape {values.shape}.")
     return values
 
 
-def _bootstrap_means(values: np.ndarray, resamples: int, seed: int, seeds: bool, images: bool) -> np.ndarray:
+def _bootstrap_means(
+    values: np.ndarray, resamples: int, seed: int, *, resample_seeds: bool, resample_images: bool
+) -> np.ndarray:
     """Means of ``resamples`` draws of ``values`` ``[seeds, images]``, the seeds and/or the images drawn with
     replacement (a level not drawn is kept whole)."""
     generator = np.random.default_rng(seed)
     num_seeds, num_images = values.shape
+    every_seed, every_image = np.arange(num_seeds)[None, :, None], np.arange(num_images)[None, None]
     means = np.empty(resamples)
     for start in range(0, resamples, 1000):  # in chunks: seeds x images x 1000 floats at a time
         count = min(1000, resamples - start)
-        rows = (
-            generator.integers(0, num_seeds, size=(count, num_seeds, 1))
-            if seeds
-            else np.arange(num_seeds)[None, :, None]
-        )
-        columns = (
-            generator.integers(0, num_images, size=(count, 1, num_images))
-            if images
-            else np.arange(num_images)[None, None]
-        )
-        means[start : start + count] = values[rows, columns].mean(axis=(1, 2))
+        seeds = generator.integers(0, num_seeds, size=(count, num_seeds, 1)) if resample_seeds else every_seed
+        images = generator.integers(0, num_images, size=(count, 1, num_images)) if resample_images else every_image
+        means[start : start + count] = values[seeds, images].mean(axis=(1, 2))
     return means
 
 

@@ -201,7 +201,7 @@ def test_live_recipe_part_trains_scores_and_quantizes_each_recipe_once(tmp_path)
     ]
     change = result["comparison"][CANDIDATE]["test"]
     assert change["low"] <= change["mean"] <= change["high"]
-    assert change["images"] == len(rows[BASELINE]["dice"]["test"]) and set(change["half_width_from"]) == {
+    assert change["num_images"] == len(rows[BASELINE]["dice"]["test"]) and set(change["half_width_from"]) == {
         "seeds",
         "images",
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -98,16 +99,24 @@ class Presence(nn.Module):
 
 
 class RecordingOpenVINO:
-    """An inferer that says OpenVINO runs it and records torch's thread count at each network call."""
+    """An inferer that says OpenVINO runs it and records torch's thread count at each network call, and the most
+    frames of any segmenter in flight at once (``in_flight`` is shared by every instance)."""
 
     backend = "openvino"
+    in_flight = {"now": 0, "most": 0}
 
     def __init__(self) -> None:
         self.threads: list[int] = []
 
     def __call__(self, images: torch.Tensor, network: nn.Module) -> torch.Tensor:
         self.threads.append(torch.get_num_threads())
-        return network(images)
+        self.in_flight["now"] += 1
+        self.in_flight["most"] = max(self.in_flight["most"], self.in_flight["now"])
+        try:
+            time.sleep(0.001)  # long enough for the other thread to come in, were it let
+            return network(images)
+        finally:
+            self.in_flight["now"] -= 1
 
 
 def test_on_openvino_its_own_steps_run_on_one_thread_and_the_network_on_torchs_count(checkpoint):
@@ -144,7 +153,21 @@ def test_segmenters_on_openvino_in_two_threads_take_turns_and_keep_torchs_thread
         for worker in workers:
             worker.join()
         assert [inferer.threads for inferer in inferers] == [[2] * 40, [2] * 40]
+        assert torch.get_num_threads() == 2 and RecordingOpenVINO.in_flight["most"] == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_refused_frame_on_openvino_leaves_torchs_thread_count_and_the_next_frame_runs(checkpoint):
+    plain = StreamingSegmenter.from_bundle(BUNDLE_ROOT, checkpoint, overrides=OVERRIDES)
+    segmenter = StreamingSegmenter(plain.network, RecordingOpenVINO(), plain.image_size)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(UserInputError, match="grayscale"):
+            segmenter(np.zeros((64, 88, 3), np.uint8))
         assert torch.get_num_threads() == 2
+        assert segmenter(frames(1)[0]).shape == (64, 88)  # the turn was given back
     finally:
         torch.set_num_threads(threads)
 
