@@ -99,14 +99,14 @@ class Presence(nn.Module):
 
 
 class RecordingOpenVINO:
-    """An inferer that says OpenVINO runs it and records torch's thread count at each network call, and the most
-    frames of any segmenter in flight at once (``in_flight`` is shared by every instance)."""
+    """An inferer that says OpenVINO runs it and records torch's thread count at each network call, and in
+    ``in_flight`` (which inferers may share) the most network calls running at once."""
 
     backend = "openvino"
-    in_flight = {"now": 0, "most": 0}
 
-    def __init__(self) -> None:
+    def __init__(self, in_flight: dict[str, int] | None = None) -> None:
         self.threads: list[int] = []
+        self.in_flight = {"now": 0, "most": 0} if in_flight is None else in_flight
 
     def __call__(self, images: torch.Tensor, network: nn.Module) -> torch.Tensor:
         self.threads.append(torch.get_num_threads())
@@ -141,7 +141,8 @@ def test_on_openvino_its_own_steps_run_on_one_thread_and_the_network_on_torchs_c
 
 def test_segmenters_on_openvino_in_two_threads_take_turns_and_keep_torchs_thread_count(checkpoint):
     plain = StreamingSegmenter.from_bundle(BUNDLE_ROOT, checkpoint, overrides=OVERRIDES)
-    inferers = [RecordingOpenVINO(), RecordingOpenVINO()]
+    in_flight = {"now": 0, "most": 0}
+    inferers = [RecordingOpenVINO(in_flight), RecordingOpenVINO(in_flight)]
     segmenters = [StreamingSegmenter(plain.network, inferer, plain.image_size) for inferer in inferers]
     images = frames(40, shape=(240, 320))
     threads = torch.get_num_threads()
@@ -153,7 +154,7 @@ def test_segmenters_on_openvino_in_two_threads_take_turns_and_keep_torchs_thread
         for worker in workers:
             worker.join()
         assert [inferer.threads for inferer in inferers] == [[2] * 40, [2] * 40]
-        assert torch.get_num_threads() == 2 and RecordingOpenVINO.in_flight["most"] == 1
+        assert torch.get_num_threads() == 2 and in_flight["most"] == 1
     finally:
         torch.set_num_threads(threads)
 
