@@ -100,9 +100,9 @@ def bench(part: str | None = None, **options: Any) -> None:
             change per frame against no smoothing. Options: --checkpoint, --dataset_dir, --configs, --smoothings,
             --seed, --bundle_root, --out, --overrides.
         asme-curve: ASME's Dice and cost at each early-stop agreement against full ASME and one view, on trained
-            checkpoints' validation images, and which agreements meet the target. Options: --datalist_file,
-            --checkpoints, --image_size (all required), --bundle_root, --stop_agreements, --repeats, --max_cost,
-            --dice_tolerance, --out.
+            checkpoints' validation (or test) images, with paired 95% intervals, and which agreements meet the
+            target. Options: --datalist_file, --checkpoints, --image_size (all required), --bundle_root,
+            --stop_agreements, --repeats, --max_cost, --dice_tolerance, --split, --out.
         active-learning: simulated annotation rounds on USGRA-seg, ASME-consistency selection against random,
             each round trained with train.json's trainer. Options: --src, --out, --bundle_root, --network,
             --features, --image_size, --initial, --step, --max_labelled, --num_epochs, --batch_size,

@@ -27,7 +27,7 @@ from nerveseg.bundle.runs import build_network, config_files, read_config
 from nerveseg.networks.profile import time_side_by_side
 from nerveseg.scripts.bench.execution_paths import inference_settings
 from nerveseg.scripts.bench.results import ms
-from nerveseg.scripts.bench.scoring import mean_dice_at_label_size
+from nerveseg.scripts.bench.scoring import dice_at_label_size
 
 __all__ = [
     "CURVE_STOP_AGREEMENTS",
@@ -145,7 +145,8 @@ def asme_dice_cost_curve(
     Returns:
         ``one_view`` (``mean_dice``, ``ms_per_image``) and ``points``, one per stop agreement: ``stop_agreement``,
         ``mean_dice``, ``dice_minus_full`` (against the ``None`` point, when there is one), ``mean_views_used``,
-        ``ms_per_image`` and ``x_one_view`` (time over one view's); with ``images``, ``device`` and the settings.
+        ``ms_per_image``, ``x_one_view`` (time over one view's) and ``dice_per_image`` (in ``pairs``' order, for
+        paired intervals); with ``images``, ``device`` and the settings.
     """
     if not pairs:
         raise ValueError("pairs is empty; pass the (image, label) pairs of the validation images.")
@@ -183,7 +184,8 @@ def asme_dice_cost_curve(
         repeats=repeats,
         warmup=1,
     )
-    mean_dice = {name: _mean_dice(outputs[name], labels, threshold) for name in inferers}
+    dice = {name: _dice_per_image(outputs[name], labels, threshold) for name in inferers}
+    mean_dice = {name: statistics.mean(values) for name, values in dice.items()}
     single = timings["1 view"]["median"]
     full = mean_dice.get(_point_name(None))
     points = []
@@ -197,6 +199,7 @@ def asme_dice_cost_curve(
                 "mean_views_used": statistics.mean(views_used[name]),
                 "ms_per_image": 1e3 * timings[name]["median"] / len(images),
                 "x_one_view": timings[name]["median"] / single,
+                "dice_per_image": dice[name],
             }
         )
     return {
@@ -238,6 +241,6 @@ def _point_name(stop: float | None) -> str:
     return "full" if stop is None else f"stop {stop:g}"
 
 
-def _mean_dice(outputs: Sequence[torch.Tensor], labels: Sequence[np.ndarray], threshold: float) -> float:
+def _dice_per_image(outputs: Sequence[torch.Tensor], labels: Sequence[np.ndarray], threshold: float) -> list[float]:
     probabilities = [torch.sigmoid(convert_to_tensor(logits, track_meta=False).float())[0, 0] for logits in outputs]
-    return mean_dice_at_label_size(probabilities, labels, threshold)
+    return dice_at_label_size(probabilities, labels, threshold)

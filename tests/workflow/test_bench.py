@@ -116,13 +116,19 @@ def test_recipe_and_inference_parts_run_the_bundle_in_process(tmp_path):
         stop_agreements=[0.9, None], repeats=1, out=str(out),
     )  # fmt: skip
     assert [row["stop_agreement"] for row in curve["summary"]] == [0.9, None] and len(curve["curves"]) == 2
-    full = curve["summary"][1]
+    validation = len(json.loads(datalist.read_text())["validation"])
+    assert curve["split"] == "validation" and all(c["images"] == validation for c in curve["curves"])
+    stop, full = curve["summary"]
+    low, high = stop["dice_minus_full_interval"]
+    assert low <= stop["dice_minus_full"] <= high
     assert (
         full["dice_minus_full"] == 0
+        and full["dice_minus_full_interval"] == [0, 0]
+        and full["tolerance_shown"]
         and full["mean_views_used"] == 4
         and full["meets_target"] == (full["x_one_view"] <= 2.5)
     )
-    assert "| full (every view) | +0.0000 ± 0.0000 |" in (out / "asme_curve.md").read_text()
+    assert "| full (every view) | +0.0000 ± 0.0000 | [+0.0000, +0.0000] |" in (out / "asme_curve.md").read_text()
 
 
 @pytest.mark.slow

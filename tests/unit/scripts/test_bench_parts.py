@@ -210,6 +210,7 @@ def test_asme_dice_cost_curve_scores_each_stop_agreement_against_one_view():
     assert (first["stop_agreement"], first["mean_views_used"], first["dice_minus_full"]) == (0.9, 2, 0.0)
     assert (full["stop_agreement"], full["mean_views_used"], full["mean_dice"]) == (None, 4, 1.0)
     assert all(point["x_one_view"] > 0 and point["ms_per_image"] > 0 for point in curve["points"])
+    assert full["dice_per_image"] == [1.0, 1.0]  # in the pairs' order, for paired intervals
     lines = asme_curve_markdown(curve)
     assert lines[2] == "| stop agreement | mean Dice | Dice - full ASME | mean views used | ms per image | x 1 view |"
     assert lines[4].startswith("| 0.9 | 1.0000 | +0.0000 | 2.00 |")
