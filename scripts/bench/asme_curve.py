@@ -28,7 +28,7 @@ from nerveseg.scripts.bench.scoring import paired_bootstrap, split_pairs
 from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import read_state_dict
 
-__all__ = ["asme_curve", "network_weights"]
+__all__ = ["asme_curve", "curve_summary", "network_weights"]
 
 
 def asme_curve(
@@ -59,6 +59,8 @@ def asme_curve(
     """
     if None not in stop_agreements:
         raise UserInputError("stop_agreements must include None (full ASME), the curve's reference.")
+    if split not in ("validation", "test"):
+        raise UserInputError(f"--split is {split!r}; pass validation (to choose the value) or test (to check it).")
     root = Path(bundle_root).resolve()
     pairs = split_pairs(root, datalist_file, image_size, split)
     curves = []
@@ -70,6 +72,26 @@ def asme_curve(
         )
         curves.append({"checkpoint": str(checkpoint), **curve})
         print("\n".join(asme_curve_markdown(curve)), flush=True)
+    summary = curve_summary(curves, stop_agreements, max_cost, dice_tolerance)
+    result = {
+        "machine": describe_machine(),
+        "datalist_file": str(datalist_file),
+        "split": split,
+        "image_size": list(image_size),
+        "target": {"max_cost": max_cost, "dice_tolerance": dice_tolerance},
+        "summary": summary,
+        "curves": curves,
+    }
+    write_results(Path(out).resolve(), "asme_curve", result, "\n".join(_markdown(result)) + "\n")
+    return result
+
+
+def curve_summary(
+    curves: Sequence[dict[str, Any]], stop_agreements: Sequence[float | None], max_cost: float, dice_tolerance: float
+) -> list[dict[str, Any]]:
+    """Per stop agreement, over the checkpoints' curves: Dice minus full ASME's, paired per checkpoint and image,
+    with its 95% interval (:func:`~.scoring.paired_bootstrap`), the cost, and whether the target is met on average
+    (``meets_target``) and its Dice tolerance shown by the interval's lower end (``tolerance_shown``)."""
     summary = []
     for stop in stop_agreements:
         points = [next(p for p in c["points"] if p["stop_agreement"] == stop) for c in curves]
@@ -92,17 +114,7 @@ def asme_curve(
                 "tolerance_shown": low >= -dice_tolerance,
             }
         )
-    result = {
-        "machine": describe_machine(),
-        "datalist_file": str(datalist_file),
-        "split": split,
-        "image_size": list(image_size),
-        "target": {"max_cost": max_cost, "dice_tolerance": dice_tolerance},
-        "summary": summary,
-        "curves": curves,
-    }
-    write_results(Path(out).resolve(), "asme_curve", result, "\n".join(_markdown(result)) + "\n")
-    return result
+    return summary
 
 
 def network_weights(path: str | Path) -> dict[str, torch.Tensor]:

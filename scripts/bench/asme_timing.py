@@ -3,7 +3,7 @@
 :func:`measure_asme` times the default network (random weights) with 4 views in one batch, 4 views one at a time,
 the early stop of configs/asme.json, and 1 view. How often the early stop fires, and what it costs in Dice, depends
 on a trained network and real images: :func:`asme_dice_cost_curve` measures that over the stop agreement, for a
-network and validation images that a caller (the quality part, after training) passes in.
+network and labelled images that a caller (the quality part or ``bench asme-curve``, after training) passes in.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def asme_dice_cost_curve(
 
     Args:
         network: the trained network; it is put in eval mode.
-        pairs: per validation image, the ``[C, H, W]`` image at the network's input size and its binary
+        pairs: per labelled image, the ``[C, H, W]`` image at the network's input size and its binary
             ``[1, H', W']`` label (:func:`~.scoring.split_pairs`).
         stop_agreements: the :class:`~nerveseg.bundle.inference.inferers.ASMEInferer` ``stop_agreement`` of each point;
             ``None`` is full ASME.
@@ -149,7 +149,7 @@ def asme_dice_cost_curve(
         paired intervals); with ``images``, ``device`` and the settings.
     """
     if not pairs:
-        raise ValueError("pairs is empty; pass the (image, label) pairs of the validation images.")
+        raise ValueError("pairs is empty; pass the (image, label) pairs of a labelled split.")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}.")
     network = network.eval()
@@ -218,7 +218,7 @@ def asme_curve_markdown(curve: dict[str, Any]) -> list[str]:
     """The Dice/cost curve as a table: one row per stop agreement, and one view."""
     path = curve["path"]
     lines = [
-        f"ASME's early stop on {curve['images']} validation images, batch 1, {curve['device']}, "
+        f"ASME's early stop on {curve['images']} images, batch 1, {curve['device']}, "
         f"{path['precision']}{' channels-last' if path['channels_last'] else ''}; time is the median of "
         f"{curve['repeats']} rounds.",
         "",

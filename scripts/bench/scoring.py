@@ -9,7 +9,6 @@ seeds, then images, and keeps the pairing: each resample takes the same images a
 from __future__ import annotations
 
 import os
-import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -28,7 +27,6 @@ __all__ = [
     "MARGIN",
     "dice_at_label_size",
     "interval_sources",
-    "mean_dice_at_label_size",
     "paired_bootstrap",
     "record_validations",
     "split_pairs",
@@ -114,13 +112,6 @@ def dice_at_label_size(
         prediction = np.asarray(probability[0, 0].cpu()) > threshold
         dice.append(float(image_scores(prediction.reshape(label.shape), label)["dice"]))
     return dice
-
-
-def mean_dice_at_label_size(
-    probabilities: Sequence[torch.Tensor], labels: Sequence[np.ndarray], threshold: float = 0.5
-) -> float:
-    """The mean of :func:`dice_at_label_size`: the challenge's score of a test set."""
-    return float(statistics.mean(dice_at_label_size(probabilities, labels, threshold)))
 
 
 def paired_bootstrap(

@@ -291,3 +291,36 @@ def test_a_missing_benchmark_library_is_named_with_the_install_command():
     require_benchmark_extra("The league", "json")
     with pytest.raises(UserInputError, match=r"The league needs no_such_module_here: install the benchmark extra, pip"):
         require_benchmark_extra("The league", "json", "no_such_module_here")
+
+
+def test_asme_curve_pairs_each_checkpoints_images_with_its_own_full_asme():
+    from nerveseg.scripts.bench.asme_curve import _markdown, asme_curve, curve_summary
+
+    def curve(full: list[float], shift: dict[float, float], cost: float) -> dict:
+        points = [
+            {"stop_agreement": stop, "dice_per_image": [d + delta for d in full], "x_one_view": cost,
+             "mean_views_used": 2.0, "dice_minus_full": delta}
+            for stop, delta in shift.items()
+        ]  # fmt: skip
+        full_point = {"stop_agreement": None, "dice_per_image": full, "x_one_view": 4.0, "mean_views_used": 4.0}
+        return {"images": len(full), "points": [*points, {**full_point, "dice_minus_full": 0.0}]}
+
+    shifts = {0.7: -0.001, 0.8: -0.01}
+    curves = [curve([0.2, 0.9, 0.4], shifts, 2.0), curve([0.6, 0.1, 0.8], shifts, 2.2)]  # unpaired, they differ
+    close, far, full = curve_summary(curves, [0.7, 0.8, None], max_cost=2.5, dice_tolerance=0.002)
+    assert close["dice_minus_full"] == pytest.approx(-0.001) and close["x_one_view"] == pytest.approx(2.1)
+    assert close["dice_minus_full_interval"] == pytest.approx([-0.001, -0.001])
+    assert close["meets_target"] and close["tolerance_shown"]
+    assert far["dice_minus_full_interval"] == pytest.approx([-0.01, -0.01])
+    assert not far["meets_target"] and not far["tolerance_shown"]
+    assert full["dice_minus_full_interval"] == [0.0, 0.0] and not full["meets_target"]  # 4x one view
+    result = {
+        "machine": {"summary": "a test"}, "image_size": [8, 8], "split": "test", "datalist_file": "d.json",
+        "target": {"max_cost": 2.5, "dice_tolerance": 0.002}, "curves": curves, "summary": [close, far, full],
+    }  # fmt: skip
+    lines = _markdown(result)
+    assert "test split of d.json (3 images)" in lines[2]
+    assert lines[-3] == "| 0.7 | -0.0010 ± 0.0000 | [-0.0010, -0.0010] | 2.10 | 2.00 | met, shown |"
+    assert lines[-2].endswith("| 2.00 | - |")
+    with pytest.raises(UserInputError, match="--split is 'training'; pass validation"):
+        asme_curve("d.json", [], [8, 8], split="training")

@@ -9,7 +9,6 @@ import torch
 from nerveseg.scripts.bench.scoring import (
     dice_at_label_size,
     interval_sources,
-    mean_dice_at_label_size,
     paired_bootstrap,
     verdict,
 )
@@ -22,7 +21,6 @@ def test_predictions_are_scored_at_the_original_size_with_empty_on_empty_scoring
     probability[5:15, 10:20] = 0.9  # the label at half size
     empty = torch.zeros(20, 30)
     assert dice_at_label_size([probability, empty, empty], [label, np.zeros((40, 60), bool), label]) == [1.0, 1.0, 0.0]
-    assert mean_dice_at_label_size([probability, empty], [label, label]) == pytest.approx(0.5)
 
 
 def test_the_bootstrap_interval_holds_the_mean_and_widens_with_the_noise():
