@@ -91,8 +91,8 @@ def live_recipe(
     name = "live_recipe_quick" if quick else "live_recipe"
     datalist = prepare_split(source, folder / name / "data", DATASETS["usgra_seg"]["prepare"], quick)
     frames = {split: labelled_frames(datalist, split) for split in SPLITS}
-    settings = {"num_epochs": 2 if quick else int(num_epochs), "tolerance": tolerance}
-    result = _previous_result(folder / f"{name}.json", settings)
+    settings = {"num_epochs": 2 if quick else int(num_epochs)}
+    result = {**_previous_result(folder / f"{name}.json", settings), "tolerance": tolerance}
     for recipe in recipes:
         files, overrides = LIVE_RECIPES[recipe]
         if quick:
@@ -111,14 +111,14 @@ def live_recipe(
             if int8 and "int8" not in row:
                 row["int8"] = _int8(bundle_root, run, files, datalist)
                 print(f"{recipe} | seed {seed}: int8 {row['int8']['reason']}", flush=True)
-            _save(folder, name, result, tolerance)  # after each run: an interrupted batch keeps what it finished
-    _save(folder, name, result, tolerance)  # also when every run was there: the comparison as this version gives it
+            _save(folder, name, result)  # after each run: an interrupted batch keeps what it finished
+    _save(folder, name, result)  # also when every run was there: the comparison at this --tolerance
     return result
 
 
-def _save(folder: Path, name: str, result: dict[str, Any], tolerance: float) -> None:
-    """Compare the rows so far and write ``{name}.json`` and ``.md``."""
-    result["comparison"] = _comparison(result["rows"], tolerance)
+def _save(folder: Path, name: str, result: dict[str, Any]) -> None:
+    """Compare the rows so far at the result's tolerance and write ``{name}.json`` and ``.md``."""
+    result["comparison"] = _comparison(result["rows"], result["tolerance"])
     write_results(folder, name, result, live_recipe_markdown(result))
 
 
@@ -189,14 +189,16 @@ def _comparison(rows: Sequence[dict[str, Any]], tolerance: float) -> dict[str, A
 
 
 def _previous_result(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """The results of earlier batches with the same settings, or a fresh result."""
+    """The results of earlier batches with the same settings, or a fresh result. The tolerance is not a setting:
+    it only changes the comparison, which every call recomputes."""
     fresh = {"machine": describe_machine(), "settings": settings, "rows": [], "comparison": {}}
     if not path.is_file():
         return fresh
     try:
         previous = json.loads(path.read_text())
-        rows, previous_settings = previous["rows"], previous["settings"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        rows = previous["rows"]
+        previous_settings = {key: value for key, value in previous["settings"].items() if key != "tolerance"}  # 0.15.0
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
         raise UserInputError(
             f"{path} is not a live-recipe result ({error}); move it away or pass another --out."
         ) from None
@@ -218,7 +220,7 @@ def live_recipe_markdown(result: dict[str, Any]) -> str:
         f"train.json for {settings['num_epochs']} epochs on the same images and seeds; model.pt scored through the "
         "live path (StreamingSegmenter: inference.json's masks) at each label's own size. Validation chose model.pt's "
         "epoch; test did not. Δ: minus the default recipe, paired by seed and image, 95% interval from a two-level "
-        f"bootstrap; the goal allows a loss of at most {settings['tolerance']}.",
+        f"bootstrap; the goal allows a loss of at most {result['tolerance']}.",
         "",
         "| recipe | validation Dice | test Dice | Δ validation [95%] | Δ test [95%] | n | train s |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -238,7 +240,7 @@ def live_recipe_markdown(result: dict[str, Any]) -> str:
             f"| {recipe} | {means['validation']} | {means['test']} | {delta['validation']} | {delta['test']} | "
             f"{len(rows)} | {seconds:.0f} |"
         )
-    lines += _interval_sources_markdown(result["comparison"], settings["tolerance"])
+    lines += _interval_sources_markdown(result["comparison"], result["tolerance"])
     quantized = [row for row in result["rows"] if "int8" in row]
     if quantized:
         lines += [

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from nerveseg.scripts.bench.live_recipe import BASELINE, CANDIDATE, _comparison, live_recipe, live_recipe_markdown
+from nerveseg.scripts.bench.live_recipe import (
+    BASELINE,
+    CANDIDATE,
+    _comparison,
+    _previous_result,
+    live_recipe,
+    live_recipe_markdown,
+)
 from nerveseg.utils.errors import UserInputError
 
 
@@ -32,7 +41,8 @@ def test_the_comparison_pairs_by_seed_and_image_and_says_what_narrows_it():
     markdown = live_recipe_markdown(
         {
             "machine": {"summary": "a test"},
-            "settings": {"num_epochs": 8, "tolerance": 0.01},
+            "settings": {"num_epochs": 8},
+            "tolerance": 0.01,
             "rows": rows(3, -0.004),
             "comparison": comparison,
         }
@@ -53,3 +63,15 @@ def test_the_comparison_pairs_by_seed_and_image_and_says_what_narrows_it():
 def test_bad_options_are_refused_before_any_training(tmp_path, options, message):
     with pytest.raises(UserInputError, match=message):
         live_recipe(out=str(tmp_path), **options)
+
+
+def test_earlier_runs_resume_at_any_tolerance_but_not_at_another_epoch_count(tmp_path):
+    path = tmp_path / "live_recipe.json"
+    earlier = rows(1, 0.0)
+    path.write_text(json.dumps({"settings": {"num_epochs": 8, "tolerance": 0.01}, "rows": earlier}))  # as 0.15.0 wrote
+    assert _previous_result(path, {"num_epochs": 8})["rows"] == earlier
+    with pytest.raises(UserInputError, match=r"holds runs with settings \{'num_epochs': 8\}, not \{'num_epochs': 2\}"):
+        _previous_result(path, {"num_epochs": 2})
+    path.write_text(json.dumps({"settings": [8], "rows": []}))
+    with pytest.raises(UserInputError, match="is not a live-recipe result"):
+        _previous_result(path, {"num_epochs": 8})
