@@ -92,7 +92,7 @@ def live_recipe(
     datalist = prepare_split(source, folder / name / "data", DATASETS["usgra_seg"]["prepare"], quick)
     frames = {split: labelled_frames(datalist, split) for split in SPLITS}
     settings = {"num_epochs": 2 if quick else int(num_epochs)}
-    result = {**_previous_result(folder / f"{name}.json", settings), "tolerance": tolerance}
+    result = _previous_result(folder / f"{name}.json", settings, tolerance)
     for recipe in recipes:
         files, overrides = LIVE_RECIPES[recipe]
         if quick:
@@ -188,10 +188,10 @@ def _comparison(rows: Sequence[dict[str, Any]], tolerance: float) -> dict[str, A
     return comparison
 
 
-def _previous_result(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+def _previous_result(path: Path, settings: dict[str, Any], tolerance: float) -> dict[str, Any]:
     """The results of earlier batches with the same settings, or a fresh result. The tolerance is not a setting:
     it only changes the comparison, which every call recomputes."""
-    fresh = {"machine": describe_machine(), "settings": settings, "rows": [], "comparison": {}}
+    fresh = {"machine": describe_machine(), "settings": settings, "tolerance": tolerance, "rows": [], "comparison": {}}
     if not path.is_file():
         return fresh
     try:

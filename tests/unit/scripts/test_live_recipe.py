@@ -69,9 +69,9 @@ def test_earlier_runs_resume_at_any_tolerance_but_not_at_another_epoch_count(tmp
     path = tmp_path / "live_recipe.json"
     earlier = rows(1, 0.0)
     path.write_text(json.dumps({"settings": {"num_epochs": 8, "tolerance": 0.01}, "rows": earlier}))  # as 0.15.0 wrote
-    assert _previous_result(path, {"num_epochs": 8})["rows"] == earlier
+    assert _previous_result(path, {"num_epochs": 8}, 0.02)["rows"] == earlier
     with pytest.raises(UserInputError, match=r"holds runs with settings \{'num_epochs': 8\}, not \{'num_epochs': 2\}"):
-        _previous_result(path, {"num_epochs": 2})
+        _previous_result(path, {"num_epochs": 2}, 0.01)
     path.write_text(json.dumps({"settings": [8], "rows": []}))
     with pytest.raises(UserInputError, match="is not a live-recipe result"):
-        _previous_result(path, {"num_epochs": 8})
+        _previous_result(path, {"num_epochs": 8}, 0.01)
