@@ -13,6 +13,8 @@ from conftest import BUNDLE_ROOT, nerve_folders
 from nerveseg.networks.profile import time_side_by_side
 from nerveseg.scripts.bench import PARTS, bench, network_table, part_function
 from nerveseg.scripts.bench.active_learning_simulation import _summary_lines
+from nerveseg.scripts.bench.asme_curve import _markdown as asme_curve_table
+from nerveseg.scripts.bench.asme_curve import asme_curve, curve_summary
 from nerveseg.scripts.bench.asme_timing import (
     ADAPTIVE,
     asme_curve_markdown,
@@ -294,8 +296,6 @@ def test_a_missing_benchmark_library_is_named_with_the_install_command():
 
 
 def test_asme_curve_pairs_each_checkpoints_images_with_its_own_full_asme():
-    from nerveseg.scripts.bench.asme_curve import _markdown, asme_curve, curve_summary
-
     def curve(full: list[float], shift: dict[float, float], cost: float) -> dict:
         points = [
             {"stop_agreement": stop, "dice_per_image": [d + delta for d in full], "x_one_view": cost,
@@ -318,7 +318,7 @@ def test_asme_curve_pairs_each_checkpoints_images_with_its_own_full_asme():
         "machine": {"summary": "a test"}, "image_size": [8, 8], "split": "test", "datalist_file": "d.json",
         "target": {"max_cost": 2.5, "dice_tolerance": 0.002}, "curves": curves, "summary": [close, far, full],
     }  # fmt: skip
-    lines = _markdown(result)
+    lines = asme_curve_table(result)
     assert "test split of d.json (3 images)" in lines[2]
     assert lines[-3] == "| 0.7 | -0.0010 ± 0.0000 | [-0.0010, -0.0010] | 2.10 | 2.00 | met, shown |"
     assert lines[-2].endswith("| 2.00 | - |")
