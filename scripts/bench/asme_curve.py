@@ -92,10 +92,10 @@ def curve_summary(
     """Per stop agreement, over the checkpoints' curves: Dice minus full ASME's, paired per checkpoint and image,
     with its 95% interval (:func:`~.scoring.paired_bootstrap`), the cost, and whether the target is met on average
     (``meets_target``) and its Dice tolerance shown by the interval's lower end (``tolerance_shown``)."""
+    full = [next(p for p in c["points"] if p["stop_agreement"] is None) for c in curves]
     summary = []
     for stop in stop_agreements:
         points = [next(p for p in c["points"] if p["stop_agreement"] == stop) for c in curves]
-        full = [next(p for p in c["points"] if p["stop_agreement"] is None) for c in curves]
         differences = [
             np.subtract(point["dice_per_image"], reference["dice_per_image"])
             for point, reference in zip(points, full, strict=True)
