@@ -70,8 +70,9 @@ class StreamingSegmenter:
         smoothing: the weight of the previous frames' probabilities, in ``[0, 1)``; 0 is off.
 
     Attributes:
-        backend: ``"openvino"`` or ``"torch"``, the inferer's configured backend as it resolves on the network's
-            device (under ``auto``, a network OpenVINO cannot serve still runs on torch, with one warning).
+        backend: ``"openvino"`` or ``"torch"``, what runs the network: the inferer's configured backend as it
+            resolves on the network's device, and ``"torch"`` from the first frame on where ``auto`` found that
+            OpenVINO cannot serve the network (class logits; one warning says why).
 
     Raises:
         UserInputError: a setting out of range, or an inferer backend that is unknown or not installed.
@@ -95,7 +96,7 @@ class StreamingSegmenter:
         self.network = network.eval()
         self.device = next((p.device for p in network.parameters()), torch.device("cpu"))
         self.inferer = inferer
-        self.backend = resolve_backend(getattr(inferer, "backend", "torch"), self.device)
+        self._configured_backend = resolve_backend(getattr(inferer, "backend", "torch"), self.device)
         self.image_size = tuple(int(side) for side in image_size)
         self.threshold = float(threshold)
         self.smoothing = float(smoothing)
@@ -156,6 +157,15 @@ class StreamingSegmenter:
             gate_threshold=parser.get_parsed_content("gate_threshold"),
             smoothing=smoothing,
         )
+
+    @property
+    def backend(self) -> str:
+        """See the class's attributes."""
+        openvino_network = getattr(self.inferer, "openvino_network", None)
+        if self._configured_backend == "openvino" and openvino_network is not None:
+            if openvino_network(self.network).refused is not None:
+                return "torch"
+        return self._configured_backend
 
     def reset(self) -> None:
         """Forget the previous frames (a new video or probe position): smoothing starts again."""

@@ -22,6 +22,7 @@ from monai.utils import convert_to_tensor
 from torch import nn
 
 from nerveseg.bundle.inference.accelerated import AcceleratedInferer, resolve_precision
+from nerveseg.bundle.inference.backends import resolve_backend
 from nerveseg.bundle.inference.inferers import ASMEInferer
 from nerveseg.bundle.runs import build_network, config_files, read_config
 from nerveseg.networks.profile import time_side_by_side
@@ -146,7 +147,7 @@ def asme_dice_cost_curve(
         ``one_view`` (``mean_dice``, ``ms_per_image``) and ``points``, one per stop agreement: ``stop_agreement``,
         ``mean_dice``, ``dice_minus_full`` (against the ``None`` point, when there is one), ``mean_views_used``,
         ``ms_per_image``, ``x_one_view`` (time over one view's) and ``dice_per_image`` (in ``pairs``' order, for
-        paired intervals); with ``images``, ``device`` and the settings.
+        paired intervals); with ``images``, ``device`` and ``path``: the settings and what they resolved to.
     """
     if not pairs:
         raise ValueError("pairs is empty; pass the (image, label) pairs of a labelled split.")
@@ -207,7 +208,7 @@ def asme_dice_cost_curve(
         "device": str(device),
         "threshold": threshold,
         "views": list(views),
-        "path": dict(settings) if settings is not None else {"precision": "float32", "channels_last": False},
+        "path": _path_taken(settings, device, accelerated[0][2], network),
         "repeats": repeats,
         "one_view": {"mean_dice": mean_dice["1 view"], "ms_per_image": 1e3 * single / len(images)},
         "points": points,
@@ -217,10 +218,11 @@ def asme_dice_cost_curve(
 def asme_curve_markdown(curve: dict[str, Any]) -> list[str]:
     """The Dice/cost curve as a table: one row per stop agreement, and one view."""
     path = curve["path"]
+    ran_as = path.get("resolved", path["precision"])  # results before 0.17.0 name only the settings
+    ran_as += " channels-last" if path["channels_last"] else ""
     lines = [
         f"ASME's early stop on {curve['images']} images, batch 1, {curve['device']}, "
-        f"{path['precision']}{' channels-last' if path['channels_last'] else ''}; time is the median of "
-        f"{curve['repeats']} rounds.",
+        f"{ran_as}; time is the median of {curve['repeats']} rounds.",
         "",
         "| stop agreement | mean Dice | Dice - full ASME | mean views used | ms per image | x 1 view |",
         "|---|---:|---:|---:|---:|---:|",
@@ -235,6 +237,20 @@ def asme_curve_markdown(curve: dict[str, Any]) -> list[str]:
     one = curve["one_view"]
     lines.append(f"| 1 view | {one['mean_dice']:.4f} | | 1.00 | {one['ms_per_image']:.1f} | 1.00 |")
     return lines
+
+
+def _path_taken(
+    settings: Mapping[str, Any] | None, device: torch.device, inferer: Inferer, network: nn.Module
+) -> dict[str, Any]:
+    """``settings``, and under ``resolved`` the backend and precision they ran as, e.g. ``"openvino bfloat16"``:
+    ``auto`` names no machine's choice, and a network OpenVINO refused ran on torch."""
+    if settings is None:
+        return {"precision": "float32", "channels_last": False, "resolved": "torch float32"}
+    backend = resolve_backend(settings.get("backend", "torch"), device)
+    if backend == "openvino" and isinstance(inferer, AcceleratedInferer):
+        backend = "torch" if inferer.openvino_network(network).refused is not None else backend
+    precision = str(resolve_precision(settings.get("precision", "auto"), device)).removeprefix("torch.")
+    return {**settings, "resolved": f"{backend} {precision}"}
 
 
 def _point_name(stop: float | None) -> str:

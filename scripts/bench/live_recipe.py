@@ -48,6 +48,8 @@ LIVE_RECIPES: dict[str, tuple[list[str], dict[str, Any]]] = {
 
 BASELINE, CANDIDATE = "default", "live (configs/live.json)"
 SPLITS = ("validation", "test")
+RUN_KEYS = ("recipe", "seed", "overrides", "configs", "dice", "train_seconds")
+"""What each run in a results file holds: the keys a resumed batch matches on, and what the comparison reads."""
 
 
 def live_recipe(
@@ -206,7 +208,25 @@ def _previous_result(path: Path, settings: dict[str, Any], tolerance: float) -> 
         raise UserInputError(
             f"{path} holds runs with settings {previous_settings}, not {settings}; move it away or pass another --out."
         )
+    if not isinstance(rows, list):
+        raise UserInputError(f"{path}: rows is not a list of runs; move the file away or pass another --out.")
+    for number, row in enumerate(rows):
+        if not _is_run(row):
+            raise UserInputError(
+                f"{path}: row {number} is not a run (it needs {list(RUN_KEYS)}, with a list of Dice per split in "
+                f"{list(SPLITS)}); move the file away or pass another --out."
+            )
     return {**fresh, "rows": rows}
+
+
+def _is_run(row: Any) -> bool:
+    """Whether ``row`` is one run as :func:`live_recipe` writes it, so that resuming and comparing can read it."""
+    return (
+        isinstance(row, dict)
+        and all(key in row for key in RUN_KEYS)
+        and isinstance(row["dice"], dict)
+        and all(isinstance(row["dice"].get(split), list) for split in SPLITS)
+    )
 
 
 def live_recipe_markdown(result: dict[str, Any]) -> str:

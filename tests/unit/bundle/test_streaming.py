@@ -15,6 +15,7 @@ from torch import nn
 
 from conftest import BUNDLE_ROOT, TINY_NETWORK, tiny_checkpoint
 from nerveseg.bundle import runs
+from nerveseg.bundle.inference.accelerated import AcceleratedInferer
 from nerveseg.bundle.inference.streaming import StreamingSegmenter
 from nerveseg.utils.class_logits import with_class_logits
 from nerveseg.utils.errors import UserInputError
@@ -176,6 +177,16 @@ def test_a_refused_frame_on_openvino_leaves_torchs_thread_count_and_the_next_fra
 def test_the_presence_gate_empties_a_frame_whose_structure_is_absent():
     segmenter = StreamingSegmenter(Presence(), lambda images, network: network(images), (16, 16), gate_threshold=0.5)
     assert segmenter(np.full((20, 20), 250, np.uint8)).all()
+    assert not segmenter(np.full((20, 20), 10, np.uint8)).any()
+
+
+def test_a_network_openvino_cannot_serve_reports_torch_from_its_first_frame_under_auto():
+    pytest.importorskip("openvino", reason="the openvino backend needs the openvino package, a dependency")
+    inferer = AcceleratedInferer(precision="float32", channels_last=False, backend="auto")
+    segmenter = StreamingSegmenter(Presence(), inferer, (16, 16), gate_threshold=0.5)
+    assert segmenter.backend == "openvino"  # what auto resolves to on a CPU, before the network is seen
+    assert segmenter(np.full((20, 20), 250, np.uint8)).all()
+    assert segmenter.backend == "torch"  # the class logits kept it on torch, as the live summary must say
     assert not segmenter(np.full((20, 20), 10, np.uint8)).any()
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from conftest import BUNDLE_ROOT, nerve_folders
+from nerveseg.bundle.inference.accelerated import resolve_precision
 from nerveseg.networks.profile import time_side_by_side
 from nerveseg.scripts.bench import PARTS, bench, network_table, part_function
 from nerveseg.scripts.bench.active_learning_simulation import _summary_lines
@@ -213,13 +214,23 @@ def test_asme_dice_cost_curve_scores_each_stop_agreement_against_one_view():
     assert (full["stop_agreement"], full["mean_views_used"], full["mean_dice"]) == (None, 4, 1.0)
     assert all(point["x_one_view"] > 0 and point["ms_per_image"] > 0 for point in curve["points"])
     assert full["dice_per_image"] == [1.0, 1.0]  # in the pairs' order, for paired intervals
+    assert curve["path"]["resolved"] == "torch float32"
     lines = asme_curve_markdown(curve)
+    assert lines[0].startswith("ASME's early stop on 2 images, batch 1, cpu, torch float32; time is the median of 1")
     assert lines[2] == "| stop agreement | mean Dice | Dice - full ASME | mean views used | ms per image | x 1 view |"
     assert lines[4].startswith("| 0.9 | 1.0000 | +0.0000 | 2.00 |")
     assert lines[5].startswith("| full (every view) | 1.0000 | +0.0000 | 4.00 |")
     assert lines[6].startswith("| 1 view | 1.0000 | | 1.00 |")
     with pytest.raises(ValueError, match="pairs is empty"):
         asme_dice_cost_curve(threshold_at_half, [])
+
+
+def test_asme_dice_cost_curve_records_what_auto_resolved_to_on_this_machine():
+    network, image = nn.Conv2d(1, 1, 1), torch.rand(1, 16, 16)
+    settings = {"backend": "torch", "precision": "auto", "channels_last": False}
+    curve = asme_dice_cost_curve(network, [(image, torch.zeros(1, 16, 16))], (None,), settings=settings, repeats=1)
+    native = str(resolve_precision("auto", "cpu")).removeprefix("torch.")  # bfloat16 only where the CPU has it
+    assert curve["path"] == {**settings, "resolved": f"torch {native}"}
 
 
 def test_split_pairs_are_network_size_images_and_original_size_labels(tmp_path):

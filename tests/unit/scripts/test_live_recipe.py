@@ -26,8 +26,8 @@ def rows(num_seeds: int, shift: float) -> list[dict]:
         base = {split: list(generator.uniform(0.2, 0.8, 30)) for split in ("validation", "test")}
         other = {split: list(np.add(base[split], shift + 0.05 * generator.standard_normal(30))) for split in base}
         out += [
-            {"recipe": BASELINE, "seed": seed, "dice": base, "train_seconds": 10.0},
-            {"recipe": CANDIDATE, "seed": seed, "dice": other, "train_seconds": 1.0},
+            {"recipe": BASELINE, "seed": seed, "overrides": {}, "configs": "a", "dice": base, "train_seconds": 10.0},
+            {"recipe": CANDIDATE, "seed": seed, "overrides": {}, "configs": "b", "dice": other, "train_seconds": 1.0},
         ]
     return out
 
@@ -74,4 +74,19 @@ def test_earlier_runs_resume_at_any_tolerance_but_not_at_another_epoch_count(tmp
         _previous_result(path, {"num_epochs": 2}, 0.01)
     path.write_text(json.dumps({"settings": [8], "rows": []}))
     with pytest.raises(UserInputError, match="is not a live-recipe result"):
+        _previous_result(path, {"num_epochs": 8}, 0.01)
+
+
+@pytest.mark.parametrize(
+    ("bad_rows", "message"),
+    [
+        ({"default": []}, r"rows is not a list of runs; move the file away"),
+        ([*rows(1, 0.0), {"recipe": BASELINE, "seed": 3}], r"row 2 is not a run \(it needs \['recipe', 'seed', "),
+        ([{**rows(1, 0.0)[0], "dice": {"validation": [0.5]}}], r"row 0 is not a run .* per split in \['validation', "),
+    ],
+)
+def test_a_results_file_whose_rows_are_not_runs_is_refused_with_the_row(tmp_path, bad_rows, message):
+    path = tmp_path / "live_recipe.json"
+    path.write_text(json.dumps({"settings": {"num_epochs": 8}, "rows": bad_rows}))
+    with pytest.raises(UserInputError, match=message):
         _previous_result(path, {"num_epochs": 8}, 0.01)
