@@ -1,5 +1,8 @@
 """``nerveseg bench live-recipe``: what configs/live.json's smaller input and narrower network cost in Dice.
 
+Beside the default and live recipes it trains the default network at the live size, and the live network at twice
+the width: what each of the live recipe's two changes costs, and why the width is a quarter of BasicUNet's.
+
 Each recipe is trained with train.json on the league's USGRA-seg split, at the same epochs, batch size and seeds
 (so every recipe sees the same images), and its ``model.pt`` is scored frame by frame through
 :class:`~nerveseg.bundle.inference.streaming.StreamingSegmenter`, the live path, which gives inference.json's masks:
@@ -43,6 +46,7 @@ LIVE_RECIPES: dict[str, tuple[list[str], dict[str, Any]]] = {
     "default": ([], {}),
     "default network at 224x288": ([], {"image_size": [224, 288]}),
     "live (configs/live.json)": (["configs/live.json"], {}),
+    "live at twice the width": (["configs/live.json"], {"network_def#features": [16, 16, 32, 64, 128, 16]}),
 }
 """Recipe name to (override files stacked on train.json and inference.json, id-value overrides)."""
 
@@ -111,7 +115,7 @@ def live_recipe(
                 print(f"{recipe} | seed {seed}: in {name}.json already, skipped.", flush=True)
                 continue
             if int8 and "int8" not in row:
-                row["int8"] = _int8(bundle_root, run, files, datalist)
+                row["int8"] = _int8(bundle_root, run, files, overrides, datalist)
                 print(f"{recipe} | seed {seed}: int8 {row['int8']['reason']}", flush=True)
             _save(folder, name, result)  # after each run: an interrupted batch keeps what it finished
     _save(folder, name, result)  # also when every run was there: the comparison at this --tolerance
@@ -149,7 +153,7 @@ def _train_and_score(
     seconds = time.perf_counter() - start
     gc.collect()
     segmenter = StreamingSegmenter.from_bundle(
-        bundle_root, run / "models" / "model.pt", ["configs/inference.json", *files]
+        bundle_root, run / "models" / "model.pt", ["configs/inference.json", *files], overrides=overrides
     )
     dice = {split: streaming_dice(segmenter, frames[split]) for split in SPLITS}
     means = ", ".join(f"{split} {statistics.mean(values):.4f}" for split, values in dice.items())
@@ -157,9 +161,12 @@ def _train_and_score(
     return {"dice": dice, "train_seconds": seconds, "machine": describe_machine()["summary"]}
 
 
-def _int8(bundle_root: str, run: Path, files: Sequence[str], datalist: Path) -> dict[str, Any]:
+def _int8(
+    bundle_root: str, run: Path, files: Sequence[str], overrides: dict[str, Any], datalist: Path
+) -> dict[str, Any]:
     """``nerveseg quantize`` of the run's ``model.pt`` on the validation split: int8's Dice change and speed-up."""
-    record = quantize_checkpoint(datalist, bundle_root, run / "models" / "model.pt", ["configs/inference.json", *files])
+    checkpoint, configs = run / "models" / "model.pt", ["configs/inference.json", *files]
+    record = quantize_checkpoint(datalist, bundle_root, checkpoint, configs, overrides=overrides)
     keys = ("accepted", "reason", "dice_float32", "dice_int8", "dice_change", "network_ms_float32", "network_ms_int8")
     return {key: record[key] for key in (*keys, "speedup", "threads")}
 

@@ -197,9 +197,14 @@ def test_live_recipe_part_trains_scores_and_quantizes_each_recipe_once(tmp_path)
     from nerveseg.scripts.bench.live_recipe import BASELINE, CANDIDATE, live_recipe
 
     options = {"data_root": str(SHARED_DATA), "out": str(tmp_path), "bundle_root": str(BUNDLE_ROOT), "quick": True}
-    result = live_recipe(recipes=[BASELINE, CANDIDATE], **options)
+    recipes = [
+        BASELINE,
+        CANDIDATE,
+        "live at twice the width",
+    ]  # the last overrides the network: scored and quantized so
+    result = live_recipe(recipes=recipes, **options)
     rows = {row["recipe"]: row for row in result["rows"]}
-    assert set(rows) == {BASELINE, CANDIDATE} and all("int8" not in row for row in rows.values())
+    assert set(rows) == set(recipes) and all("int8" not in row for row in rows.values())
     datalist = json.loads((tmp_path / "live_recipe_quick" / "data" / "datalist.json").read_text())
     assert [len(rows[BASELINE]["dice"][split]) for split in ("validation", "test")] == [
         len(datalist["validation"]),
@@ -212,7 +217,7 @@ def test_live_recipe_part_trains_scores_and_quantizes_each_recipe_once(tmp_path)
         "images",
     }
 
-    again = live_recipe(recipes=[BASELINE, CANDIDATE], int8=True, **options)  # no training: int8 figures only
+    again = live_recipe(recipes=recipes, int8=True, **options)  # no training: int8 figures only
     assert [row["train_seconds"] for row in again["rows"]] == [row["train_seconds"] for row in result["rows"]]
     for row in again["rows"]:
         assert row["int8"]["dice_change"] == pytest.approx(row["int8"]["dice_int8"] - row["int8"]["dice_float32"])
