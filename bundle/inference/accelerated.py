@@ -92,10 +92,13 @@ class AcceleratedInferer(Inferer):
         checkpoint: the file the network's weights are loaded from; the OpenVINO cache's key.
         cache_dir: where OpenVINO models converted from ``checkpoint`` are kept; ``None`` converts in memory, once
             per network. The configs use a folder ``openvino`` beside the checkpoint.
+        openvino: another inferer's :meth:`openvino_network` to use while the network called is its network, so
+            that inferers around one network (one view and an ensemble, say) convert and compile it once; by default
+            each inferer converts its own.
 
     Raises:
         UserInputError: an unknown precision or backend, or ``"openvino"`` without the openvino package.
-        ValueError: ``cache_dir`` without ``checkpoint``.
+        ValueError: ``cache_dir`` without ``checkpoint``, or an ``openvino`` of another precision.
     """
 
     def __init__(
@@ -106,15 +109,21 @@ class AcceleratedInferer(Inferer):
         backend: str = "torch",
         checkpoint: str | os.PathLike | None = None,
         cache_dir: str | os.PathLike | None = None,
+        openvino: OpenVINONetwork | None = None,
     ) -> None:
         self.cpu_precision = resolve_precision(precision, "cpu")  # the name is checked here, the device at each call
+        if openvino is not None and openvino.precision != self.cpu_precision:
+            raise ValueError(
+                f"openvino runs its network at {openvino.precision}, but precision {precision!r} is "
+                f"{self.cpu_precision} here: share it only between inferers of the same precision."
+            )
         self.inferer = inferer if inferer is not None else SimpleInferer()
         self.precision = precision
         self.channels_last = bool(channels_last)
         self.backend = check_backend(backend)
         self.checkpoint = checkpoint
         self.cache_dir = check_cache(checkpoint, cache_dir)
-        self._openvino: OpenVINONetwork | None = None
+        self._openvino = openvino
         self._openvino_lock = threading.Lock()
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.Tensor:

@@ -164,6 +164,23 @@ def test_an_inferer_keeps_the_converted_model_of_its_network_and_converts_for_an
     assert len(conversions) == 2
 
 
+def test_inferers_sharing_one_openvino_network_convert_it_once_and_refuse_another_precision(openvino, monkeypatch):
+    conversions = []
+    convert = openvino.convert_model
+    monkeypatch.setattr(openvino, "convert_model", lambda *a, **k: conversions.append(1) or convert(*a, **k))
+    network, x = small_net(), images(1)
+    shared = AcceleratedInferer(precision="float32", backend="openvino").openvino_network(network)
+    one = AcceleratedInferer(precision="float32", backend="openvino", openvino=shared)
+    ensemble = AcceleratedInferer(FlipTTAInferer(), precision="float32", backend="openvino", openvino=shared)
+    with torch.no_grad():
+        torch.testing.assert_close(one(x, network), network(x), atol=1e-4, rtol=0)
+        expected = AcceleratedInferer(FlipTTAInferer(), precision="float32")(x, network)
+        torch.testing.assert_close(ensemble(x, network), expected, atol=1e-4, rtol=0)
+    assert len(conversions) == 1 and one.openvino_network(network) is ensemble.openvino_network(network) is shared
+    with pytest.raises(ValueError, match=r"openvino runs its network at torch.float32, but precision 'bfloat16'"):
+        AcceleratedInferer(precision="bfloat16", backend="openvino", openvino=shared)
+
+
 def test_conversion_runs_with_openvino_telemetry_declined_and_restores_the_environment(openvino, monkeypatch):
     seen = []
     convert = openvino.convert_model
