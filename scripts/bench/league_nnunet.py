@@ -19,8 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from nerveseg.scripts.bench.machine import require_benchmark_extra
-
 __all__ = ["DATASET", "DATASET_ID", "PREDICTIONS", "nnunet_probabilities"]
 
 DATASET_ID = 501
@@ -78,6 +76,10 @@ def nnunet_probabilities(
         preprocessing or prediction). ``work_dir/result.json`` adds nnU-Net's plan (batch and patch size), the
         seconds of planning and preprocessing, of each epoch and of each prediction; its logs are in ``work_dir``.
     """
+    # Imported here, not above: the subprocess and each worker nnU-Net spawns import this module, and machine's
+    # imports (MONAI) took 7 of their seconds each.
+    from nerveseg.scripts.bench.machine import require_benchmark_extra
+
     require_benchmark_extra("The nnU-Net run", "nnunetv2")
     if min(num_epochs, images_per_epoch, threads) < 1:
         raise ValueError(
