@@ -93,8 +93,8 @@ class AcceleratedInferer(Inferer):
         cache_dir: where OpenVINO models converted from ``checkpoint`` are kept; ``None`` converts in memory, once
             per network. The configs use a folder ``openvino`` beside the checkpoint.
         openvino: another inferer's :meth:`openvino_network` to use while the network called is its network, so
-            that inferers around one network (one view and an ensemble, say) convert and compile it once; by default
-            each inferer converts its own.
+            that inferers around one network (one view and an ensemble, say) convert and compile it once; its own
+            checkpoint and cache folder hold for that network. By default each inferer converts its own.
 
     Raises:
         UserInputError: an unknown precision or backend, or ``"openvino"`` without the openvino package.

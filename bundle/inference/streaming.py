@@ -72,7 +72,8 @@ class StreamingSegmenter:
     Attributes:
         backend: ``"openvino"`` or ``"torch"``, what runs the network: the inferer's configured backend as it
             resolves on the network's device, and ``"torch"`` from the first frame on where ``auto`` found that
-            OpenVINO cannot serve the network (class logits; one warning says why).
+            OpenVINO cannot serve the network (class logits, a failed conversion, an unwritable cache; one warning
+            says why).
 
     Raises:
         UserInputError: a setting out of range, or an inferer backend that is unknown or not installed.
@@ -162,8 +163,8 @@ class StreamingSegmenter:
     def backend(self) -> str:
         """See the class's attributes."""
         openvino_network = getattr(self.inferer, "openvino_network", None)
-        if self._configured_backend == "openvino" and openvino_network is not None:
-            if openvino_network(self.network).refused is not None:
+        if self._configured_backend == "openvino" and getattr(self.inferer, "backend", None) == "auto":
+            if openvino_network is not None and openvino_network(self.network).refused is not None:
                 return "torch"
         return self._configured_backend
 

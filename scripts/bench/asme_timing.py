@@ -21,7 +21,7 @@ from monai.utils import convert_to_tensor
 from torch import nn
 
 from nerveseg.bundle.inference.accelerated import AcceleratedInferer, resolve_precision
-from nerveseg.bundle.inference.backends import resolve_backend
+from nerveseg.bundle.inference.backends import OpenVINONetwork, resolve_backend
 from nerveseg.bundle.inference.inferers import ASMEInferer
 from nerveseg.bundle.runs import build_network, config_files, read_config
 from nerveseg.networks.profile import time_side_by_side
@@ -75,7 +75,7 @@ def measure_asme(bundle_root: str | os.PathLike, quick: bool, device: str = "cpu
         ADAPTIVE: adaptive,
     }
     synchronize = torch.cuda.synchronize if device.type == "cuda" else lambda: None
-    calls, converted = {}, AcceleratedInferer(**settings).openvino_network(network)  # converted once, for all
+    calls, converted = {}, AcceleratedInferer(**settings).openvino_network(network)  # shared: converted at first use
     for name, inner in inferers.items():
         inferer = AcceleratedInferer(inner, **settings, openvino=converted)
         calls[name] = lambda inferer=inferer: (inferer(image, network), synchronize())
@@ -89,7 +89,11 @@ def measure_asme(bundle_root: str | os.PathLike, quick: bool, device: str = "cpu
         ratio_adaptive_vs_single=timings[ADAPTIVE]["median"] / single,
         adaptive_stop_agreement=adaptive.stop_agreement,
         adaptive_views_used=int(adaptive.last_scores["asme_views_used"][0]),
-        path={**settings, "precision": str(resolve_precision(settings["precision"], device)).removeprefix("torch.")},
+        path={
+            **settings,
+            "precision": str(resolve_precision(settings["precision"], device)).removeprefix("torch."),
+            "resolved": _path_taken(settings, device, converted)["resolved"],
+        },
     )
     print(json.dumps(result), flush=True)
     return result
@@ -135,7 +139,7 @@ def asme_dice_cost_curve(
         stop_agreements: the :class:`~nerveseg.bundle.inference.inferers.ASMEInferer` ``stop_agreement`` of each point;
             ``None`` is full ASME.
         threshold: the probability threshold of the masks ASME compares and of the predictions scored.
-        settings: ``precision`` and ``channels_last`` of
+        settings: ``backend``, ``precision`` and ``channels_last`` of
             :class:`~nerveseg.bundle.inference.accelerated.AcceleratedInferer`
             (:func:`~nerveseg.scripts.bench.execution_paths.inference_settings` gives the default path's); by
             default eager float32.
@@ -208,7 +212,7 @@ def asme_dice_cost_curve(
         "device": str(device),
         "threshold": threshold,
         "views": list(views),
-        "path": _path_taken(settings, device, accelerated[0][2], network),
+        "path": _path_taken(settings, device, converted),
         "repeats": repeats,
         "one_view": {"mean_dice": mean_dice["1 view"], "ms_per_image": 1e3 * single / len(images)},
         "points": points,
@@ -218,8 +222,8 @@ def asme_dice_cost_curve(
 def asme_curve_markdown(curve: dict[str, Any]) -> list[str]:
     """The Dice/cost curve as a table: one row per stop agreement, and one view."""
     path = curve["path"]
-    ran_as = path.get("resolved", path["precision"])  # results before 0.17.0 name only the settings
-    ran_as += " channels-last" if path["channels_last"] else ""
+    ran_as = path.get("resolved")  # results before 0.17.0 name only the settings
+    ran_as = ran_as or f"{path['precision']}{' channels-last' if path['channels_last'] else ''}"
     lines = [
         f"ASME's early stop on {curve['images']} images, batch 1, {curve['device']}, "
         f"{ran_as}; time is the median of {curve['repeats']} rounds.",
@@ -240,17 +244,23 @@ def asme_curve_markdown(curve: dict[str, Any]) -> list[str]:
 
 
 def _path_taken(
-    settings: Mapping[str, Any] | None, device: torch.device, inferer: Inferer, network: nn.Module
+    settings: Mapping[str, Any] | None, device: torch.device, converted: OpenVINONetwork | None
 ) -> dict[str, Any]:
-    """``settings``, and under ``resolved`` the backend and precision they ran as, e.g. ``"openvino bfloat16"``:
-    ``auto`` names no machine's choice, and a network OpenVINO refused ran on torch."""
+    """``settings``, and under ``resolved`` what they ran as here, e.g. ``"openvino bfloat16"`` or ``"torch
+    bfloat16 channels-last"``: ``auto`` names no machine's choice, a network OpenVINO refused (``converted``, after
+    the runs) ran on torch, and int8 without a quantized model to read ran in float32."""
     if settings is None:
         return {"precision": "float32", "channels_last": False, "resolved": "torch float32"}
     backend = resolve_backend(settings.get("backend", "torch"), device)
-    if backend == "openvino" and isinstance(inferer, AcceleratedInferer):
-        backend = "torch" if inferer.openvino_network(network).refused is not None else backend
+    if backend == "openvino" and converted is not None and converted.refused is not None:
+        backend = "torch"
     precision = str(resolve_precision(settings.get("precision", "auto"), device)).removeprefix("torch.")
-    return {**settings, "resolved": f"{backend} {precision}"}
+    if precision == "int8" and (backend == "torch" or settings.get("cache_dir") is None):
+        precision = (
+            "float32"  # torch has no int8; OpenVINO reads the quantized model from the cache beside a checkpoint
+        )
+    layout = " channels-last" if backend == "torch" and settings.get("channels_last") else ""
+    return {**settings, "resolved": f"{backend} {precision}{layout}"}
 
 
 def _point_name(stop: float | None) -> str:

@@ -197,11 +197,8 @@ def test_live_recipe_part_trains_scores_and_quantizes_each_recipe_once(tmp_path)
     from nerveseg.scripts.bench.live_recipe import BASELINE, CANDIDATE, live_recipe
 
     options = {"data_root": str(SHARED_DATA), "out": str(tmp_path), "bundle_root": str(BUNDLE_ROOT), "quick": True}
-    recipes = [
-        BASELINE,
-        CANDIDATE,
-        "live at twice the width",
-    ]  # the last overrides the network: scored and quantized so
+    # the last recipe overrides the network, which scoring and quantizing must take too
+    recipes = [BASELINE, CANDIDATE, "live at twice the width"]
     result = live_recipe(recipes=recipes, **options)
     rows = {row["recipe"]: row for row in result["rows"]}
     assert set(rows) == set(recipes) and all("int8" not in row for row in rows.values())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -23,6 +25,12 @@ def _disk_cases(count: int, shape: tuple[int, int], seed: int) -> tuple[list[np.
         images.append(np.clip(0.3 + 0.1 * rng.standard_normal(shape) + 0.5 * mask, 0, 1).astype(np.float32))
         masks.append(mask.astype(np.uint8))
     return images, masks
+
+
+def test_the_subprocess_module_imports_neither_monai_nor_torch():
+    # nnU-Net's planning and preprocessing spawn workers that import it again: MONAI took 7 s of each
+    code = "import sys, nerveseg.scripts.bench.league_nnunet; print(sorted({'monai', 'torch'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
 def test_bad_inputs_are_refused_before_nnunet_starts(tmp_path):
