@@ -255,10 +255,9 @@ def _path_taken(
     if backend == "openvino" and converted is not None and converted.refused is not None:
         backend = "torch"
     precision = str(resolve_precision(settings.get("precision", "auto"), device)).removeprefix("torch.")
+    # torch has no int8, and OpenVINO reads the quantized model from the cache beside a checkpoint
     if precision == "int8" and (backend == "torch" or settings.get("cache_dir") is None):
-        precision = (
-            "float32"  # torch has no int8; OpenVINO reads the quantized model from the cache beside a checkpoint
-        )
+        precision = "float32"
     layout = " channels-last" if backend == "torch" and settings.get("channels_last") else ""
     return {**settings, "resolved": f"{backend} {precision}{layout}"}
 
