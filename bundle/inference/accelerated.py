@@ -20,7 +20,13 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 
-from nerveseg.bundle.inference.backends import OpenVINONetwork, backend_forward, check_backend, check_cache
+from nerveseg.bundle.inference.backends import (
+    OpenVINONetwork,
+    backend_forward,
+    check_backend,
+    check_cache,
+    resolve_backend,
+)
 from nerveseg.utils.class_logits import CLASS_LOGITS_KEY
 from nerveseg.utils.errors import UserInputError
 
@@ -153,6 +159,16 @@ class AcceleratedInferer(Inferer):
 
         forward = backend_forward(self.openvino_network(network), self.backend, inputs.device, torch_forward)
         return self.inferer(inputs, forward, *args, **kwargs)
+
+    def backend_for(self, network: Callable[..., Any], device: torch.device | str) -> str:
+        """``"openvino"`` or ``"torch"``: what runs ``network`` on ``device``. The backend as it resolves there, and
+        torch from the network's first call on where ``"auto"`` found that OpenVINO cannot serve it (class logits, a
+        failed conversion, an unwritable cache)."""
+        backend = resolve_backend(self.backend, device)
+        runtime = self._openvino
+        if backend == "openvino" and self.backend == "auto" and runtime is not None and runtime.network is network:
+            return "torch" if runtime.refused is not None else backend
+        return backend
 
     def openvino_network(self, network: Callable[..., Any]) -> OpenVINONetwork:
         """``network`` on OpenVINO, kept while the inferer is called with it: a server's requests share its models."""

@@ -162,11 +162,8 @@ class StreamingSegmenter:
     @property
     def backend(self) -> str:
         """See the class's attributes."""
-        openvino_network = getattr(self.inferer, "openvino_network", None)
-        if self._configured_backend == "openvino" and getattr(self.inferer, "backend", None) == "auto":
-            if openvino_network is not None and openvino_network(self.network).refused is not None:
-                return "torch"
-        return self._configured_backend
+        backend_for = getattr(self.inferer, "backend_for", None)  # AcceleratedInferer's: it knows what ran
+        return backend_for(self.network, self.device) if backend_for is not None else self._configured_backend
 
     def reset(self) -> None:
         """Forget the previous frames (a new video or probe position): smoothing starts again."""
@@ -180,16 +177,16 @@ class StreamingSegmenter:
             UserInputError: a frame that is not one 2D grayscale image.
         """
         if self.backend != "openvino":
-            return self._segment(frame)
+            return self._segment(frame, on_openvino=False)
         with _OPENVINO_TURN:
-            return self._segment(frame)
+            return self._segment(frame, on_openvino=True)
 
-    def _segment(self, frame: np.ndarray) -> np.ndarray:
+    def _segment(self, frame: np.ndarray, on_openvino: bool) -> np.ndarray:
         """:meth:`__call__`'s mask, without taking a turn."""
-        with self._torch_steps_on_one_thread():
+        with self._torch_steps_on_one_thread(on_openvino):
             images = self.network_input(frame)
         logits = self.inferer(images, self.network)
-        with self._torch_steps_on_one_thread():
+        with self._torch_steps_on_one_thread(on_openvino):
             probability = torch.sigmoid(logits)
             probability = (
                 self.gate(decollate_batch(probability)[0]) if self.gate.threshold else probability[0]
@@ -219,9 +216,9 @@ class StreamingSegmenter:
         return self.resize(self._scaled(frame))[None].to(self.device)
 
     @contextmanager
-    def _torch_steps_on_one_thread(self) -> Iterator[None]:
+    def _torch_steps_on_one_thread(self, on_openvino: bool) -> Iterator[None]:
         """Run the segmenter's torch steps on one thread where OpenVINO runs the network (see the module)."""
-        if self.backend != "openvino":
+        if not on_openvino:
             yield
             return
         threads = torch.get_num_threads()  # restored before the network: OpenVINO compiles for torch's count

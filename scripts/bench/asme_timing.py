@@ -21,7 +21,6 @@ from monai.utils import convert_to_tensor
 from torch import nn
 
 from nerveseg.bundle.inference.accelerated import AcceleratedInferer, resolve_precision
-from nerveseg.bundle.inference.backends import OpenVINONetwork, resolve_backend
 from nerveseg.bundle.inference.inferers import ASMEInferer
 from nerveseg.bundle.runs import build_network, config_files, read_config
 from nerveseg.networks.profile import time_side_by_side
@@ -89,11 +88,7 @@ def measure_asme(bundle_root: str | os.PathLike, quick: bool, device: str = "cpu
         ratio_adaptive_vs_single=timings[ADAPTIVE]["median"] / single,
         adaptive_stop_agreement=adaptive.stop_agreement,
         adaptive_views_used=int(adaptive.last_scores["asme_views_used"][0]),
-        path={
-            **settings,
-            "precision": str(resolve_precision(settings["precision"], device)).removeprefix("torch."),
-            "resolved": _path_taken(settings, device, converted)["resolved"],
-        },
+        path=_path_taken(settings, device, inferer, network),  # any of them: they share the network's runtime
     )
     print(json.dumps(result), flush=True)
     return result
@@ -212,7 +207,7 @@ def asme_dice_cost_curve(
         "device": str(device),
         "threshold": threshold,
         "views": list(views),
-        "path": _path_taken(settings, device, converted),
+        "path": _path_taken(settings, device, accelerated[0][2], network),
         "repeats": repeats,
         "one_view": {"mean_dice": mean_dice["1 view"], "ms_per_image": 1e3 * single / len(images)},
         "points": points,
@@ -244,16 +239,15 @@ def asme_curve_markdown(curve: dict[str, Any]) -> list[str]:
 
 
 def _path_taken(
-    settings: Mapping[str, Any] | None, device: torch.device, converted: OpenVINONetwork | None
+    settings: Mapping[str, Any] | None, device: torch.device, inferer: Inferer, network: nn.Module
 ) -> dict[str, Any]:
     """``settings``, and under ``resolved`` what they ran as here, e.g. ``"openvino bfloat16"`` or ``"torch
-    bfloat16 channels-last"``: ``auto`` names no machine's choice, a network OpenVINO refused (``converted``, after
-    the runs) ran on torch, and int8 without a quantized model to read ran in float32."""
-    if settings is None:
+    bfloat16 channels-last"``: ``auto`` names no machine's choice, a network OpenVINO refused ran on torch
+    (``inferer``'s :meth:`~AcceleratedInferer.backend_for`, after the runs), and int8 without a quantized model to
+    read ran in float32."""
+    if settings is None or not isinstance(inferer, AcceleratedInferer):
         return {"precision": "float32", "channels_last": False, "resolved": "torch float32"}
-    backend = resolve_backend(settings.get("backend", "torch"), device)
-    if backend == "openvino" and converted is not None and converted.refused is not None:
-        backend = "torch"
+    backend = inferer.backend_for(network, device)
     precision = str(resolve_precision(settings.get("precision", "auto"), device)).removeprefix("torch.")
     # torch has no int8, and OpenVINO reads the quantized model from the cache beside a checkpoint
     if precision == "int8" and (backend == "torch" or settings.get("cache_dir") is None):

@@ -211,9 +211,11 @@ def test_a_network_with_class_logits_is_refused_by_openvino_and_run_by_torch_und
     with pytest.raises(UserInputError, match=r"WithClassLogits attaches class logits .* inference_backend to 'torch'"):
         AcceleratedInferer(precision="float32", backend="openvino", **cache)(x, network)
     auto = AcceleratedInferer(ASMEInferer(), precision="float32", backend="auto", **cache)
+    assert auto.backend_for(network, "cpu") == "openvino"  # not known before the first call
     with caplog.at_level(logging.WARNING), torch.no_grad():
         out, again = auto(x, network), auto(x, network)
         expected = AcceleratedInferer(ASMEInferer(), precision="float32")(x, network)
+    assert auto.backend_for(network, "cpu") == "torch" and auto.backend_for(small_net(), "cpu") == "openvino"
     torch.testing.assert_close(out.meta["class_logits"], expected.meta["class_logits"])
     torch.testing.assert_close(out.as_tensor(), expected.as_tensor())
     torch.testing.assert_close(again.as_tensor(), expected.as_tensor())

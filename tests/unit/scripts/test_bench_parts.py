@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from monai.data import MetaTensor
 from torch import nn
 
 from conftest import BUNDLE_ROOT, nerve_folders
@@ -33,7 +32,6 @@ from nerveseg.scripts.bench.results import mean_sd, ms, write_results
 from nerveseg.scripts.bench.scoring import split_pairs, validation_dice_of_events
 from nerveseg.scripts.bench.suite import HEADLINES, SUITE_PARTS, markdown
 from nerveseg.scripts.bench.trainer_overhead import trainer_overhead_markdown
-from nerveseg.utils.class_logits import with_class_logits
 from nerveseg.utils.errors import UserInputError
 
 TRAIN = BUNDLE_ROOT / "configs" / "train.json"
@@ -227,18 +225,6 @@ def test_asme_dice_cost_curve_scores_each_stop_agreement_against_one_view():
         asme_dice_cost_curve(threshold_at_half, [])
 
 
-class ConvWithClassLogits(nn.Module):
-    """A 1x1 convolution that attaches class logits, as MUNet does: OpenVINO refuses it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        plain = x.as_tensor() if isinstance(x, MetaTensor) else x
-        return with_class_logits(self.conv(plain), plain.mean(dim=(2, 3)).repeat(1, 2), x)
-
-
 def test_asme_dice_cost_curve_records_what_the_settings_ran_as_on_this_machine():
     pairs = [(torch.rand(1, 16, 16), torch.zeros(1, 16, 16))]
     native = str(resolve_precision("auto", "cpu")).removeprefix("torch.")  # bfloat16 only where the CPU has it
@@ -252,8 +238,6 @@ def test_asme_dice_cost_curve_records_what_the_settings_ran_as_on_this_machine()
     assert resolved(nn.Conv2d(1, 1, 1), backend="torch", precision="int8", channels_last=False) == "torch float32"
     pytest.importorskip("openvino", reason="the openvino backend needs the openvino package, a dependency")
     assert resolved(nn.Conv2d(1, 1, 1), backend="auto", precision="auto", channels_last=True) == f"openvino {native}"
-    refused = resolved(ConvWithClassLogits().eval(), backend="auto", precision="float32", channels_last=False)
-    assert refused == "torch float32"  # auto ran it on torch
 
 
 def test_split_pairs_are_network_size_images_and_original_size_labels(tmp_path):
