@@ -32,6 +32,7 @@ __all__ = [
     "build_network",
     "config_files",
     "evaluate",
+    "parse_config_list",
     "parse_overrides",
     "read_config",
     "run_workflow",
@@ -61,6 +62,23 @@ def config_files(bundle_root: str | os.PathLike, *names: str | os.PathLike) -> l
         if not path.is_file():
             raise UserInputError(f"{path} not found; paths are relative to --bundle_root, the folder holding configs/.")
     return [str(path) for path in files]
+
+
+def parse_config_list(config_file: str | Sequence[str]) -> list[str]:
+    """The config files of a command-line ``--config_file``: one file, a list, or a list's text
+    ``"['configs/inference.json','configs/live.json']"``, as ``monai.bundle`` takes them.
+
+    Raises:
+        UserInputError: the value is neither a file name nor a list of them.
+    """
+    files = _literal_or_text(config_file) if isinstance(config_file, str) else config_file
+    files = [files] if isinstance(files, str) else files
+    if not isinstance(files, (list, tuple)) or not files or not all(isinstance(name, str) for name in files):
+        raise UserInputError(
+            f"--config_file must name config files, got {config_file!r}; e.g. "
+            "--config_file \"['configs/inference.json','configs/live.json']\"."
+        )
+    return list(files)
 
 
 def parse_overrides(text: str) -> dict[str, Any]:

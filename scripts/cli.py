@@ -1,24 +1,38 @@
-"""The ``nerveseg`` command line: ``nerveseg <command> --help`` describes each command."""
+"""The ``nerveseg`` command line: ``nerveseg <command> --help`` describes each command.
+
+Only the named command's module is imported: ``prepare``, ``submit`` and ``synth`` start without MONAI, whose import
+takes seconds with every extra installed.
+"""
 
 from __future__ import annotations
 
-import ast
 import functools
+import importlib
+import sys
+from collections.abc import Callable, Sequence
 
 import fire
 
-from nerveseg.bundle import runs
 from nerveseg.bundle.data import prepare as preparation
 from nerveseg.bundle.data import submissions
 from nerveseg.bundle.data.synthetic import generate_dataset
-from nerveseg.bundle.inference.quantization import DICE_TOLERANCE, quantize_checkpoint
-from nerveseg.networks.presence_gated import gated_state_dict
-from nerveseg.scripts.bench import bench
-from nerveseg.scripts.label_app.layout import label_app
-from nerveseg.scripts.live import live as run_live
-from nerveseg.scripts.progressive import progressive
+from nerveseg.bundle.logs import report_errors
 from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import read_state_dict, save_state_dict
+
+COMMANDS = {
+    "synth": "nerveseg.scripts.cli:synth",
+    "prepare": "nerveseg.scripts.cli:prepare",
+    "tune": "nerveseg.scripts.cli:tune",
+    "gate": "nerveseg.scripts.cli:gate",
+    "submit": "nerveseg.scripts.cli:submit",
+    "progressive": "nerveseg.scripts.progressive:progressive",
+    "label-app": "nerveseg.scripts.label_app.layout:label_app",
+    "bench": "nerveseg.scripts.bench:bench",
+    "live": "nerveseg.scripts.cli:live",
+    "quantize": "nerveseg.scripts.quantize:quantize",
+}
+"""Each command's function, as ``module:name``."""
 
 
 def synth(out: str, num_subjects: int = 16, frames_per_subject: int = 30, num_test_images: int = 40, seed: int = 0):
@@ -72,6 +86,8 @@ def gate(segmenter: str, classifier: str, out: str) -> None:
         classifier: the classifier's checkpoint (``models/presence/model.pt`` of configs/presence_classifier.json).
         out: the checkpoint to write (``models/gated/model.pt`` is where configs/networks/presence_gated.json looks).
     """
+    from nerveseg.networks.presence_gated import gated_state_dict
+
     try:
         segmenter_state = read_state_dict(segmenter, "Segmenter checkpoint")
         classifier_state = read_state_dict(classifier, "Classifier checkpoint")
@@ -100,10 +116,12 @@ def tune(
             ``eval/postprocessing.json`` under the config's ``output_dir``.
         overrides: more ``monai.bundle`` arguments, as one string: ``--overrides="--ckpt_dir models/munet"``.
     """
+    from nerveseg.bundle import runs
+
     settings = runs.parse_overrides(overrides)
     if out is not None:
         settings[runs.TUNED_OVERRIDE_ID] = str(out)
-    configs = _config_list(config_file)
+    configs = runs.parse_config_list(config_file)
     if "tuning" not in runs.read_config(configs):
         raise UserInputError(f"{configs} define no 'tuning' workflow; stack configs/tune.json on them.")
     workflow = runs.run_workflow(configs, "tuning", settings, console=True)
@@ -162,64 +180,25 @@ def live(
         smoothing: the weight of earlier frames' probabilities, in [0, 1); 0 segments each frame alone.
         overrides: more config values, as one string: ``--overrides="--inference_backend torch"``.
     """
-    run_live(source, out, ".", checkpoint, _config_list(config_file), smoothing, runs.parse_overrides(overrides))
+    from nerveseg.bundle import runs
+    from nerveseg.scripts.live import live as run_live
+
+    configs = runs.parse_config_list(config_file)
+    run_live(source, out, ".", checkpoint, configs, smoothing, runs.parse_overrides(overrides))
 
 
-def quantize(
-    datalist_file: str,
-    checkpoint: str | None = None,
-    config_file: str = "['configs/inference.json']",
-    split: str = "validation",
-    tolerance: float = DICE_TOLERANCE,
-    overrides: str = "",
-) -> None:
-    """Quantize the checkpoint's OpenVINO model to int8 with NNCF, calibrated and checked on a labelled split.
-
-    The int8 model is kept beside the float32 one (``models/openvino/``) and run by ``--inference_precision int8``
-    only where its mean Dice on the split is at most ``tolerance`` below float32's; otherwise the reason is kept and
-    ``int8`` runs float32. Prints both Dice scores and the network's speed-up. Needs NNCF: pip install -e '.[int8]'.
-
-    Args:
-        datalist_file: the checkpoint's datalist (``nerveseg prepare``'s); ``split`` calibrates and scores.
-        checkpoint: the weights; by default ``models/model.pt``.
-        config_file: the config stack, inference.json first, then override files (e.g. configs/live.json).
-        split: the labelled split to calibrate and score on (validation; never the test split).
-        tolerance: the largest loss of mean Dice against float32 that is accepted.
-        overrides: more config values, as one string: ``--overrides="--threshold 0.4"``.
-    """
-    settings = runs.parse_overrides(overrides)
-    record = quantize_checkpoint(datalist_file, ".", checkpoint, _config_list(config_file), split, tolerance, settings)
-    use = "run it with --inference_precision int8" if record["accepted"] else "inference_precision int8 runs float32"
-    print(
-        f"int8 {'accepted' if record['accepted'] else 'refused'}: {record['reason']} Network "
-        f"{record['network_ms_float32']:.1f} -> {record['network_ms_int8']:.1f} ms per image "
-        f"({record['speedup']:.2f}x, {record['threads']} threads). Kept in {record['entry']}; {use}."
-    )
-
-
-def _config_list(config_file: str | list) -> list[str]:
-    return list(config_file) if isinstance(config_file, (list, tuple)) else list(ast.literal_eval(config_file))
-
-
-def main() -> None:
-    """Run one command; an error about the user's input ends the output with its own message."""
-    from nerveseg.bundle.logs import report_errors
-
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run one command, importing only its module; an error about the user's input ends the output with its own
+    message. Without a known command, fire lists them all (and imports them all)."""
     report_errors()
-    fire.Fire(
-        {
-            "synth": synth,
-            "prepare": prepare,
-            "tune": tune,
-            "gate": gate,
-            "submit": submit,
-            "progressive": progressive,
-            "label-app": label_app,
-            "bench": bench,
-            "live": live,
-            "quantize": quantize,
-        }
-    )
+    argv = sys.argv[1:] if argv is None else list(argv)
+    names = [argv[0]] if argv and argv[0] in COMMANDS else COMMANDS
+    fire.Fire({name: _command(name) for name in names}, argv, name="nerveseg")
+
+
+def _command(name: str) -> Callable:
+    module, function = COMMANDS[name].split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 if __name__ == "__main__":

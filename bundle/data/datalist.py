@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from monai.data import load_decathlon_datalist
 
 from nerveseg.bundle.data.checks import DataChecker
 from nerveseg.bundle.data.io import PIL_EXTENSIONS, DatasetError, extension, file_stem, find_file
@@ -189,6 +188,8 @@ def load_datalist_file(datalist_file: str | os.PathLike, base_dir: str | os.Path
         raise DatasetError(f"{path}: not valid JSON ({e}).") from e
     if "training" not in keys:
         raise DatasetError(f"{path}: datalist has no 'training' list (keys: {sorted(keys)}).")
+    from monai.data import load_decathlon_datalist  # here: `nerveseg prepare` runs without MONAI's import (seconds)
+
     base = str(base_dir) if base_dir is not None else str(path.parent)
     datalist = {}
     for key in ("training", "validation", "test"):

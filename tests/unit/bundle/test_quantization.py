@@ -101,7 +101,7 @@ def test_quantization_needs_the_cache(tmp_path, datalist):
 
 
 def test_the_quantize_command_says_what_it_kept(tmp_path, datalist, monkeypatch, capsys):
-    from nerveseg.scripts.cli import quantize as quantize_command
+    from nerveseg.scripts.quantize import quantize as quantize_command
 
     checkpoint = tiny_checkpoint(tmp_path / "models", [32, 48])
     monkeypatch.chdir(BUNDLE_ROOT)

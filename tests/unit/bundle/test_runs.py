@@ -81,3 +81,19 @@ def test_overrides_that_do_not_pair_up_are_refused_with_the_form(text):
 def test_overrides_given_without_equals_sign_say_how_to_write_them():
     with pytest.raises(UserInputError, match=r"write it with '=': --overrides=\"--inference_backend torch\""):
         runs.parse_overrides(True)  # what fire gives for `--overrides "--inference_backend torch"`
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["['configs/inference.json','configs/live.json']", ["configs/inference.json", "configs/live.json"]],
+    ids=["text", "list from fire"],
+)
+def test_config_lists_read_as_monai_bundle_reads_them(given):
+    assert runs.parse_config_list(given) == ["configs/inference.json", "configs/live.json"]
+    assert runs.parse_config_list("configs/inference.json") == ["configs/inference.json"]
+
+
+@pytest.mark.parametrize("given", [3, [], "[1, 2]"])
+def test_a_config_list_without_file_names_is_refused_with_the_form(given):
+    with pytest.raises(UserInputError, match="--config_file must name config files, got .*; e.g. --config_file"):
+        runs.parse_config_list(given)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
+from conftest import image_mask_folders
 from nerveseg.scripts import cli
 
 
@@ -24,3 +27,23 @@ def test_gate_refuses_an_unreadable_checkpoint(tmp_path):
     with pytest.raises(SystemExit, match=f"Cannot read segmenter checkpoint {tmp_path / 'segmenter.pt'}"):
         cli.gate(tmp_path / "segmenter.pt", tmp_path / "classifier.pt", tmp_path / "gated" / "model.pt")
     assert not (tmp_path / "gated").exists()
+
+
+def test_main_runs_the_named_command(tmp_path, capsys):
+    cli.main(["synth", "--out", str(tmp_path / "synthetic"), "--num_subjects", "2", "--frames_per_subject", "2"])
+    assert "Synthetic dataset written to" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["no-such-command"])
+    assert "synth | prepare | tune" in capsys.readouterr().err  # fire lists every command
+
+
+def test_the_data_commands_run_without_importing_monai(tmp_path):
+    """MONAI's import takes seconds with every extra installed; ``synth`` and ``prepare`` need none of it."""
+    src = image_mask_folders(tmp_path / "src")
+    synth = ["synth", "--out", str(tmp_path / "synthetic"), "--num_subjects", "2", "--frames_per_subject", "2"]
+    prepare = ["prepare", "folders", "--src", str(src), "--out", str(tmp_path / "prepared" / "datalist.json")]
+    code = f"import sys; from nerveseg.scripts.cli import main; main({synth}); main({prepare}); "
+    code += "print('monai' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines()[-1] == "False"
+    assert (tmp_path / "prepared" / "datalist.json").is_file()
