@@ -164,27 +164,37 @@ def live(
     config_file: str = "['configs/inference.json']",
     smoothing: float = 0.0,
     overrides: str = "",
+    input_format: str | None = None,
+    input_options: dict | None = None,
+    max_frames: int | None = None,
 ) -> None:
-    """Segment a video, or a folder of frames, one frame at a time as a live probe would give them.
+    """Segment a video, a folder of frames, or a live stream one frame at a time, as a probe gives them.
 
-    Writes the frames with the structure's outline drawn (a video for a video, PNG files for a folder),
+    Writes the frames with the structure's outline drawn (a video for a video or stream, PNG files for a folder),
     ``latency.csv`` (each frame's milliseconds from decoded frame to mask) and ``live.json``; prints the median and
     99th percentile latency and the frames per second. The model is inference.json's with the checkpoint's weights,
-    at the size it was trained at. Videos need PyAV: pip install -e '.[live]'.
+    at the size it was trained at. A stream or device is segmented at its newest frame each time: frames that came
+    while the network ran are skipped (counted), not queued. Ctrl-C stops and keeps what was segmented. Videos and
+    streams need PyAV: pip install -e '.[live]'.
 
     Args:
-        source: a video file or a folder of frame images.
+        source: a video file, a folder of frame images, a stream address (``rtsp://...``, ``udp://...``) or a
+            capture device of ``input_format`` (``/dev/video0``).
         out: the output folder.
         checkpoint: the weights; by default ``models/model.pt``.
         config_file: the config stack, inference.json first, then override files.
         smoothing: the weight of earlier frames' probabilities, in [0, 1); 0 segments each frame alone.
         overrides: more config values, as one string: ``--overrides="--inference_backend torch"``.
+        input_format: FFmpeg's input format of a capture device: ``v4l2``, ``avfoundation``, ``dshow``, ``x11grab``,
+            or ``lavfi`` for a generated test source (``"testsrc=size=580x420:rate=30"``).
+        input_options: FFmpeg's options for the input: ``--input_options "{'video_size': '640x480'}"``.
+        max_frames: stop after this many frames; by default at the end of the source, or Ctrl-C.
     """
     from nerveseg.bundle import runs
     from nerveseg.scripts.live import live as run_live
 
-    configs = runs.parse_config_list(config_file)
-    run_live(source, out, ".", checkpoint, configs, smoothing, runs.parse_overrides(overrides))
+    configs, settings = runs.parse_config_list(config_file), runs.parse_overrides(overrides)
+    run_live(source, out, ".", checkpoint, configs, smoothing, settings, input_format, input_options, max_frames)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,9 +1,10 @@
-"""``nerveseg live``: frames from a folder or a video, outlined back, each frame's latency, and the summary."""
+"""``nerveseg live``: frames from a folder, a video or a stream, outlined back, each latency, and the summary."""
 
 from __future__ import annotations
 
 import csv
 import json
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from PIL import Image
 from conftest import BUNDLE_ROOT, TINY_NETWORK, tiny_checkpoint
 from nerveseg.bundle.inference.streaming import StreamingSegmenter
 from nerveseg.scripts.live import latency_summary, live, outlined
+from nerveseg.scripts.video_frames import Frame, FrameSource
 from nerveseg.utils.errors import UserInputError
 
 OVERRIDES = {"network_def": TINY_NETWORK, "inference_backend": "torch", "inference_precision": "float32"}
@@ -77,8 +79,82 @@ def test_outlines_mark_only_the_boundary_and_the_summary_sets_the_first_frame_ap
 
 
 def test_missing_sources_and_empty_folders_are_refused(checkpoint, tmp_path):
-    with pytest.raises(UserInputError, match="does not exist; give a video file or a folder of frames"):
+    with pytest.raises(UserInputError, match="does not exist; give a video file, a folder of frames, a stream address"):
         live(str(tmp_path / "none.mp4"), str(tmp_path / "out"), str(BUNDLE_ROOT), str(checkpoint))
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserInputError, match=r"holds no frames; a folder needs \.png"):
         live(str(tmp_path / "empty"), str(tmp_path / "out"), str(BUNDLE_ROOT), str(checkpoint), overrides=OVERRIDES)
+
+
+def _assert_skips_add_up(indices: list[int], skipped: list[int]) -> None:
+    """Each frame's ``skipped`` is the gap before it in the source's numbering."""
+    assert skipped == [index - previous - 1 for previous, index in zip([-1, *indices[:-1]], indices, strict=True)]
+
+
+def test_a_stream_is_read_at_its_newest_frame_until_max_frames(checkpoint, tmp_path):
+    pytest.importorskip("av", reason="streams need PyAV: pip install -e '.[live]'")
+    source = "testsrc=size=64x48:rate=25"  # FFmpeg's generated source decodes faster than the network runs
+    summary = live(source, str(tmp_path / "out"), str(BUNDLE_ROOT), str(checkpoint), overrides=OVERRIDES,
+                   input_format="lavfi", max_frames=4)  # fmt: skip
+    assert summary["frames"] == 4 and summary["ended"] == "max_frames 4"
+    with open(tmp_path / "out" / "latency.csv") as f:
+        rows = list(csv.DictReader(f))
+    _assert_skips_add_up([int(row["frame"]) for row in rows], [int(row["skipped"]) for row in rows])
+    assert summary["skipped"] == sum(int(row["skipped"]) for row in rows)
+    assert (tmp_path / "out" / "live.mp4").is_file()
+
+
+def _counted(count: int, pause: float = 0.0, fail_at: int | None = None):
+    for index in range(count):
+        if index == fail_at:
+            raise OSError("the stream broke")
+        time.sleep(pause)
+        yield Frame(index, str(index), np.zeros((2, 2), np.uint8))
+
+
+def test_a_slow_reader_of_a_stream_gets_its_newest_frames_and_the_last(monkeypatch):
+    monkeypatch.setattr(FrameSource, "_decoded", lambda self: _counted(40, pause=0.001))
+    read = []
+    for frame in FrameSource("rtsp://probe/stream"):
+        read.append(frame)
+        time.sleep(0.005)
+    _assert_skips_add_up([frame.index for frame in read], [frame.skipped for frame in read])
+    assert read[-1].index == 39 and len(read) < 40
+
+
+def test_a_stream_that_breaks_raises_in_the_reader(monkeypatch):
+    monkeypatch.setattr(FrameSource, "_decoded", lambda self: _counted(5, fail_at=3))
+    with pytest.raises(OSError, match="the stream broke"):
+        for _ in FrameSource("udp://probe"):
+            time.sleep(0.01)
+
+
+def test_ctrl_c_ends_the_run_and_keeps_what_was_segmented(checkpoint, tmp_path, monkeypatch):
+    av = pytest.importorskip("av", reason="streams need PyAV: pip install -e '.[live]'")
+    segment = StreamingSegmenter.__call__
+
+    def interrupted_at_the_third(self, frame):
+        interrupted_at_the_third.calls += 1
+        if interrupted_at_the_third.calls == 3:
+            raise KeyboardInterrupt
+        return segment(self, frame)
+
+    interrupted_at_the_third.calls = 0
+    monkeypatch.setattr(StreamingSegmenter, "__call__", interrupted_at_the_third)
+    summary = live("testsrc=size=64x48:rate=25", str(tmp_path / "out"), str(BUNDLE_ROOT), str(checkpoint),
+                   overrides=OVERRIDES, input_format="lavfi")  # fmt: skip
+    assert summary["frames"] == 2 and summary["ended"] == "Ctrl-C"
+    with av.open(str(tmp_path / "out" / "live.mp4")) as written:
+        assert len(list(written.decode(video=0))) == 2
+
+
+def test_a_source_ffmpeg_cannot_open_is_named_with_the_fix(checkpoint, tmp_path):
+    av = pytest.importorskip("av", reason="streams need PyAV: pip install -e '.[live]'")
+    run = dict(out=str(tmp_path / "out"), bundle_root=str(BUNDLE_ROOT), checkpoint=str(checkpoint), overrides=OVERRIDES)
+    with pytest.raises(UserInputError, match=r"no_such_filter: FFmpeg cannot open it as lavfi \(.*\); check the"):
+        live("no_such_filter", input_format="lavfi", **run)
+    if "v4l2" not in av.formats_available:
+        with pytest.raises(UserInputError, match=r"this PyAV's FFmpeg has no v4l2 input \(it has .*lavfi\): install"):
+            live("/dev/video0", input_format="v4l2", **run)
+    with pytest.raises(UserInputError, match="max_frames is 0: give a whole number >= 1"):
+        live("/dev/video0", input_format="v4l2", max_frames=0, **run)
