@@ -174,8 +174,8 @@ def live(
     ``latency.csv`` (each frame's milliseconds from decoded frame to mask) and ``live.json``; prints the median and
     99th percentile latency and the frames per second. The model is inference.json's with the checkpoint's weights,
     at the size it was trained at. A stream or device is segmented at its newest frame each time: frames that came
-    while the network ran are skipped (counted), not queued. Ctrl-C stops and keeps what was segmented. Videos and
-    streams need PyAV: pip install -e '.[live]'.
+    while the network ran are skipped (counted), not queued. Ctrl-C, or a source that breaks, stops the run and keeps
+    what was segmented. Videos and streams need PyAV: pip install -e '.[live]'.
 
     Args:
         source: a video file, a folder of frame images, a stream address (``rtsp://...``, ``udp://...``) or a
@@ -193,8 +193,17 @@ def live(
     from nerveseg.bundle import runs
     from nerveseg.scripts.live import live as run_live
 
-    configs, settings = runs.parse_config_list(config_file), runs.parse_overrides(overrides)
-    run_live(source, out, ".", checkpoint, configs, smoothing, settings, input_format, input_options, max_frames)
+    run_live(
+        str(source),  # fire reads a device number (avfoundation's 0) as an int
+        str(out),
+        checkpoint=checkpoint,
+        configs=runs.parse_config_list(config_file),
+        smoothing=smoothing,
+        overrides=runs.parse_overrides(overrides),
+        input_format=input_format,
+        input_options=input_options,
+        max_frames=max_frames,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -3,8 +3,8 @@
 Frames are decoded (:mod:`~nerveseg.scripts.video_frames`), converted to grayscale and segmented by
 :class:`~nerveseg.bundle.inference.streaming.StreamingSegmenter`; each is written back with the structure's outline
 drawn in red, and its latency, from decoded frame to mask, goes to ``latency.csv``. The first frame, which converts
-and compiles the network, is reported apart from the others' median and 99th percentile. Ctrl-C ends the run as the
-end of the source would: what was segmented is written.
+and compiles the network, is reported apart from the others' median and 99th percentile. Ctrl-C, or a source that
+breaks after its first frames, ends the run as the end of the source would: what was segmented is written.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
 from itertools import islice
 from pathlib import Path
@@ -22,7 +22,7 @@ import numpy as np
 
 from nerveseg.bundle.inference.streaming import StreamingSegmenter
 from nerveseg.scripts.bench.machine import describe_machine
-from nerveseg.scripts.video_frames import FRAME_SUFFIXES, FrameSource, frame_writer
+from nerveseg.scripts.video_frames import FRAME_SUFFIXES, Frame, FrameSource, frame_writer
 from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import atomic_path, write_json_atomically
 
@@ -64,11 +64,11 @@ def live(
 
     Returns:
         the summary: frames, frames skipped, the first frame's milliseconds, p50 and p99 of the others, frames per
-        second, and how the run ended.
+        second, and how the run ended (the end of the source, ``max_frames``, Ctrl-C, or the source's error).
 
     Raises:
-        UserInputError: a missing source, a folder without frames, a stream or device FFmpeg cannot open, a video
-            without PyAV installed, or ``max_frames`` below 1.
+        UserInputError: a missing source, a folder without frames, a stream or device FFmpeg cannot open or that
+            sends nothing, a video without PyAV installed, or ``max_frames`` below 1.
     """
     if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
         raise UserInputError(f"max_frames is {max_frames!r}: give a whole number >= 1, or leave it out for all frames.")
@@ -78,7 +78,7 @@ def live(
     rows, ended = [], "end of source"
     with frame_writer(frames, folder) as write, closing(iter(frames)) as decoded:
         try:
-            for frame in islice(decoded, max_frames):
+            for frame in _source_errors_apart(islice(decoded, max_frames)):
                 start = time.perf_counter()
                 mask = segmenter(frame.pixels)
                 milliseconds = 1e3 * (time.perf_counter() - start)
@@ -88,11 +88,22 @@ def live(
                      "skipped": frame.skipped}
                 )  # fmt: skip
         except KeyboardInterrupt:
+            if not rows:
+                raise
             ended = "Ctrl-C"
-        if ended != "Ctrl-C" and len(rows) == max_frames:
+        except _SourceError as error:
+            if not rows:
+                raise error.__cause__ from None
+            ended = f"source error ({error})"
+        if ended == "end of source" and len(rows) == max_frames:
             ended = f"max_frames {max_frames}"
         if not rows:  # inside: an empty video is not written
-            raise UserInputError(f"{source} holds no frames; a folder needs {', '.join(FRAME_SUFFIXES)} files.")
+            wanted = (
+                "check that the stream is being sent"
+                if frames.live
+                else f"a folder needs {', '.join(FRAME_SUFFIXES)} files"
+            )
+            raise UserInputError(f"{source} gave no frames; {wanted}.")
     with atomic_path(folder / "latency.csv") as partial, open(partial, "w", newline="") as f:
         table = csv.DictWriter(f, fieldnames=list(rows[0]))
         table.writeheader()
@@ -115,6 +126,24 @@ def live(
         f"{summary['machine']['summary']}). Written to {folder}."
     )
     return summary
+
+
+class _SourceError(Exception):
+    """The source failed after it gave frames: the run ends there and keeps them."""
+
+
+def _source_errors_apart(frames: Iterator[Frame]) -> Iterator[Frame]:
+    """``frames``, with an error of the source (a broken stream, a damaged video) raised as :class:`_SourceError`."""
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except UserInputError:
+            raise
+        except Exception as error:
+            raise _SourceError(f"{type(error).__name__}: {error}") from error
+        yield frame
 
 
 def latency_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

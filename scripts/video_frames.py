@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,15 @@ FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 CAPTURE_FORMATS = ("v4l2", "avfoundation", "dshow", "x11grab", "lavfi")
 """FFmpeg's input formats for capture devices and generated sources, named when one cannot be opened."""
 
-DEFAULT_RATE = 25.0
-"""Frames per second where a video or stream does not say."""
+DEFAULT_RATE = Fraction(25)
+"""Frames per second where a video or stream does not say (or says more than :data:`MAX_RATE`)."""
+
+MAX_RATE = 240
+"""The highest frame rate taken as the source's; beyond it a container's time base was read as one."""
+
+OPEN_TIMEOUT_S, READ_TIMEOUT_S = 10.0, 5.0
+"""How long a stream or device may take to send its first frame, and then each next one, before it is given up:
+opening fails, reading ends as the end of the source does."""
 
 
 @dataclass(frozen=True)
@@ -55,24 +63,29 @@ class FrameSource:
         input_options: FFmpeg's options for the input, e.g. ``{"video_size": "640x480", "framerate": "30"}``.
 
     Raises:
-        UserInputError: a file or folder that does not exist.
+        UserInputError: a file or folder that does not exist, or ``input_options`` that are not a mapping.
     """
 
     def __init__(
         self, source: str, input_format: str | None = None, input_options: Mapping[str, str] | None = None
     ) -> None:
-        self.source = source
+        if input_options is not None and not isinstance(input_options, Mapping):
+            raise UserInputError(
+                f"input_options is {input_options!r}, not a mapping of FFmpeg options; quote the keys and values "
+                "inside the braces: --input_options \"{'video_size': '640x480', 'framerate': '30'}\"."
+            )
+        self.source = str(source)
         self.input_format = input_format
         self.input_options = {str(key): str(value) for key, value in (input_options or {}).items()}
-        self.live = input_format is not None or "://" in source
-        if not self.live and not Path(source).exists():
+        self.live = input_format is not None or "://" in self.source
+        if not self.live and not Path(self.source).exists():
             raise UserInputError(
                 f"source {source} does not exist; give a video file, a folder of frames, a stream address "
                 "(rtsp://...) or a capture device with its --input_format (e.g. /dev/video0 with v4l2)."
             )
-        self.folder = not self.live and Path(source).is_dir()
+        self.folder = not self.live and Path(self.source).is_dir()
         self.rate = DEFAULT_RATE
-        """The source's frames per second, known once its first frame is read (25 for a folder)."""
+        """The source's frames per second, known once it is opened (25 for a folder or where it says none)."""
 
     @property
     def name(self) -> str:
@@ -85,22 +98,37 @@ class FrameSource:
             for index, path in enumerate(paths):
                 with Image.open(path) as image:
                     yield Frame(index, path.stem, np.asarray(image.convert("L")))
-        elif self.live:
-            yield from _newest_only(self._decoded())
-        else:
-            yield from self._decoded()
+            return
+        decoded = _newest_only(self._decoded()) if self.live else _none_skipped(self._decoded())
+        with closing(decoded):  # a live source's reader stops with the reading
+            for index, frame, skipped in decoded:
+                yield Frame(index, f"{index:06d}", frame.to_ndarray(format="gray"), skipped)
 
-    def _decoded(self) -> Iterator[Frame]:
+    def _decoded(self) -> Iterator[tuple[int, Any]]:
+        """``(index, av.VideoFrame)`` in order; a live source's end is a frame not sent within the read timeout."""
         av = pyav(self.source)
+        timeout = (OPEN_TIMEOUT_S, READ_TIMEOUT_S) if self.live else None
         try:
-            container = av.open(self.source, format=self.input_format, options=self.input_options)
+            container = av.open(self.source, format=self.input_format, options=self.input_options, timeout=timeout)
+        except av.error.ExitError as error:
+            raise UserInputError(
+                f"{self.source}: no frame came within {OPEN_TIMEOUT_S:.0f} s; check that the stream is being sent to "
+                "this address (or the device is on) and start nerveseg live again."
+            ) from error
         except (av.error.FFmpegError, ValueError) as error:
             raise UserInputError(self._cannot_open(av, error)) from error
         with container:
+            if not container.streams.video:
+                raise UserInputError(f"{self.source}: has no video stream; give a video, or the address of one.")
             stream = container.streams.video[0]
-            self.rate = float(stream.average_rate) if stream.average_rate else DEFAULT_RATE
-            for index, frame in enumerate(container.decode(stream)):
-                yield Frame(index, f"{index:06d}", frame.to_ndarray(format="gray"))
+            rate = stream.average_rate or stream.guessed_rate
+            self.rate = Fraction(rate).limit_denominator(1001) if rate and 0 < rate <= MAX_RATE else DEFAULT_RATE
+            try:
+                yield from enumerate(container.decode(stream))
+            except av.error.ExitError:
+                if not self.live:
+                    raise
+                return  # nothing for READ_TIMEOUT_S: the stream stopped
 
     def _cannot_open(self, av: Any, error: Exception) -> str:
         opened = f"as {self.input_format} " if self.input_format else ""
@@ -115,25 +143,32 @@ class FrameSource:
         return f"{message}; check the address or device name and --input_options."
 
 
-def _newest_only(frames: Iterator[Frame]) -> Iterator[Frame]:
-    """``frames`` decoded on their own thread as fast as they come; each step yields the newest one, with the number
-    of frames that came since the previous step and were never yielded."""
+def _none_skipped(items: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any, int]]:
+    for index, item in items:
+        yield index, item, 0
+
+
+def _newest_only(items: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any, int]]:
+    """``(index, item, skipped)``: ``items`` read on their own thread as fast as they come; each step gives the newest
+    one and how many came since the previous step and were never given."""
     condition, stop = threading.Condition(), threading.Event()
     state: dict[str, Any] = {"newest": None, "skipped": 0, "done": False, "error": None}
 
     def read() -> None:
         try:
-            for frame in frames:
-                with condition:
-                    state["skipped"] += state["newest"] is not None
-                    state["newest"] = frame
-                    condition.notify()
-                if stop.is_set():
-                    break
-        except BaseException as error:  # handed to the reading thread, which raises it
+            try:
+                for item in items:
+                    with condition:
+                        state["skipped"] += state["newest"] is not None
+                        state["newest"] = item
+                        condition.notify()
+                    if stop.is_set():
+                        break
+            finally:
+                items.close()
+        except BaseException as error:  # raised again in the thread that reads the frames
             state["error"] = error
         finally:
-            frames.close()
             with condition:
                 state["done"] = True
                 condition.notify()
@@ -144,23 +179,23 @@ def _newest_only(frames: Iterator[Frame]) -> Iterator[Frame]:
         while True:
             with condition:
                 condition.wait_for(lambda: state["newest"] is not None or state["done"])
-                frame, skipped = state["newest"], state["skipped"]
+                item, skipped = state["newest"], state["skipped"]
                 state["newest"], state["skipped"] = None, 0
-            if frame is None:
+            if item is None:
                 if state["error"] is not None:
                     raise state["error"]
                 return
-            yield Frame(frame.index, frame.name, frame.pixels, skipped)
+            yield (*item, skipped)
     finally:
         stop.set()
-        reader.join(timeout=5.0)  # a stream that sends nothing more keeps its daemon thread blocked; let it go
+        reader.join(timeout=READ_TIMEOUT_S + 1.0)  # the reader stops at its next frame, or its read timeout
 
 
 @contextmanager
 def frame_writer(source: FrameSource, folder: Path) -> Iterator[Callable[[Frame, np.ndarray], None]]:
     """``write(frame, rgb)`` of the outlined frames: PNG files for a folder of frames; otherwise one MPEG-4 video at
-    the source's rate, each frame at its own time (a skipped frame holds the one before), an odd last row or column
-    cropped, written under a temporary name and renamed when the block ends."""
+    the source's frame rate, each frame at its index's time (a skipped frame holds the one before), an odd last row
+    or column cropped, written under a temporary name and renamed when the block ends."""
     if source.folder:
         yield lambda frame, rgb: Image.fromarray(rgb).save(folder / f"{frame.name}.png")
         return
@@ -170,7 +205,7 @@ def frame_writer(source: FrameSource, folder: Path) -> Iterator[Callable[[Frame,
 
         def write(frame: Frame, rgb: np.ndarray) -> None:
             if not streams:
-                stream = container.add_stream("mpeg4", rate=max(1, round(source.rate)))
+                stream = container.add_stream("mpeg4", rate=source.rate)
                 stream.width, stream.height, stream.pix_fmt = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2, "yuv420p"
                 streams.append(stream)
             stream = streams[0]

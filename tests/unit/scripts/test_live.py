@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+import threading
 import time
 
 import numpy as np
@@ -13,7 +15,7 @@ from PIL import Image
 from conftest import BUNDLE_ROOT, TINY_NETWORK, tiny_checkpoint
 from nerveseg.bundle.inference.streaming import StreamingSegmenter
 from nerveseg.scripts.live import latency_summary, live, outlined
-from nerveseg.scripts.video_frames import Frame, FrameSource
+from nerveseg.scripts.video_frames import FrameSource
 from nerveseg.utils.errors import UserInputError
 
 OVERRIDES = {"network_def": TINY_NETWORK, "inference_backend": "torch", "inference_precision": "float32"}
@@ -82,7 +84,7 @@ def test_missing_sources_and_empty_folders_are_refused(checkpoint, tmp_path):
     with pytest.raises(UserInputError, match="does not exist; give a video file, a folder of frames, a stream address"):
         live(str(tmp_path / "none.mp4"), str(tmp_path / "out"), str(BUNDLE_ROOT), str(checkpoint))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserInputError, match=r"holds no frames; a folder needs \.png"):
+    with pytest.raises(UserInputError, match=r"empty gave no frames; a folder needs \.png"):
         live(str(tmp_path / "empty"), str(tmp_path / "out"), str(BUNDLE_ROOT), str(checkpoint), overrides=OVERRIDES)
 
 
@@ -92,7 +94,7 @@ def _assert_skips_add_up(indices: list[int], skipped: list[int]) -> None:
 
 
 def test_a_stream_is_read_at_its_newest_frame_until_max_frames(checkpoint, tmp_path):
-    pytest.importorskip("av", reason="streams need PyAV: pip install -e '.[live]'")
+    av = pytest.importorskip("av", reason="streams need PyAV: pip install -e '.[live]'")
     source = "testsrc=size=64x48:rate=25"  # FFmpeg's generated source decodes faster than the network runs
     summary = live(source, str(tmp_path / "out"), str(BUNDLE_ROOT), str(checkpoint), overrides=OVERRIDES,
                    input_format="lavfi", max_frames=4)  # fmt: skip
@@ -101,7 +103,17 @@ def test_a_stream_is_read_at_its_newest_frame_until_max_frames(checkpoint, tmp_p
         rows = list(csv.DictReader(f))
     _assert_skips_add_up([int(row["frame"]) for row in rows], [int(row["skipped"]) for row in rows])
     assert summary["skipped"] == sum(int(row["skipped"]) for row in rows)
-    assert (tmp_path / "out" / "live.mp4").is_file()
+    with av.open(str(tmp_path / "out" / "live.mp4")) as written:
+        times = [frame.time for frame in written.decode(video=0)]
+    assert times == pytest.approx([int(row["frame"]) / 25 for row in rows])  # a skipped frame's time stays empty
+
+
+class _Decoded:
+    """What PyAV decodes, as far as the frame source reads it."""
+
+    def to_ndarray(self, format: str) -> np.ndarray:
+        assert format == "gray"
+        return np.full((48, 64), 100, np.uint8)
 
 
 def _counted(count: int, pause: float = 0.0, fail_at: int | None = None):
@@ -109,7 +121,11 @@ def _counted(count: int, pause: float = 0.0, fail_at: int | None = None):
         if index == fail_at:
             raise OSError("the stream broke")
         time.sleep(pause)
-        yield Frame(index, str(index), np.zeros((2, 2), np.uint8))
+        yield index, _Decoded()
+
+
+def _no_reader_left() -> bool:
+    return not any(thread.name == "nerveseg-live-reader" for thread in threading.enumerate())
 
 
 def test_a_slow_reader_of_a_stream_gets_its_newest_frames_and_the_last(monkeypatch):
@@ -119,14 +135,30 @@ def test_a_slow_reader_of_a_stream_gets_its_newest_frames_and_the_last(monkeypat
         read.append(frame)
         time.sleep(0.005)
     _assert_skips_add_up([frame.index for frame in read], [frame.skipped for frame in read])
-    assert read[-1].index == 39 and len(read) < 40
+    assert read[-1].index == 39 and len(read) < 40 and _no_reader_left()
 
 
-def test_a_stream_that_breaks_raises_in_the_reader(monkeypatch):
+def test_a_stream_that_breaks_raises_in_the_reader_after_its_frames(monkeypatch):
     monkeypatch.setattr(FrameSource, "_decoded", lambda self: _counted(5, fail_at=3))
+    read = []
     with pytest.raises(OSError, match="the stream broke"):
-        for _ in FrameSource("udp://probe"):
+        for frame in FrameSource("udp://probe"):
+            read.append(frame.index)
             time.sleep(0.01)
+    assert read and read[-1] == 2 and _no_reader_left()  # the frames before the break, the last of them included
+
+
+def test_a_source_that_breaks_ends_the_run_and_keeps_what_was_segmented(checkpoint, tmp_path, monkeypatch):
+    pytest.importorskip("av", reason="streams need PyAV: pip install -e '.[live]'")
+    monkeypatch.setattr(FrameSource, "_decoded", lambda self: _counted(5, pause=0.01, fail_at=3))
+    run = dict(bundle_root=str(BUNDLE_ROOT), checkpoint=str(checkpoint), overrides=OVERRIDES)
+    summary = live("udp://probe", str(tmp_path / "out"), **run)
+    assert summary["frames"] >= 1 and summary["ended"] == "source error (OSError: the stream broke)"
+    assert (tmp_path / "out" / "live.mp4").is_file() and (tmp_path / "out" / "latency.csv").is_file()
+    monkeypatch.setattr(FrameSource, "_decoded", lambda self: _counted(5, fail_at=0))
+    with pytest.raises(OSError, match="the stream broke"):  # nothing segmented: the error itself
+        live("udp://probe", str(tmp_path / "out2"), **run)
+    assert not (tmp_path / "out2" / "live.mp4").exists()
 
 
 def test_ctrl_c_ends_the_run_and_keeps_what_was_segmented(checkpoint, tmp_path, monkeypatch):
@@ -158,3 +190,19 @@ def test_a_source_ffmpeg_cannot_open_is_named_with_the_fix(checkpoint, tmp_path)
             live("/dev/video0", input_format="v4l2", **run)
     with pytest.raises(UserInputError, match="max_frames is 0: give a whole number >= 1"):
         live("/dev/video0", input_format="v4l2", max_frames=0, **run)
+
+
+def test_the_command_line_reads_numbers_as_devices_and_refuses_unquoted_options(checkpoint, tmp_path, monkeypatch):
+    pytest.importorskip("av", reason="streams need PyAV: pip install -e '.[live]'")
+    from nerveseg.scripts import cli
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # the command installs the bundle's hook
+    monkeypatch.chdir(BUNDLE_ROOT)
+    settings = f"--network_def '{json.dumps(TINY_NETWORK)}' --inference_backend torch --inference_precision float32"
+    common = ["--checkpoint", str(checkpoint), f"--overrides={settings}", "--out", str(tmp_path / "out")]
+    cli.main(["live", "testsrc=size=64x48:rate=25", "--input_format", "lavfi", "--max_frames", "2", *common])
+    assert json.loads((tmp_path / "out" / "live.json").read_text())["frames"] == 2
+    with pytest.raises(UserInputError, match="^0: FFmpeg cannot open it as lavfi"):  # fire gave 0, an int
+        cli.main(["live", "0", "--input_format", "lavfi", *common])
+    with pytest.raises(UserInputError, match=r"input_options is '\{video_size: 640x480\}', not a mapping"):
+        cli.main(["live", "/dev/video0", "--input_format", "v4l2", "--input_options", "{video_size: 640x480}", *common])
