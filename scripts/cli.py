@@ -167,6 +167,7 @@ def live(
     input_format: str | None = None,
     input_options: dict | None = None,
     max_frames: int | None = None,
+    view: str | None = None,
 ) -> None:
     """Segment a video, a folder of frames, or a live stream one frame at a time, as a probe gives them.
 
@@ -189,6 +190,8 @@ def live(
             or ``lavfi`` for a generated test source (``"testsrc=size=580x420:rate=30"``).
         input_options: FFmpeg's options for the input: ``--input_options "{'video_size': '640x480'}"``.
         max_frames: stop after this many frames; by default at the end of the source, or Ctrl-C.
+        view: an address to send the outlined frames to as they are made (MPEG-TS), for a player to show live:
+            ``--view udp://127.0.0.1:5001`` and ``ffplay udp://127.0.0.1:5001`` (or VLC).
     """
     from nerveseg.bundle import runs
     from nerveseg.scripts.live import live as run_live
@@ -203,6 +206,7 @@ def live(
         input_format=input_format,
         input_options=input_options,
         max_frames=max_frames,
+        view=None if view is None else str(view),
     )
 
 

@@ -42,6 +42,7 @@ def live(
     input_format: str | None = None,
     input_options: Mapping[str, str] | None = None,
     max_frames: int | None = None,
+    view: str | None = None,
 ) -> dict[str, Any]:
     """Segment the frames of ``source`` in order; write the outlined frames, ``latency.csv`` and ``live.json``.
 
@@ -61,6 +62,8 @@ def live(
             step segments its newest frame: frames that came while the network ran are skipped, not queued.
         input_options: FFmpeg's options for the input, e.g. ``{"video_size": "640x480", "framerate": "30"}``.
         max_frames: stop after this many frames segmented; ``None`` runs to the end of the source (or Ctrl-C).
+        view: where to send the outlined frames as they are made, MPEG-TS for a player to show live: an address
+            (``udp://127.0.0.1:5001``, watched with ``ffplay udp://127.0.0.1:5001`` or VLC) or a file.
 
     Returns:
         the summary: frames, frames skipped, the first frame's milliseconds, p50 and p99 of the others, frames per
@@ -76,7 +79,7 @@ def live(
     segmenter = StreamingSegmenter.from_bundle(bundle_root, checkpoint, configs, smoothing, overrides)
     folder.mkdir(parents=True, exist_ok=True)
     rows, ended = [], "end of source"
-    with frame_writer(frames, folder) as write, closing(iter(frames)) as decoded:
+    with frame_writer(frames, folder, view) as write, closing(iter(frames)) as decoded:
         try:
             for frame in _source_errors_apart(islice(decoded, max_frames)):
                 start = time.perf_counter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -192,33 +192,72 @@ def _newest_only(items: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any, i
 
 
 @contextmanager
-def frame_writer(source: FrameSource, folder: Path) -> Iterator[Callable[[Frame, np.ndarray], None]]:
-    """``write(frame, rgb)`` of the outlined frames: PNG files for a folder of frames; otherwise one MPEG-4 video at
-    the source's frame rate, each frame at its index's time (a skipped frame holds the one before), an odd last row
-    or column cropped, written under a temporary name and renamed when the block ends."""
-    if source.folder:
-        yield lambda frame, rgb: Image.fromarray(rgb).save(folder / f"{frame.name}.png")
-        return
-    av = pyav(source.source)
-    with atomic_path(folder / f"{source.name}.mp4") as partial:
-        container, streams = av.open(str(partial), "w"), []
+def frame_writer(
+    source: FrameSource, folder: Path, view: str | None = None
+) -> Iterator[Callable[[Frame, np.ndarray], None]]:
+    """``write(frame, rgb)`` of the outlined frames: PNG files for a folder of frames; otherwise one MPEG-4 video,
+    written under a temporary name and renamed when the block ends. With ``view``, each frame is also sent there as it
+    is made: MPEG-TS to an address (``udp://127.0.0.1:5001``) or a file, for a player to show live. Videos are at the
+    source's frame rate, each frame at its index's time (a skipped frame holds the one before), an odd last row or
+    column cropped."""
+    with ExitStack() as stack:
+        writers: list[Callable[[Frame, np.ndarray], None]] = []
+        if source.folder:
+            writers.append(lambda frame, rgb: Image.fromarray(rgb).save(folder / f"{frame.name}.png"))
+        else:
+            partial = stack.enter_context(atomic_path(folder / f"{source.name}.mp4"))
+            writers.append(stack.enter_context(_Encoder(source, str(partial), "mpeg4")).write)
+        if view is not None:
+            writers.append(stack.enter_context(_Encoder(source, view, "mpeg4", "mpegts")).write)
 
         def write(frame: Frame, rgb: np.ndarray) -> None:
-            if not streams:
-                stream = container.add_stream("mpeg4", rate=source.rate)
-                stream.width, stream.height, stream.pix_fmt = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2, "yuv420p"
-                streams.append(stream)
-            stream = streams[0]
-            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[: stream.height, : stream.width]), "rgb24")
-            picture.pts = frame.index
-            container.mux(stream.encode(picture))
+            for writer in writers:
+                writer(frame, rgb)
 
+        yield write
+
+
+class _Encoder:
+    """One video encoded as frames come: its stream is added at the first frame, whose size it takes; leaving the
+    block without an error flushes the frames the encoder still holds."""
+
+    def __init__(self, source: FrameSource, target: str, codec: str, format: str | None = None) -> None:
+        self.av, self.source, self.target, self.codec = pyav(target), source, target, codec
         try:
-            yield write
-            for stream in streams:
-                container.mux(stream.encode())  # the frames the encoder still holds
+            self.container = self.av.open(target, "w", format=format)
+        except (self.av.error.FFmpegError, ValueError) as error:
+            raise UserInputError(self._cannot_write(error)) from error
+        self.stream: Any = None
+
+    def write(self, frame: Frame, rgb: np.ndarray) -> None:
+        if self.stream is None:
+            self.stream = self.container.add_stream(self.codec, rate=self.source.rate)
+            self.stream.width, self.stream.height = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2
+            self.stream.pix_fmt = "yuv420p"
+            try:
+                self.container.start_encoding()  # opens the file or address
+            except self.av.error.FFmpegError as error:
+                raise UserInputError(self._cannot_write(error)) from error
+        even = np.ascontiguousarray(rgb[: self.stream.height, : self.stream.width])
+        picture = self.av.VideoFrame.from_ndarray(even, "rgb24")
+        picture.pts = frame.index
+        self.container.mux(self.stream.encode(picture))
+
+    def _cannot_write(self, error: Exception) -> str:
+        return (
+            f"{self.target}: FFmpeg cannot write a video there ({error}); give a writable file or an address such as "
+            "udp://127.0.0.1:5001."
+        )
+
+    def __enter__(self) -> _Encoder:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        try:
+            if kind is None and self.stream is not None:
+                self.container.mux(self.stream.encode())
         finally:
-            container.close()
+            self.container.close()
 
 
 def pyav(source: str) -> Any:

@@ -206,3 +206,22 @@ def test_the_command_line_reads_numbers_as_devices_and_refuses_unquoted_options(
         cli.main(["live", "0", "--input_format", "lavfi", *common])
     with pytest.raises(UserInputError, match=r"input_options is '\{video_size: 640x480\}', not a mapping"):
         cli.main(["live", "/dev/video0", "--input_format", "v4l2", "--input_options", "{video_size: 640x480}", *common])
+
+
+def test_the_outlined_frames_are_sent_to_the_view_as_they_are_made(checkpoint, tmp_path):
+    av = pytest.importorskip("av", reason="streams need PyAV: pip install -e '.[live]'")
+    run = dict(bundle_root=str(BUNDLE_ROOT), checkpoint=str(checkpoint), overrides=OVERRIDES)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index, frame in enumerate(video_frames(3)):
+        Image.fromarray(frame).save(frames / f"{index}.png")
+    live(str(frames), str(tmp_path / "out"), view=str(tmp_path / "view.ts"), **run)  # a file stands for an address
+    with av.open(str(tmp_path / "view.ts")) as view:
+        assert view.format.name == "mpegts"
+        shown = [frame.to_ndarray(format="rgb24") for frame in view.decode(video=0)]
+    assert len(shown) == 3 and shown[0].shape == (48, 64, 3)
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3  # the folder's own output is still written
+    with pytest.raises(
+        UserInputError, match="FFmpeg cannot write a video there .*; give a writable file or an address"
+    ):
+        live(str(frames), str(tmp_path / "out2"), view=str(tmp_path / "no" / "such" / "view.ts"), **run)
