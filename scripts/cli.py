@@ -191,7 +191,7 @@ def live(
         input_options: FFmpeg's options for the input: ``--input_options "{'video_size': '640x480'}"``.
         max_frames: stop after this many frames; by default at the end of the source, or Ctrl-C.
         view: an address to send the outlined frames to as they are made (MPEG-TS), for a player to show live:
-            ``--view udp://127.0.0.1:5001`` and ``ffplay udp://127.0.0.1:5001`` (or VLC).
+            ``--view "udp://127.0.0.1:5001?pkt_size=1316"`` and ``ffplay udp://127.0.0.1:5001`` (or VLC).
     """
     from nerveseg.bundle import runs
     from nerveseg.scripts.live import live as run_live

@@ -63,7 +63,8 @@ def live(
         input_options: FFmpeg's options for the input, e.g. ``{"video_size": "640x480", "framerate": "30"}``.
         max_frames: stop after this many frames segmented; ``None`` runs to the end of the source (or Ctrl-C).
         view: where to send the outlined frames as they are made, MPEG-TS for a player to show live: an address
-            (``udp://127.0.0.1:5001``, watched with ``ffplay udp://127.0.0.1:5001`` or VLC) or a file.
+            (``udp://127.0.0.1:5001?pkt_size=1316``, watched with ``ffplay udp://127.0.0.1:5001`` or VLC) or a
+            file; a view that fails after its first frame is dropped with a warning.
 
     Returns:
         the summary: frames, frames skipped, the first frame's milliseconds, p50 and p99 of the others, frames per
@@ -71,7 +72,8 @@ def live(
 
     Raises:
         UserInputError: a missing source, a folder without frames, a stream or device FFmpeg cannot open or that
-            sends nothing, a video without PyAV installed, or ``max_frames`` below 1.
+            sends nothing, a ``view`` FFmpeg cannot write to, a video without PyAV installed, or ``max_frames``
+            below 1.
     """
     if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
         raise UserInputError(f"max_frames is {max_frames!r}: give a whole number >= 1, or leave it out for all frames.")

@@ -68,7 +68,7 @@ def progressive(
     for stage, settings in enumerate(stages):
         print(f"stage {stage + 1}/{len(stages)}: {settings}", flush=True)
         try:
-            runs.run_workflow(list(config_file), "training", settings, console=True)
+            runs.run_workflow(runs.parse_config_list(config_file), "training", settings, console=True)
         except Exception as error:
             raise RuntimeError(f"stage {stage + 1} failed, later stages were not run: {error}") from error
     print(f"Done; the final model is {Path(stages[-1]['ckpt_dir']) / 'model.pt'}")

@@ -8,6 +8,7 @@ only the newest frame, so a segmenter slower than the probe skips frames instead
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, closing, contextmanager
@@ -24,6 +25,8 @@ from nerveseg.utils.files import atomic_path
 
 __all__ = ["FRAME_SUFFIXES", "Frame", "FrameSource", "frame_writer"]
 
+logger = logging.getLogger(__name__)
+
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 """The image files a folder of frames is read from, in name order."""
 
@@ -35,6 +38,12 @@ DEFAULT_RATE = Fraction(25)
 
 MAX_RATE = 240
 """The highest frame rate taken as the source's; beyond it a container's time base was read as one."""
+
+MPEG4_MAX_TIME_BASE = 65535
+"""The largest denominator of an MPEG-4 video's time base; a frame rate whose numerator is larger is rounded."""
+
+MPEG4_MAX_TIME_BASE = 65535
+"""The largest denominator of an MPEG-4 video's time base; a frame rate whose numerator is larger is rounded."""
 
 OPEN_TIMEOUT_S, READ_TIMEOUT_S = 10.0, 5.0
 """How long a stream or device may take to send its first frame, and then each next one, before it is given up:
@@ -195,20 +204,18 @@ def _newest_only(items: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any, i
 def frame_writer(
     source: FrameSource, folder: Path, view: str | None = None
 ) -> Iterator[Callable[[Frame, np.ndarray], None]]:
-    """``write(frame, rgb)`` of the outlined frames: PNG files for a folder of frames; otherwise one MPEG-4 video,
-    written under a temporary name and renamed when the block ends. With ``view``, each frame is also sent there as it
-    is made: MPEG-TS to an address (``udp://127.0.0.1:5001``) or a file, for a player to show live. Videos are at the
-    source's frame rate, each frame at its index's time (a skipped frame holds the one before), an odd last row or
-    column cropped."""
+    """``write(frame, rgb)`` of the outlined frames: PNG files for a folder of frames, otherwise one MPEG-4 video
+    (renamed into place when the block ends); with ``view``, also MPEG-TS sent there as each frame is made."""
     with ExitStack() as stack:
         writers: list[Callable[[Frame, np.ndarray], None]] = []
+        if view is not None:  # first: a view that cannot be opened stops the run before anything is written
+            writers.append(stack.enter_context(_Encoder(source, view, "mpegts", optional=True)).write)
         if source.folder:
             writers.append(lambda frame, rgb: Image.fromarray(rgb).save(folder / f"{frame.name}.png"))
         else:
-            partial = stack.enter_context(atomic_path(folder / f"{source.name}.mp4"))
-            writers.append(stack.enter_context(_Encoder(source, str(partial), "mpeg4")).write)
-        if view is not None:
-            writers.append(stack.enter_context(_Encoder(source, view, "mpeg4", "mpegts")).write)
+            video = folder / f"{source.name}.mp4"
+            partial = stack.enter_context(atomic_path(video))
+            writers.append(stack.enter_context(_Encoder(source, str(partial), name=str(video))).write)
 
         def write(frame: Frame, rgb: np.ndarray) -> None:
             for writer in writers:
@@ -218,55 +225,83 @@ def frame_writer(
 
 
 class _Encoder:
-    """One video encoded as frames come: its stream is added at the first frame, whose size it takes; leaving the
-    block without an error flushes the frames the encoder still holds."""
+    """An MPEG-4 video encoded as frames come, at the source's frame rate, each frame at its index's time (a skipped
+    frame holds the one before) and an odd last row or column cropped. Its stream starts at the first frame, whose
+    size it takes; leaving the block without an error flushes the frames the encoder still holds. An ``optional``
+    one (the view) that fails after its first frame is dropped with a warning, and the run goes on without it."""
 
-    def __init__(self, source: FrameSource, target: str, codec: str, format: str | None = None) -> None:
-        self.av, self.source, self.target, self.codec = pyav(target), source, target, codec
+    def __init__(
+        self, source: FrameSource, target: str, format: str | None = None, name: str | None = None,
+        optional: bool = False,
+    ) -> None:  # fmt: skip
+        self.av = pyav(target, "or leave out --view" if optional else "or give a folder of frame images")
+        self.source, self.name, self.optional = source, name or target, optional
         try:
             self.container = self.av.open(target, "w", format=format)
         except (self.av.error.FFmpegError, ValueError) as error:
             raise UserInputError(self._cannot_write(error)) from error
         self.stream: Any = None
+        self.dropped = False
 
     def write(self, frame: Frame, rgb: np.ndarray) -> None:
+        if self.dropped:
+            return
         if self.stream is None:
-            self.stream = self.container.add_stream(self.codec, rate=self.source.rate)
-            self.stream.width, self.stream.height = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2
-            self.stream.pix_fmt = "yuv420p"
-            try:
-                self.container.start_encoding()  # opens the file or address
-            except self.av.error.FFmpegError as error:
-                raise UserInputError(self._cannot_write(error)) from error
+            self._start(rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2)
         even = np.ascontiguousarray(rgb[: self.stream.height, : self.stream.width])
         picture = self.av.VideoFrame.from_ndarray(even, "rgb24")
         picture.pts = frame.index
-        self.container.mux(self.stream.encode(picture))
+        try:
+            self.container.mux(self.stream.encode(picture))
+        except self.av.error.FFmpegError as error:
+            if not self.optional:
+                raise
+            logger.warning(f"{self.name}: stopped sending the outlined frames there ({error}); the run goes on.")
+            self.dropped = True
+            self.container.close()
+
+    def _start(self, height: int, width: int) -> None:
+        rate = self.source.rate
+        if rate.numerator > MPEG4_MAX_TIME_BASE:  # MPEG-4's time base is 1/rate with at most 16 bits
+            rate = Fraction(round(rate))
+        self.stream = self.container.add_stream("mpeg4", rate=rate)
+        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
+        try:
+            self.container.start_encoding()  # opens the file or address
+        except self.av.error.FFmpegError as error:
+            raise UserInputError(self._cannot_write(error)) from error
 
     def _cannot_write(self, error: Exception) -> str:
         return (
-            f"{self.target}: FFmpeg cannot write a video there ({error}); give a writable file or an address such as "
-            "udp://127.0.0.1:5001."
+            f"{self.name}: FFmpeg cannot write a video there ({error}); give a writable file or an address such as "
+            "udp://127.0.0.1:5001?pkt_size=1316."
         )
 
     def __enter__(self) -> _Encoder:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        if self.dropped:
+            return
         try:
-            if kind is None and self.stream is not None:
-                self.container.mux(self.stream.encode())
-        finally:
-            self.container.close()
+            try:
+                if kind is None and self.stream is not None:
+                    self.container.mux(self.stream.encode())
+            finally:
+                self.container.close()
+        except self.av.error.FFmpegError as error:
+            if not self.optional:
+                raise
+            logger.warning(f"{self.name}: the last outlined frames were not sent ({error}).")
 
 
-def pyav(source: str) -> Any:
-    """PyAV's ``av`` module, or the error that says how to install it."""
+def pyav(target: str, otherwise: str = "or give a folder of frame images") -> Any:
+    """PyAV's ``av`` module, or the error that says how to install it (``otherwise``: what else the user can do)."""
     try:
         import av
     except ImportError as error:
         raise UserInputError(
-            f"{source}: videos and streams are read and written with PyAV, which is not installed: "
-            "pip install -e '.[live]' (or give a folder of frame images)."
+            f"{target}: videos and streams are read and written with PyAV, which is not installed: "
+            f"pip install -e '.[live]' ({otherwise})."
         ) from error
     return av

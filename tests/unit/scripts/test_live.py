@@ -7,6 +7,7 @@ import json
 import sys
 import threading
 import time
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -14,8 +15,9 @@ from PIL import Image
 
 from conftest import BUNDLE_ROOT, TINY_NETWORK, tiny_checkpoint
 from nerveseg.bundle.inference.streaming import StreamingSegmenter
+from nerveseg.scripts import video_frames
 from nerveseg.scripts.live import latency_summary, live, outlined
-from nerveseg.scripts.video_frames import FrameSource
+from nerveseg.scripts.video_frames import Frame, FrameSource
 from nerveseg.utils.errors import UserInputError
 
 OVERRIDES = {"network_def": TINY_NETWORK, "inference_backend": "torch", "inference_precision": "float32"}
@@ -27,7 +29,7 @@ def checkpoint(tmp_path):
     return tiny_checkpoint(tmp_path / "models", [32, 32])
 
 
-def video_frames(count: int = 6) -> list[np.ndarray]:
+def random_frames(count: int = 6) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     return [rng.integers(0, 256, (48, 64), dtype=np.uint8) for _ in range(count)]
 
@@ -35,7 +37,7 @@ def video_frames(count: int = 6) -> list[np.ndarray]:
 def test_a_folder_of_frames_is_outlined_in_order_with_each_frames_latency(checkpoint, tmp_path):
     source = tmp_path / "frames"
     source.mkdir()
-    frames = video_frames()
+    frames = random_frames()
     for index, frame in enumerate(frames):
         Image.fromarray(np.stack([frame] * 3, axis=2)).save(source / f"{index:03d}.png")  # colour files: read as gray
     (source / "notes.txt").write_text("not a frame")
@@ -59,7 +61,7 @@ def test_a_video_is_read_and_written_back_with_the_outlines(checkpoint, tmp_path
     with av.open(str(video), "w") as container:
         stream = container.add_stream("mpeg4", rate=10)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for frame in video_frames():
+        for frame in random_frames():
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.stack([frame] * 3, 2), format="rgb24")))
         container.mux(stream.encode())
     summary = live(str(video), str(tmp_path / "out"), str(BUNDLE_ROOT), str(checkpoint), overrides=OVERRIDES)
@@ -213,7 +215,7 @@ def test_the_outlined_frames_are_sent_to_the_view_as_they_are_made(checkpoint, t
     run = dict(bundle_root=str(BUNDLE_ROOT), checkpoint=str(checkpoint), overrides=OVERRIDES)
     frames = tmp_path / "frames"
     frames.mkdir()
-    for index, frame in enumerate(video_frames(3)):
+    for index, frame in enumerate(random_frames(3)):
         Image.fromarray(frame).save(frames / f"{index}.png")
     live(str(frames), str(tmp_path / "out"), view=str(tmp_path / "view.ts"), **run)  # a file stands for an address
     with av.open(str(tmp_path / "view.ts")) as view:
@@ -225,3 +227,50 @@ def test_the_outlined_frames_are_sent_to_the_view_as_they_are_made(checkpoint, t
         UserInputError, match="FFmpeg cannot write a video there .*; give a writable file or an address"
     ):
         live(str(frames), str(tmp_path / "out2"), view=str(tmp_path / "no" / "such" / "view.ts"), **run)
+
+
+class _BreaksAfterTheFirstFrame:
+    """A container whose connection breaks after its first frame, as a view whose player went away."""
+
+    def __init__(self, container, av):
+        self.container, self.av, self.muxed = container, av, 0
+
+    def mux(self, packets):
+        self.muxed += 1
+        if self.muxed > 1:
+            raise self.av.error.FFmpegError(32, "Broken pipe")
+        return self.container.mux(packets)
+
+    def __getattr__(self, name):
+        return getattr(self.container, name)
+
+
+def test_a_view_that_breaks_is_dropped_and_the_video_is_kept(checkpoint, tmp_path, monkeypatch, caplog):
+    av = pytest.importorskip("av", reason="streams need PyAV: pip install -e '.[live]'")
+    opened = video_frames._Encoder.__init__
+
+    def breaking_view(self, *args, **kwargs):
+        opened(self, *args, **kwargs)
+        if self.optional:
+            self.container = _BreaksAfterTheFirstFrame(self.container, av)
+
+    monkeypatch.setattr(video_frames._Encoder, "__init__", breaking_view)
+    run = dict(bundle_root=str(BUNDLE_ROOT), checkpoint=str(checkpoint), overrides=OVERRIDES)
+    summary = live("testsrc=size=64x48:rate=25", str(tmp_path / "out"), input_format="lavfi", max_frames=4,
+                   view=str(tmp_path / "view.ts"), **run)  # fmt: skip
+    assert summary["frames"] == 4 and "view.ts: stopped sending the outlined frames there" in caplog.text
+    with av.open(str(tmp_path / "out" / "live.mp4")) as written:
+        assert len(list(written.decode(video=0))) == 4
+
+
+@pytest.mark.parametrize("rate, frame_time", [(Fraction(30000, 1001), 1001 / 30000), (Fraction(120000, 1001), 1 / 120)])
+def test_videos_keep_the_sources_rate_within_what_mpeg4_can_say(tmp_path, rate, frame_time):
+    av = pytest.importorskip("av", reason="videos need PyAV: pip install -e '.[live]'")
+    source = FrameSource(str(tmp_path))
+    source.rate = rate
+    with video_frames._Encoder(source, str(tmp_path / "rate.mp4")) as encoder:
+        for index in range(3):
+            encoder.write(Frame(index, str(index), np.zeros((48, 64), np.uint8)), np.zeros((48, 64, 3), np.uint8))
+    with av.open(str(tmp_path / "rate.mp4")) as written:
+        times = [frame.time for frame in written.decode(video=0)]
+    assert times == pytest.approx([0, frame_time, 2 * frame_time])
