@@ -131,7 +131,7 @@ def _no_reader_left() -> bool:
 
 
 def test_a_slow_reader_of_a_stream_gets_its_newest_frames_and_the_last(monkeypatch):
-    monkeypatch.setattr(FrameSource, "_decoded", lambda self: _counted(40, pause=0.001))
+    monkeypatch.setattr(FrameSource, "_decoded", lambda self: _counted(40))
     read = []
     for frame in FrameSource("rtsp://probe/stream"):
         read.append(frame)
