@@ -42,9 +42,6 @@ MAX_RATE = 240
 MPEG4_MAX_TIME_BASE = 65535
 """The largest denominator of an MPEG-4 video's time base; a frame rate whose numerator is larger is rounded."""
 
-MPEG4_MAX_TIME_BASE = 65535
-"""The largest denominator of an MPEG-4 video's time base; a frame rate whose numerator is larger is rounded."""
-
 OPEN_TIMEOUT_S, READ_TIMEOUT_S = 10.0, 5.0
 """How long a stream or device may take to send its first frame, and then each next one, before it is given up:
 opening fails, reading ends as the end of the source does."""
