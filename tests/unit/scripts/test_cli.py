@@ -37,6 +37,7 @@ def test_main_runs_the_named_command(tmp_path, capsys):
     assert "synth | prepare | tune" in capsys.readouterr().err  # fire lists every command
 
 
+@pytest.mark.slow  # a new process
 def test_the_data_commands_run_without_importing_monai(tmp_path):
     """MONAI's import takes seconds with every extra installed; ``synth`` and ``prepare`` need none of it."""
     src = image_mask_folders(tmp_path / "src")
