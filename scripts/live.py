@@ -134,7 +134,7 @@ def live(
 
 
 class _SourceError(Exception):
-    """The source failed after it gave frames: the run ends there and keeps them."""
+    """An error of the source, set apart from the segmenter's: after the first frames, the run ends and keeps them."""
 
 
 def _source_errors_apart(frames: Iterator[Frame]) -> Iterator[Frame]:
