@@ -127,7 +127,7 @@ class FrameSource:
             if not container.streams.video:
                 raise UserInputError(f"{self.source}: has no video stream; give a video, or the address of one.")
             stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate
+            rate = stream.guessed_rate or stream.average_rate  # the frame rate, not the mean over gaps
             self.rate = Fraction(rate).limit_denominator(1001) if rate and 0 < rate <= MAX_RATE else DEFAULT_RATE
             try:
                 yield from enumerate(container.decode(stream))
