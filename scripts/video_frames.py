@@ -37,7 +37,7 @@ DEFAULT_RATE = Fraction(25)
 """Frames per second where a video or stream does not say (or says more than :data:`MAX_RATE`)."""
 
 MAX_RATE = 240
-"""The highest frame rate taken as the source's; beyond it a container's time base was read as one."""
+"""The highest frame rate taken as the source's; a higher one is taken as misreported."""
 
 MPEG4_MAX_TIME_BASE = 65535
 """The largest denominator of an MPEG-4 video's time base; a frame rate whose numerator is larger is rounded."""
@@ -204,28 +204,38 @@ def frame_writer(
     """``write(frame, rgb)`` of the outlined frames: PNG files for a folder of frames, otherwise one MPEG-4 video
     (renamed into place when the block ends); with ``view``, also MPEG-TS sent there as each frame is made."""
     with ExitStack() as stack:
-        writers: list[Callable[[Frame, np.ndarray], None]] = []
+        encoders: list[_Encoder] = []
         if view is not None:  # first: a view that cannot be opened stops the run before anything is written
-            writers.append(stack.enter_context(_Encoder(source, view, "mpegts", optional=True)).write)
-        if source.folder:
-            writers.append(lambda frame, rgb: Image.fromarray(rgb).save(folder / f"{frame.name}.png"))
-        else:
+            encoders.append(stack.enter_context(_Encoder(source, view, "mpegts", optional=True)))
+        if not source.folder:
             video = folder / f"{source.name}.mp4"
             partial = stack.enter_context(atomic_path(video))
-            writers.append(stack.enter_context(_Encoder(source, str(partial), name=str(video))).write)
+            encoders.append(stack.enter_context(_Encoder(source, str(partial), name=str(video))))
 
         def write(frame: Frame, rgb: np.ndarray) -> None:
-            for writer in writers:
-                writer(frame, rgb)
+            if encoders:
+                picture = _picture(encoders[0].av, frame, rgb)  # converted once for the view and the video
+                for encoder in encoders:
+                    encoder.write(picture)
+            if source.folder:
+                Image.fromarray(rgb).save(folder / f"{frame.name}.png")
 
         yield write
 
 
+def _picture(av: Any, frame: Frame, rgb: np.ndarray) -> Any:
+    """``rgb`` as the encoders take it: yuv420p with an odd last row or column cropped, at ``frame``'s index."""
+    height, width = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
+    picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:height, :width]), "rgb24").reformat(format="yuv420p")
+    picture.pts = frame.index
+    return picture
+
+
 class _Encoder:
-    """An MPEG-4 video encoded as frames come, at the source's frame rate, each frame at its index's time (a skipped
-    frame holds the one before) and an odd last row or column cropped. Its stream starts at the first frame, whose
-    size it takes; leaving the block without an error flushes the frames the encoder still holds. An ``optional``
-    one (the view) that fails after its first frame is dropped with a warning, and the run goes on without it."""
+    """An MPEG-4 video encoded as :func:`_picture`'s come, at the source's frame rate, each at its index's time (a
+    skipped frame holds the one before). Its stream starts at the first picture, whose size it takes; leaving the
+    block without an error flushes the frames the encoder still holds. An ``optional`` one (the view) that fails
+    after its first frame is dropped with a warning, and the run goes on without it."""
 
     def __init__(
         self, source: FrameSource, target: str, format: str | None = None, name: str | None = None,
@@ -240,14 +250,11 @@ class _Encoder:
         self.stream: Any = None
         self.dropped = False
 
-    def write(self, frame: Frame, rgb: np.ndarray) -> None:
+    def write(self, picture: Any) -> None:
         if self.dropped:
             return
         if self.stream is None:
-            self._start(rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2)
-        even = np.ascontiguousarray(rgb[: self.stream.height, : self.stream.width])
-        picture = self.av.VideoFrame.from_ndarray(even, "rgb24")
-        picture.pts = frame.index
+            self._start(picture.height, picture.width)
         try:
             self.container.mux(self.stream.encode(picture))
         except self.av.error.FFmpegError as error:

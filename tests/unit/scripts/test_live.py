@@ -270,18 +270,20 @@ def test_videos_keep_the_sources_rate_within_what_mpeg4_can_say(tmp_path, rate, 
     source.rate = rate
     with video_frames._Encoder(source, str(tmp_path / "rate.mp4")) as encoder:
         for index in range(3):
-            encoder.write(Frame(index, str(index), np.zeros((48, 64), np.uint8)), np.zeros((48, 64, 3), np.uint8))
+            frame = Frame(index, str(index), np.zeros((48, 64), np.uint8))
+            encoder.write(video_frames._picture(av, frame, np.zeros((48, 64, 3), np.uint8)))
     with av.open(str(tmp_path / "rate.mp4")) as written:
         times = [frame.time for frame in written.decode(video=0)]
     assert times == pytest.approx([0, frame_time, 2 * frame_time])
 
 
 def test_a_video_with_gaps_is_read_at_its_frame_rate_not_its_mean_rate(tmp_path):
-    pytest.importorskip("av", reason="videos need PyAV: pip install -e '.[live]'")
+    av = pytest.importorskip("av", reason="videos need PyAV: pip install -e '.[live]'")
     written = FrameSource(str(tmp_path))
     written.rate = Fraction(30)
     with video_frames._Encoder(written, str(tmp_path / "gaps.mp4")) as encoder:
         for index in (0, 5, 6, 7):  # as nerveseg live writes a stream it skipped frames of
-            encoder.write(Frame(index, str(index), np.zeros((48, 64), np.uint8)), np.zeros((48, 64, 3), np.uint8))
+            frame = Frame(index, str(index), np.zeros((48, 64), np.uint8))
+            encoder.write(video_frames._picture(av, frame, np.zeros((48, 64, 3), np.uint8)))
     source = FrameSource(str(tmp_path / "gaps.mp4"))
     assert len(list(source)) == 4 and source.rate == 30
