@@ -65,14 +65,16 @@ def config_files(bundle_root: str | os.PathLike, *names: str | os.PathLike) -> l
 
 
 def parse_config_list(config_file: str | Sequence[str]) -> list[str]:
-    """The config files of a command-line ``--config_file``: one file, a list, or a list's text
-    ``"['configs/inference.json','configs/live.json']"``, as ``monai.bundle`` takes them.
+    """The config files of a command-line ``--config_file``: one file, a list, a list's text
+    ``"['configs/inference.json','configs/live.json']"``, or comma-separated names
+    ``configs/inference.json,configs/live.json``, as ``monai.bundle`` takes them.
 
     Raises:
         UserInputError: the value is neither a file name nor a list of them.
     """
     files = _literal_or_text(config_file) if isinstance(config_file, str) else config_file
-    files = [files] if isinstance(files, str) else files
+    if isinstance(files, str):
+        files = files.split(",") if "," in files and not Path(files).is_file() else [files]
     if not isinstance(files, (list, tuple)) or not files or not all(isinstance(name, str) for name in files):
         raise UserInputError(
             f"--config_file must name config files, got {config_file!r}; e.g. "

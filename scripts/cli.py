@@ -21,18 +21,46 @@ from nerveseg.utils.errors import UserInputError
 from nerveseg.utils.files import read_state_dict, save_state_dict
 
 COMMANDS = {
-    "synth": "nerveseg.scripts.cli:synth",
-    "prepare": "nerveseg.scripts.cli:prepare",
-    "tune": "nerveseg.scripts.cli:tune",
-    "gate": "nerveseg.scripts.cli:gate",
-    "submit": "nerveseg.scripts.cli:submit",
-    "progressive": "nerveseg.scripts.progressive:progressive",
-    "label-app": "nerveseg.scripts.label_app.layout:label_app",
-    "bench": "nerveseg.scripts.bench:bench",
-    "live": "nerveseg.scripts.cli:live",
-    "quantize": "nerveseg.scripts.quantize:quantize",
+    "synth": (
+        "nerveseg.scripts.cli:synth",
+        "Generate the synthetic nerve-ultrasound dataset (the Quick start's data) into a new folder.",
+    ),
+    "prepare": (
+        "nerveseg.scripts.cli:prepare",
+        "Prepare a dataset; return the report (also written to ``report.json`` beside the datalist).",
+    ),
+    "tune": (
+        "nerveseg.scripts.cli:tune",
+        "Choose threshold, minimum mask area and presence gate on the validation split; write them as an override.",
+    ),
+    "gate": (
+        "nerveseg.scripts.cli:gate",
+        "Join a trained segmenter and presence classifier into one checkpoint for the two-stage network.",
+    ),
+    "submit": (
+        "nerveseg.scripts.cli:submit",
+        "Write a challenge submission CSV from the masks the inference config saved.",
+    ),
+    "progressive": (
+        "nerveseg.scripts.progressive:progressive",
+        "Train at increasing image sizes, each stage starting from the previous stage's best checkpoint.",
+    ),
+    "label-app": (
+        "nerveseg.scripts.label_app.layout:label_app",
+        "Lay out a MONAI Label app and studies folder for this bundle and print (or run) the offline start command.",
+    ),
+    "bench": ("nerveseg.scripts.bench:bench", "Run one benchmark part, or with no part the full suite."),
+    "live": (
+        "nerveseg.scripts.cli:live",
+        "Segment a video, a folder of frames, or a live stream one frame at a time, as a probe gives them.",
+    ),
+    "quantize": (
+        "nerveseg.scripts.quantize:quantize",
+        "Quantize the checkpoint's OpenVINO model to int8 with NNCF, calibrated and checked on a labelled split.",
+    ),
 }
-"""Each command's function, as ``module:name``."""
+"""Each command's function, as ``module:name``, and the first sentence of its docstring: ``nerveseg --help`` lists
+them without importing every command's module (MONAI's import takes seconds)."""
 
 
 def synth(out: str, num_subjects: int = 16, frames_per_subject: int = 30, num_test_images: int = 40, seed: int = 0):
@@ -212,15 +240,28 @@ def live(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run one command, importing only its module; an error about the user's input ends the output with its own
-    message. Without a known command, fire lists them all (and imports them all)."""
+    message. Without a command, or with ``--help``, list the commands."""
     report_errors()
     argv = sys.argv[1:] if argv is None else list(argv)
-    names = [argv[0]] if argv and argv[0] in COMMANDS else COMMANDS
-    fire.Fire({name: _command(name) for name in names}, argv, name="nerveseg")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_listing())
+        return
+    if argv[0] not in COMMANDS:
+        raise UserInputError(
+            f"nerveseg has no command {argv[0]!r}; choose one of {', '.join(COMMANDS)} (nerveseg --help lists them)."
+        )
+    fire.Fire({argv[0]: _command(argv[0])}, argv, name="nerveseg")
+
+
+def _listing() -> str:
+    width = max(map(len, COMMANDS)) + 2
+    lines = ["usage: nerveseg COMMAND [--flag value ...]; nerveseg COMMAND --help describes one.", "", "commands:"]
+    lines += [f"  {name:<{width}}{summary.replace('``', '')}" for name, (_, summary) in COMMANDS.items()]
+    return "\n".join(lines)
 
 
 def _command(name: str) -> Callable:
-    module, function = COMMANDS[name].split(":")
+    module, function = COMMANDS[name][0].split(":")
     return getattr(importlib.import_module(module), function)
 
 
