@@ -117,6 +117,7 @@ def live(
         "source": source,
         "size": list(segmenter.image_size),
         "backend": segmenter.backend,
+        "path": segmenter.execution_path,
         **latency_summary(rows),
         "skipped": sum(row["skipped"] for row in rows),
         "ended": ended,
@@ -127,7 +128,7 @@ def live(
     print(
         f"{summary['frames']} frames{skipped} at {'x'.join(map(str, summary['size']))}, until {ended}: first "
         f"{summary['first_ms']:.0f} ms (conversion and compilation), then p50 {summary['p50_ms']:.1f} ms, p99 "
-        f"{summary['p99_ms']:.1f} ms, {summary['frames_per_second']:.1f} frames per second ({summary['backend']}; "
+        f"{summary['p99_ms']:.1f} ms, {summary['frames_per_second']:.1f} frames per second ({summary['path']}; "
         f"{summary['machine']['summary']}). Written to {folder}."
     )
     return summary

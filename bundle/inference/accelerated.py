@@ -170,6 +170,20 @@ class AcceleratedInferer(Inferer):
             return "torch" if runtime.refused is not None else backend
         return backend
 
+    def execution_path(self, network: Callable[..., Any], device: torch.device | str) -> str:
+        """What runs ``network`` on ``device``, as ``"openvino int8"`` or ``"torch bfloat16 channels-last"``: the
+        backend :meth:`backend_for` names and the precision ``precision`` resolves to there; on OpenVINO, from the
+        network's first call on, the precision its model runs at (float32 where int8 found no accepted model)."""
+        backend, dtype = self.backend_for(network, device), resolve_precision(self.precision, device)
+        precision = str(dtype).removeprefix("torch.")
+        runtime = self._openvino
+        if backend == "openvino" and runtime is not None and runtime.network is network and runtime.runs_at:
+            return f"openvino {runtime.runs_at}"
+        if backend == "openvino":
+            return f"openvino {precision}"
+        precision = "float32" if dtype == torch.int8 else precision
+        return f"torch {precision}{' channels-last' if self.channels_last else ''}"
+
     def openvino_network(self, network: Callable[..., Any]) -> OpenVINONetwork:
         """``network`` on OpenVINO, kept while the inferer is called with it: a server's requests share its models."""
         with self._openvino_lock:

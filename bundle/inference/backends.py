@@ -173,7 +173,9 @@ class OpenVINONetwork:
     A network in training mode, one whose output is not a single tensor, and one that attaches class logits
     (``meta["class_logits"]``: MUNet, the presence-gated model; the converted graph would drop them) raise
     :class:`BackendUnavailableError`: run those with the torch backend. What cannot change while the wrapper lives
-    (class logits, a failed conversion, an unwritable cache, a precision the CPU lacks) is kept in :attr:`refused`.
+    (class logits, a failed conversion, an unwritable cache, a precision the CPU lacks) is kept in :attr:`refused`,
+    and the precision the model last compiled runs at in :attr:`runs_at` (``"int8"``, ``"float32"``, ...; ``None``
+    before the first call).
     Conversion checks the model against the network on the first image and logs the largest logit difference (also
     in ``conversion.json``).
 
@@ -202,6 +204,7 @@ class OpenVINONetwork:
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.refused: str | None = None
+        self.runs_at: str | None = None
         self._models: dict[tuple[tuple[int, ...], str, int], CompiledModel] = {}
         self._lock = threading.Lock()
 
@@ -258,6 +261,7 @@ class OpenVINONetwork:
     def _compile(self, images: torch.Tensor, shape: tuple[int, ...]) -> CompiledModel:
         """The model for input ``shape``, read from the cache or converted (and then cached), compiled."""
         config = compile_config(self.precision)
+        self.runs_at = "float32" if self.precision == torch.int8 else str(self.precision).removeprefix("torch.")
         entry = record = None
         if self.cache_dir is not None and self.checkpoint is not None:
             name = type(self.network).__name__
@@ -266,6 +270,7 @@ class OpenVINONetwork:
             if self.precision == torch.int8:
                 quantized, reason = openvino_cache.read_quantized(entry, record, core())
                 if quantized is not None:
+                    self.runs_at = "int8"
                     return CompiledModel(quantized, config)
                 logger.warning(f"inference_precision 'int8': {reason} OpenVINO float32 is used.")
             model = openvino_cache.read_entry(entry, record, core())
@@ -322,8 +327,9 @@ class OpenVINONetwork:
         module = network if device.type == "cpu" else copy.deepcopy(network).cpu()
         start = time.perf_counter()
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings():  # about how OpenVINO traces the network, nothing a user can change
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                warnings.filterwarnings("ignore", r"`torch\.jit\.trace", FutureWarning)  # torch deprecates it
                 shape = openvino.PartialShape([-1, *example.shape[1:]])
                 with _no_telemetry():
                     model = openvino.convert_model(module, example_input=example, input=[shape])

@@ -74,6 +74,8 @@ class StreamingSegmenter:
             resolves on the network's device, and ``"torch"`` from the first frame on where ``auto`` found that
             OpenVINO cannot serve the network (class logits, a failed conversion, an unwritable cache; one warning
             says why).
+        execution_path: what runs the network, backend and precision: ``"openvino bfloat16"``, ``"openvino
+            int8"``, ``"torch float32"``; after the first frame, what ran (float32 where int8 has no accepted model).
 
     Raises:
         UserInputError: a setting out of range, or an inferer backend that is unknown or not installed.
@@ -164,6 +166,12 @@ class StreamingSegmenter:
         """See the class's attributes."""
         backend_for = getattr(self.inferer, "backend_for", None)  # AcceleratedInferer's: it knows what ran
         return backend_for(self.network, self.device) if backend_for is not None else self._configured_backend
+
+    @property
+    def execution_path(self) -> str:
+        """See the class's attributes."""
+        execution_path = getattr(self.inferer, "execution_path", None)  # AcceleratedInferer's
+        return execution_path(self.network, self.device) if execution_path is not None else f"{self.backend} float32"
 
     def reset(self) -> None:
         """Forget the previous frames (a new video or probe position): smoothing starts again."""

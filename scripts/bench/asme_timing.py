@@ -20,7 +20,7 @@ from monai.inferers import Inferer, SimpleInferer
 from monai.utils import convert_to_tensor
 from torch import nn
 
-from nerveseg.bundle.inference.accelerated import AcceleratedInferer, resolve_precision
+from nerveseg.bundle.inference.accelerated import AcceleratedInferer
 from nerveseg.bundle.inference.inferers import ASMEInferer
 from nerveseg.bundle.runs import build_network, config_files, read_config
 from nerveseg.networks.profile import time_side_by_side
@@ -242,18 +242,11 @@ def _path_taken(
     settings: Mapping[str, Any] | None, device: torch.device, inferer: Inferer, network: nn.Module
 ) -> dict[str, Any]:
     """``settings``, and under ``resolved`` what they ran as here, e.g. ``"openvino bfloat16"`` or ``"torch
-    bfloat16 channels-last"``: ``auto`` names no machine's choice, a network OpenVINO refused ran on torch
-    (``inferer``'s :meth:`~AcceleratedInferer.backend_for`, after the runs), and int8 without a quantized model to
-    read ran in float32."""
+    bfloat16 channels-last"`` (:meth:`~AcceleratedInferer.execution_path`, after the runs): ``auto`` names no
+    machine's choice, a network OpenVINO refused ran on torch, and int8 without an accepted model ran in float32."""
     if settings is None or not isinstance(inferer, AcceleratedInferer):
         return {"precision": "float32", "channels_last": False, "resolved": "torch float32"}
-    backend = inferer.backend_for(network, device)
-    precision = str(resolve_precision(settings.get("precision", "auto"), device)).removeprefix("torch.")
-    # torch has no int8, and OpenVINO reads the quantized model from the cache beside a checkpoint
-    if precision == "int8" and (backend == "torch" or settings.get("cache_dir") is None):
-        precision = "float32"
-    layout = " channels-last" if backend == "torch" and settings.get("channels_last") else ""
-    return {**settings, "resolved": f"{backend} {precision}{layout}"}
+    return {**settings, "resolved": inferer.execution_path(network, device)}
 
 
 def _point_name(stop: float | None) -> str:

@@ -21,7 +21,6 @@ from PIL import Image
 
 from nerveseg.bundle import runs
 from nerveseg.bundle.data.synthetic import default_dataset_dir
-from nerveseg.bundle.inference.accelerated import resolve_precision
 from nerveseg.bundle.inference.openvino_models import openvino_supports
 from nerveseg.bundle.inference.streaming import StreamingSegmenter
 from nerveseg.bundle.trained_settings import write_trained_settings
@@ -117,12 +116,11 @@ def measure_live(bundle_root: Path, folder: Path, quick: bool = False) -> dict[s
         start = time.perf_counter()
         segmenter(frame)
         times.append({"ms": 1e3 * (time.perf_counter() - start)})
-    precision = parser.get_parsed_content("inference_precision")
     return {
         "configs": list(LIVE_CONFIGS),
         "size": list(size),
         "backend": segmenter.backend,
-        "precision": str(resolve_precision(precision, segmenter.device)).removeprefix("torch."),
+        "path": segmenter.execution_path,
         **latency_summary(times),
     }
 
@@ -130,8 +128,8 @@ def measure_live(bundle_root: Path, folder: Path, quick: bool = False) -> dict[s
 def live_suite_markdown(result: dict[str, Any]) -> list[str]:
     """The suite's line on :func:`measure_live`."""
     return [
-        f"Live path ({' + '.join(result['configs'])}, {'x'.join(map(str, result['size']))}, {result['backend']} "
-        f"{result['precision']}), decoded 580x420 frame to mask over {result['frames']} frames: p50 "
+        f"Live path ({' + '.join(result['configs'])}, {'x'.join(map(str, result['size']))}, {result['path']}), "
+        f"decoded 580x420 frame to mask over {result['frames']} frames: p50 "
         f"{result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, {result['frames_per_second']:.1f} frames per "
         f"second; first frame {result['first_ms']:.0f} ms."
     ]

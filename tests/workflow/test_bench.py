@@ -42,6 +42,7 @@ def test_quick_suite_writes_bench_json_with_the_headline_numbers(tmp_path):
     assert bench_json["fast_vs_eager_ratio"] > 0 and bench_json["asme_ratio_cpu"] > 0
     assert 0 <= bench_json["data_wait_fraction"] < 1
     assert 0 < bench_json["live_ms_p50"] <= bench_json["live_ms_p99"] and bench_json["live"]["size"] == [224, 288]
+    assert bench_json["live"]["path"].startswith(f"{bench_json['live']['backend']} ")  # e.g. "openvino bfloat16"
     assert bench_json["quality_mean_dice"] is None  # quick mode runs quality only when it is named
     assert bench_json["int8_dice_delta"] is None and bench_json["int8_speedup"] is None
     if importlib.util.find_spec("segmentation_models_pytorch") is None:
@@ -54,6 +55,7 @@ def test_quick_suite_writes_bench_json_with_the_headline_numbers(tmp_path):
     assert bench_json["training"]["image_size"] == [448, 576] and bench_json["training"]["steps"] >= 1
     table = (out / "bench.md").read_text()
     assert table.startswith("# nerveseg bench\n") and "| `fast_vs_eager_ratio` |" in table and "quick mode" in table
+    assert f"224x288, {bench_json['live']['path']})" in table
     assert (out / "training" / "outputs" / "train.log").is_file()  # the throughput run went through train.json
 
 

@@ -7,6 +7,7 @@ import copy
 import json
 import logging
 import os
+import warnings
 
 import pytest
 import torch
@@ -98,6 +99,13 @@ def test_openvino_matches_eager_at_any_batch_and_keeps_metadata(openvino, shared
     assert type(three) is torch.Tensor and three.shape == (3, 1, 32, 32)
     torch.testing.assert_close(three, eager_three, atol=1e-4, rtol=0)
     assert network.final_conv.weight.is_contiguous()  # the openvino path leaves the network as it is
+
+
+def test_conversion_shows_no_warning_about_how_openvino_traces_the_network(openvino):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        OpenVINONetwork(tiny_unet().eval())(images(1))
+    assert not [w for w in caught if "torch.jit" in str(w.message) or issubclass(w.category, torch.jit.TracerWarning)]
 
 
 def test_each_batch_size_is_compiled_once_and_its_results_are_not_overwritten(openvino, monkeypatch):

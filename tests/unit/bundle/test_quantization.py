@@ -56,6 +56,7 @@ def test_an_accepted_int8_model_is_kept_beside_the_checkpoint_and_run_by_int8_pr
         int8 = segmenter(checkpoint, "int8")
         dice = streaming_dice(int8, pairs)
     assert not [r for r in caplog.records if "int8" in r.getMessage()]
+    assert int8.execution_path == "openvino int8"
     assert np.mean(dice) == pytest.approx(record["dice_int8"])  # the scored model is the one run
     model = int8.inferer.openvino_network(int8.network).converted_model(int8.network_input(pairs[0][0]))
     assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
@@ -69,9 +70,12 @@ def test_a_refused_int8_model_keeps_its_reason_and_int8_precision_runs_float32(t
     assert (entry / "conversion.json").is_file() and not (entry / "model.xml").exists()
 
     frame = labelled_frames(datalist)[0][0]
+    int8 = segmenter(checkpoint, "int8")
+    assert int8.execution_path == "openvino int8"  # what it was asked for, until its first frame
     with caplog.at_level(logging.WARNING):
-        mask = segmenter(checkpoint, "int8")(frame)
+        mask = int8(frame)
     assert any("was refused" in r.getMessage() and "float32 is used" in r.getMessage() for r in caplog.records)
+    assert int8.execution_path == "openvino float32"  # what ran
     np.testing.assert_array_equal(mask, segmenter(checkpoint, "float32")(frame))
 
 

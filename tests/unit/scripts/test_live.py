@@ -46,6 +46,7 @@ def test_a_folder_of_frames_is_outlined_in_order_with_each_frames_latency(checkp
         rows = list(csv.DictReader(f))
     assert [row["frame"] for row in rows] == [f"{i:03d}" for i in range(6)]
     assert summary["frames"] == 6 and summary["size"] == [32, 32] and summary["backend"] == "torch"
+    assert summary["path"] == "torch float32 channels-last"  # inference.json's layout
     assert json.loads((tmp_path / "out" / "live.json").read_text())["p50_ms"] == summary["p50_ms"]
     segmenter = StreamingSegmenter.from_bundle(BUNDLE_ROOT, checkpoint, overrides=OVERRIDES)
     for index, frame in enumerate(frames):
