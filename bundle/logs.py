@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from types import TracebackType
 
@@ -20,7 +21,7 @@ import torch
 
 from nerveseg.utils.errors import find_user_error
 
-__all__ = ["LOG_FORMAT", "TRACEBACK_SWITCH", "RunLog", "report_errors"]
+__all__ = ["LOG_FORMAT", "TRACEBACK_SWITCH", "RunLog", "quiet_unused_gpu_decoder", "report_errors"]
 
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 TRACEBACK_SWITCH = "NERVESEG_TRACEBACK"  # set to 1: print the traceback of a user error too
@@ -113,3 +114,15 @@ def report_errors() -> None:
 
     setattr(hook, _RUN_LOG, True)
     sys.excepthook = hook
+
+
+def quiet_unused_gpu_decoder() -> None:
+    """Hide MONAI's notices that its GPU DICOM decoder (nvImageCodec) is not there.
+
+    MONAI 1.6's ``LoadImage`` builds every reader it knows, and its nvImageCodec DICOM reader then logs and warns
+    that the decoder is missing and pydicom's own decoders are used: three lines at the start of every run on a CPU
+    (or without the optional package), about a decoder the bundle never asks for. Configs call this in
+    ``initialize``; other warnings and that module's errors still show.
+    """
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", "NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register")

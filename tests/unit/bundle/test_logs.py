@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import pytest
 from ignite.engine import Engine
@@ -122,3 +123,20 @@ def test_an_engine_logs_the_traceback_of_its_error_unless_it_is_the_users(caplog
     expected = [r.getMessage() for r in _tracebacks_logged(caplog, other, StatsHandler(name=None))]
     logged = _tracebacks_logged(caplog, other, TracebackLog(), StatsHandler(name=None))
     assert [r.getMessage() for r in logged] == expected and all(r.exc_info[1] is other for r in logged)
+
+
+def test_the_unused_gpu_decoder_notices_are_hidden_and_other_warnings_are_not(caplog, monkeypatch):
+    from monai.transforms import LoadImage
+    from monai.transforms.io.array import SUPPORTED_READERS
+
+    if "nvimgcodecpydicomreader" not in SUPPORTED_READERS:
+        pytest.skip("this MONAI has no nvImageCodec DICOM reader")
+    decoder_log = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+    monkeypatch.setattr(decoder_log, "level", decoder_log.level)  # restored after the test
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
+        logs.quiet_unused_gpu_decoder()
+        LoadImage()
+        warnings.warn("another warning", UserWarning, stacklevel=1)
+    assert not [r for r in caplog.records if "nvImageCodec" in r.getMessage()]
+    assert [str(w.message) for w in caught] == ["another warning"]
