@@ -67,8 +67,9 @@ def live(
             file; a view that fails after its first frame is dropped with a warning.
 
     Returns:
-        the summary: frames, frames skipped, the first frame's milliseconds, p50 and p99 of the others, frames per
-        second, and how the run ended (the end of the source, ``max_frames``, Ctrl-C, or the source's error).
+        the summary: what ran the network (``path``, e.g. ``"openvino bfloat16"``), frames, frames skipped, the
+        first frame's milliseconds, p50 and p99 of the others, frames per second, and how the run ended (the end of
+        the source, ``max_frames``, Ctrl-C, or the source's error).
 
     Raises:
         UserInputError: a missing source, a folder without frames, a stream or device FFmpeg cannot open or that
