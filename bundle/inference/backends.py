@@ -329,7 +329,7 @@ class OpenVINONetwork:
         try:
             with warnings.catch_warnings():  # about how OpenVINO traces the network, nothing a user can change
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                warnings.filterwarnings("ignore", r"`torch\.jit\.trace", FutureWarning)  # torch deprecates it
+                warnings.filterwarnings("ignore", r"`torch\.jit\.trace")  # torch deprecates it (2.13 and 2.14 alike)
                 shape = openvino.PartialShape([-1, *example.shape[1:]])
                 with _no_telemetry():
                     model = openvino.convert_model(module, example_input=example, input=[shape])
