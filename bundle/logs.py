@@ -122,7 +122,8 @@ def quiet_unused_gpu_decoder() -> None:
     MONAI 1.6's ``LoadImage`` builds every reader it knows, and its nvImageCodec DICOM reader then logs and warns
     that the decoder is missing and pydicom's own decoders are used: three lines at the start of every run on a CPU
     (or without the optional package), about a decoder the bundle never asks for. Configs call this in
-    ``initialize``; other warnings and that module's errors still show.
+    ``initialize``, the MONAI Label app when it starts; it holds for the rest of the process. Other warnings and that
+    module's errors still show.
     """
     logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", "NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register")

@@ -74,7 +74,8 @@ def parse_config_list(config_file: str | Sequence[str]) -> list[str]:
     """
     files = _literal_or_text(config_file) if isinstance(config_file, str) else config_file
     if isinstance(files, str):
-        files = files.split(",") if "," in files and not Path(files).is_file() else [files]
+        comma_separated = "," in files and not Path(files).is_file()
+        files = [name.strip() for name in files.split(",") if name.strip()] if comma_separated else [files]
     if not isinstance(files, (list, tuple)) or not files or not all(isinstance(name, str) for name in files):
         raise UserInputError(
             f"--config_file must name config files, got {config_file!r}; e.g. "

@@ -254,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _listing() -> str:
+    """The commands and their summaries, as ``nerveseg --help`` prints them."""
     width = max(map(len, COMMANDS)) + 2
     lines = ["usage: nerveseg COMMAND [--flag value ...]; nerveseg COMMAND --help describes one.", "", "commands:"]
     lines += [f"  {name:<{width}}{summary.replace('``', '')}" for name, (_, summary) in COMMANDS.items()]

@@ -172,16 +172,18 @@ class AcceleratedInferer(Inferer):
 
     def execution_path(self, network: Callable[..., Any], device: torch.device | str) -> str:
         """What runs ``network`` on ``device``, as ``"openvino int8"`` or ``"torch bfloat16 channels-last"``: the
-        backend :meth:`backend_for` names and the precision ``precision`` resolves to there; on OpenVINO, from the
-        network's first call on, the precision its model runs at (float32 where int8 found no accepted model)."""
-        backend, dtype = self.backend_for(network, device), resolve_precision(self.precision, device)
-        precision = str(dtype).removeprefix("torch.")
+        backend :meth:`backend_for` names and the precision ``precision`` resolves to there. On OpenVINO, from the
+        network's first call on, the precision its model runs at (float32 where int8 found no accepted model);
+        before it, the precision asked for (float32 for int8 without a cache to hold a quantized model)."""
+        backend = self.backend_for(network, device)
         runtime = self._openvino
         if backend == "openvino" and runtime is not None and runtime.network is network and runtime.runs_at:
             return f"openvino {runtime.runs_at}"
         if backend == "openvino":
-            return f"openvino {precision}"
-        precision = "float32" if dtype == torch.int8 else precision
+            int8_unreadable = self.cpu_precision == torch.int8 and self.cache_dir is None
+            return f"openvino {'float32' if int8_unreadable else str(self.cpu_precision).removeprefix('torch.')}"
+        dtype = resolve_precision(self.precision, device)
+        precision = "float32" if dtype == torch.int8 else str(dtype).removeprefix("torch.")
         return f"torch {precision}{' channels-last' if self.channels_last else ''}"
 
     def openvino_network(self, network: Callable[..., Any]) -> OpenVINONetwork:

@@ -261,7 +261,6 @@ class OpenVINONetwork:
     def _compile(self, images: torch.Tensor, shape: tuple[int, ...]) -> CompiledModel:
         """The model for input ``shape``, read from the cache or converted (and then cached), compiled."""
         config = compile_config(self.precision)
-        self.runs_at = "float32" if self.precision == torch.int8 else str(self.precision).removeprefix("torch.")
         entry = record = None
         if self.cache_dir is not None and self.checkpoint is not None:
             name = type(self.network).__name__
@@ -275,6 +274,7 @@ class OpenVINONetwork:
                 logger.warning(f"inference_precision 'int8': {reason} OpenVINO float32 is used.")
             model = openvino_cache.read_entry(entry, record, core())
             if model is not None:
+                self.runs_at = self._float_precision()
                 return CompiledModel(model, config)
             try:
                 openvino_cache.check_writable(entry.parent)
@@ -302,7 +302,12 @@ class OpenVINONetwork:
         )
         if entry is not None and record is not None:
             openvino_cache.save_entry(model, entry, {**info, **record})
+        self.runs_at = self._float_precision()
         return compiled
+
+    def _float_precision(self) -> str:
+        """The precision a converted (not quantized) model runs at: int8's is float32."""
+        return "float32" if self.precision == torch.int8 else str(self.precision).removeprefix("torch.")
 
     def _convert(self, example: torch.Tensor) -> tuple[Any, torch.Tensor, dict[str, Any]]:
         """The converted model (dynamic batch), the network's own logits of ``example`` and what to record."""
@@ -327,12 +332,12 @@ class OpenVINONetwork:
         module = network if device.type == "cpu" else copy.deepcopy(network).cpu()
         start = time.perf_counter()
         try:
-            with warnings.catch_warnings():  # about how OpenVINO traces the network, nothing a user can change
+            # the filters are the process's: set them under the telemetry switch, one conversion at a time
+            with _no_telemetry(), warnings.catch_warnings():  # about how OpenVINO traces, nothing a user can change
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 warnings.filterwarnings("ignore", r"`torch\.jit\.trace")  # torch deprecates it (2.13 and 2.14 alike)
                 shape = openvino.PartialShape([-1, *example.shape[1:]])
-                with _no_telemetry():
-                    model = openvino.convert_model(module, example_input=example, input=[shape])
+                model = openvino.convert_model(module, example_input=example, input=[shape])
         except Exception as error:  # the PyTorch frontend raises many kinds for what it cannot convert
             message = (str(error).strip().splitlines() or [type(error).__name__])[0]
             self._refuse(f"OpenVINO cannot convert {name} ({message}): set inference_backend to 'torch' for it.", error)

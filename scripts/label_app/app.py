@@ -35,6 +35,7 @@ from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.generic import get_bundle_models, strtobool
 
+from nerveseg.bundle.logs import quiet_unused_gpu_decoder
 from nerveseg.scripts.label_app.datastore import IMAGE_EXTENSIONS, SafeLocalDatastore, check_id, image_size_of
 from nerveseg.scripts.label_app.strategies import ASMEConsistencyScoring, LeastConsistent
 from nerveseg.scripts.label_app.tasks import NervesegInferTask, NervesegTrainTask
@@ -68,6 +69,7 @@ class NervesegApp(MONAILabelApp):
     """
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        quiet_unused_gpu_decoder()  # the tasks build the configs' loaders without running their initialize
         self.model_dir = os.path.join(app_dir, "model")
         names = [n.strip() for n in conf.get("models", "nerveseg").split(",") if n.strip()]
         local = {n: os.path.join(self.model_dir, n) for n in names if os.path.isdir(os.path.join(self.model_dir, n))}

@@ -108,6 +108,20 @@ def test_conversion_shows_no_warning_about_how_openvino_traces_the_network(openv
     assert not [w for w in caught if "torch.jit" in str(w.message) or issubclass(w.category, torch.jit.TracerWarning)]
 
 
+def test_the_execution_path_says_what_ran(openvino, shared_cache, caplog):
+    network, x = tiny_unet(), images(1)
+    float32 = AcceleratedInferer(precision="float32", backend="openvino", **shared_cache)
+    torch_path = AcceleratedInferer(precision="float32", channels_last=False)
+    assert float32.execution_path(network, "cpu") == "openvino float32"
+    assert torch_path.execution_path(network, "cpu") == "torch float32"
+    int8 = AcceleratedInferer(precision="int8", backend="openvino")  # no cache: no quantized model to read
+    assert int8.execution_path(network, "cpu") == "openvino float32"
+    with caplog.at_level(logging.WARNING), torch.no_grad():
+        int8(x, network)
+    assert int8.execution_path(network, "cpu") == "openvino float32"
+    assert any("no checkpoint and inference_cache_dir" in r.getMessage() for r in caplog.records)
+
+
 def test_each_batch_size_is_compiled_once_and_its_results_are_not_overwritten(openvino, monkeypatch):
     network, runtime = small_net(), OpenVINONetwork(small_net())
     compiled = []

@@ -89,8 +89,9 @@ def test_overrides_given_without_equals_sign_say_how_to_write_them():
         "['configs/inference.json','configs/live.json']",
         ["configs/inference.json", "configs/live.json"],
         "configs/inference.json,configs/live.json",
+        "configs/inference.json, configs/live.json,",
     ],
-    ids=["text", "list from fire", "comma-separated"],
+    ids=["text", "list from fire", "comma-separated", "commas and spaces"],
 )
 def test_config_lists_read_as_monai_bundle_reads_them(given):
     assert runs.parse_config_list(given) == ["configs/inference.json", "configs/live.json"]

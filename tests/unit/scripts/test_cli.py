@@ -53,12 +53,13 @@ def test_each_listed_summary_opens_its_commands_docstring(name):
 
 
 @pytest.mark.slow  # a new process
-def test_the_data_commands_run_without_importing_monai(tmp_path):
-    """MONAI's import takes seconds with every extra installed; ``synth`` and ``prepare`` need none of it."""
+def test_the_data_commands_and_the_listing_run_without_importing_monai(tmp_path):
+    """MONAI's import takes seconds with every extra installed; ``--help``, ``synth`` and ``prepare`` need none of
+    it."""
     src = image_mask_folders(tmp_path / "src")
     synth = ["synth", "--out", str(tmp_path / "synthetic"), "--num_subjects", "2", "--frames_per_subject", "2"]
     prepare = ["prepare", "folders", "--src", str(src), "--out", str(tmp_path / "prepared" / "datalist.json")]
-    code = f"import sys; from nerveseg.scripts.cli import main; main({synth}); main({prepare}); "
+    code = f"import sys; from nerveseg.scripts.cli import main; main(['--help']); main({synth}); main({prepare}); "
     code += "print('monai' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.splitlines()[-1] == "False"
