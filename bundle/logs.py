@@ -17,8 +17,6 @@ import warnings
 from pathlib import Path
 from types import TracebackType
 
-import torch
-
 from nerveseg.utils.errors import find_user_error
 
 __all__ = ["LOG_FORMAT", "TRACEBACK_SWITCH", "RunLog", "quiet_unused_gpu_decoder", "report_errors"]
@@ -51,6 +49,8 @@ class RunLog:
         """Start copying records into the file; opening an open log changes nothing."""
         if self.handler is not None:
             return self
+        import torch.distributed  # here: the command line reports errors without torch's import
+
         if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)

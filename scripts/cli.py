@@ -1,7 +1,7 @@
 """The ``nerveseg`` command line: ``nerveseg <command> --help`` describes each command.
 
-Only the named command's module is imported: ``prepare``, ``submit`` and ``synth`` start without MONAI, whose import
-takes seconds with every extra installed.
+Only the named command's module is imported: ``nerveseg --help``, ``prepare``, ``submit`` and ``synth`` start without
+torch and MONAI, whose imports take seconds with every extra installed.
 """
 
 from __future__ import annotations

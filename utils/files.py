@@ -14,11 +14,12 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from nerveseg.utils.errors import UserInputError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["atomic_path", "read_state_dict", "save_state_dict", "write_json_atomically", "write_text_atomically"]
 
@@ -78,6 +79,8 @@ def write_json_atomically(path: str | os.PathLike, value: Any) -> Path:
 
 def save_state_dict(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` through a temporary name in the same folder, so that a reader never sees a half-written file."""
+    import torch  # here: the commands that write no tensors start without torch's import (a second or more)
+
     with atomic_path(path) as partial:
         torch.save(obj, partial)
     return Path(path)
@@ -93,6 +96,8 @@ def read_state_dict(path: str | os.PathLike, what: str = "Checkpoint") -> dict[s
     Raises:
         UserInputError: the file is missing, unreadable, or not a state dict of tensors.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{what} file {path} does not exist; check the path given for it.")

@@ -53,14 +53,14 @@ def test_each_listed_summary_opens_its_commands_docstring(name):
 
 
 @pytest.mark.slow  # a new process
-def test_the_data_commands_and_the_listing_run_without_importing_monai(tmp_path):
-    """MONAI's import takes seconds with every extra installed; ``--help``, ``synth`` and ``prepare`` need none of
-    it."""
+def test_the_data_commands_and_the_listing_run_without_importing_torch_or_monai(tmp_path):
+    """torch's and MONAI's imports take seconds with every extra installed; ``--help``, ``synth`` and ``prepare``
+    need neither."""
     src = image_mask_folders(tmp_path / "src")
     synth = ["synth", "--out", str(tmp_path / "synthetic"), "--num_subjects", "2", "--frames_per_subject", "2"]
     prepare = ["prepare", "folders", "--src", str(src), "--out", str(tmp_path / "prepared" / "datalist.json")]
     code = f"import sys; from nerveseg.scripts.cli import main; main(['--help']); main({synth}); main({prepare}); "
-    code += "print('monai' in sys.modules)"
+    code += "print('torch' in sys.modules, 'monai' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.splitlines()[-1] == "False"
+    assert result.stdout.splitlines()[-1] == "False False"
     assert (tmp_path / "prepared" / "datalist.json").is_file()
