@@ -60,7 +60,7 @@ COMMANDS = {
     ),
 }
 """Each command's function, as ``module:name``, and the first sentence of its docstring: ``nerveseg --help`` lists
-them without importing every command's module (MONAI's import takes seconds)."""
+them without importing every command's module (torch's and MONAI's imports take seconds)."""
 
 
 def synth(out: str, num_subjects: int = 16, frames_per_subject: int = 30, num_test_images: int = 40, seed: int = 0):
