@@ -83,7 +83,8 @@ def live_latency(
                 segmenter(frame)
                 milliseconds[name].append(1e3 * (time.perf_counter() - start))
         for name, times in milliseconds.items():
-            row = {"size": list(size), "backend": name, **latency_summary([{"ms": t} for t in times])}
+            path = segmenters[name].execution_path
+            row = {"size": list(size), "backend": name, "path": path, **latency_summary([{"ms": t} for t in times])}
             rows.append(row)
             print(f"{str(size):>12}  {name:<24} p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms", flush=True)
     result = {
@@ -136,20 +137,21 @@ def live_suite_markdown(result: dict[str, Any]) -> list[str]:
 
 
 def live_markdown(result: dict[str, Any]) -> list[str]:
-    """Per size and backend: the median and 99th percentile ms per frame, frames per second and the first frame."""
+    """Per size and backend: what ran, the median and 99th percentile ms per frame, frames per second and the first
+    frame."""
     height, width = result["frame_size"]
     network = f" Overrides: {result['overrides']}." if result.get("overrides") else ""
     lines = [
         f"From a decoded {width}x{height} frame to its mask (resize, network, probability, resize back, threshold,"
         " rules), one frame at a time: ms per frame, the first frame (conversion and compilation) apart." + network,
         "",
-        "| input | backend | p50 ms | p99 ms | frames/s | first frame ms |",
-        "|---|---|---:|---:|---:|---:|",
+        "| input | backend | ran as | p50 ms | p99 ms | frames/s | first frame ms |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
     for row in result["rows"]:
         size = "x".join(map(str, row["size"]))
         lines.append(
-            f"| {size} | {row['backend']} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
+            f"| {size} | {row['backend']} | {row['path']} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
             f"{row['frames_per_second']:.1f} | {row['first_ms']:.0f} |"
         )
     return lines

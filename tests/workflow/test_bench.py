@@ -19,7 +19,7 @@ from nerveseg.scripts.bench import bench, execution_paths
 from nerveseg.scripts.bench.asme_curve import asme_curve
 from nerveseg.scripts.bench.inference_comparison import inference_comparison
 from nerveseg.scripts.bench.latency import timed_paths
-from nerveseg.scripts.bench.league import DATASETS, league
+from nerveseg.scripts.bench.league import DATASETS, league, prepare_split
 from nerveseg.scripts.bench.league_table import SYSTEMS, VIEWS
 from nerveseg.scripts.bench.recipe_variants import recipe
 from nerveseg.scripts.bench.suite import HEADLINES
@@ -157,28 +157,40 @@ def test_compiled_path_matches_the_network_in_bfloat16():
 
 
 @pytest.mark.slow
-def test_quick_league_runs_every_system_on_both_data_sets(tmp_path):
+def test_quick_league_runs_every_system_then_skips_what_it_has(tmp_path):
     for module in ("segmentation_models_pytorch", "nnunetv2"):
         pytest.importorskip(module, reason="the league's peers come with the benchmark extra")
-    if not all((SHARED_DATA / name / "images").is_dir() for name in DATASETS):
-        pytest.skip(f"the league's real data sets are not at {SHARED_DATA}")
-    result = league(data_root=str(SHARED_DATA), out=str(tmp_path), bundle_root=str(BUNDLE_ROOT), quick=True)
+    dataset = "usgra_seg"  # the flagship; dsb2018 runs the same code with other prepare options and epochs
+    if not (SHARED_DATA / dataset / "images").is_dir():
+        pytest.skip(f"the league's real data set {dataset} is not at {SHARED_DATA}")
+    options = {"data_root": str(SHARED_DATA), "out": str(tmp_path), "bundle_root": str(BUNDLE_ROOT), "quick": True}
+    result = league(datasets=[dataset], **options)
     assert result["quick"] is True
     saved = json.loads((tmp_path / "league_quick.json").read_text())
     assert list(saved) == ["machine", "quick", "settings", "rows", "summary"]
-    for dataset in DATASETS:
-        assert list(saved["summary"][dataset]) == list(SYSTEMS)  # every system ran, nnU-Net included
-        rows = [r for r in saved["rows"] if r["dataset"] == dataset]
-        assert sorted((r["system"], r["views"]) for r in rows) == sorted((s, v) for s in SYSTEMS for v in VIEWS)
-        test_images = saved["settings"][dataset]["test_images"]
-        assert test_images and all(len(r["image_dice"]) == len(test_images) for r in rows)
-        assert all(0.0 <= d <= 1.0 for r in rows for d in r["image_dice"])
-        assert all(r["train_seconds"] > 0 for r in rows)
-        assert all("difference" in saved["summary"][dataset][s]["4"] for s in SYSTEMS[1:])
+    assert list(saved["summary"]) == [dataset] and list(saved["summary"][dataset]) == list(SYSTEMS)  # nnU-Net too
+    rows = saved["rows"]
+    assert sorted((r["system"], r["views"]) for r in rows) == sorted((s, v) for s in SYSTEMS for v in VIEWS)
+    test_images = saved["settings"][dataset]["test_images"]
+    assert test_images and all(len(r["image_dice"]) == len(test_images) for r in rows)
+    assert all(0.0 <= d <= 1.0 for r in rows for d in r["image_dice"])
+    assert all(r["train_seconds"] > 0 for r in rows)
+    assert all("difference" in saved["summary"][dataset][s]["4"] for s in SYSTEMS[1:])
     assert "QUICK smoke run: not a result" in (tmp_path / "league_quick.md").read_text()
-    league(data_root=str(SHARED_DATA), out=str(tmp_path), bundle_root=str(BUNDLE_ROOT), quick=True)  # all skipped
-    assert json.loads((tmp_path / "league_quick.json").read_text())["rows"] == saved["rows"]
+    league(datasets=[dataset], **options)  # every run skipped
+    assert json.loads((tmp_path / "league_quick.json").read_text())["rows"] == rows
     assert not (tmp_path / "league.json").exists()  # a full league beside it is left alone
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", list(DATASETS))
+def test_each_league_data_set_is_split_by_its_prepare_options(dataset, tmp_path):
+    if not (SHARED_DATA / dataset / "images").is_dir():
+        pytest.skip(f"the league's real data set {dataset} is not at {SHARED_DATA}")
+    datalist = prepare_split(SHARED_DATA / dataset, tmp_path / dataset, DATASETS[dataset]["prepare"], quick=True)
+    split = json.loads(datalist.read_text())
+    assert split["training"] and split["test"]
+    assert all((datalist.parent / item["label"]).is_file() for item in split["training"] + split["test"])
 
 
 @pytest.mark.slow
@@ -190,7 +202,10 @@ def test_live_part_times_each_backend_frame_by_frame(tmp_path):
     assert backends[0] == "torch (inference.json)" and set(backends) <= set(LIVE_PATHS)
     assert result["frame_size"] == [420, 580] and all(row["frames"] == 5 for row in result["rows"])
     assert all(0 < row["p50_ms"] <= row["p99_ms"] for row in result["rows"])
-    assert "| 64x96 | torch (inference.json) |" in (tmp_path / "live.md").read_text()
+    assert all(row["path"].split()[0] == row["backend"].split()[0] for row in result["rows"])  # what really ran
+    assert "openvino float32" in {row["path"] for row in result["rows"]} or backends == ["torch (inference.json)"]
+    torch_row = result["rows"][0]
+    assert f"| 64x96 | torch (inference.json) | {torch_row['path']} |" in (tmp_path / "live.md").read_text()
 
 
 @pytest.mark.slow
