@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor, decollate_batch
-from monai.transforms import Compose
+from monai.transforms import Compose, Resize
 from PIL import Image
 from torch import nn
 
 from conftest import BUNDLE_ROOT, TINY_NETWORK, tiny_checkpoint
 from nerveseg.bundle import runs
 from nerveseg.bundle.inference.accelerated import AcceleratedInferer
-from nerveseg.bundle.inference.streaming import StreamingSegmenter
+from nerveseg.bundle.inference.streaming import AntiAliasedResize, StreamingSegmenter
 from nerveseg.utils.class_logits import with_class_logits
 from nerveseg.utils.errors import UserInputError
 
@@ -76,6 +76,21 @@ def test_each_frame_gets_inference_jsons_mask_at_the_trained_size(checkpoint, tm
     assert 0 < sum(m.sum() for m in expected) < sum(m.size for m in expected)  # masks neither all empty nor full
     for mask, reference in zip(masks, expected, strict=True):
         np.testing.assert_array_equal(mask, reference)
+
+
+@pytest.mark.parametrize(
+    "frame_size, size",
+    [((420, 580), (224, 288)), ((64, 88), (32, 48)), ((20, 40), (32, 16)), ((16, 16), (32, 48)), ((32, 48), (32, 48))],
+    ids=["challenge frame", "both shrink", "one grows", "both grow", "same size"],
+)
+def test_the_frame_resize_gives_monais_anti_aliased_resize(frame_size, size):
+    image = torch.rand(1, *frame_size, generator=torch.Generator().manual_seed(0))
+    resize = AntiAliasedResize(size)
+    expected = Resize(size, mode="bilinear", anti_aliasing=True)(image)
+    for _ in range(2):  # the second call reuses the kernels made for this frame size
+        resized = resize(image)
+        assert isinstance(resized, MetaTensor) and resized.shape == (1, *size)
+        torch.testing.assert_close(resized.as_tensor(), expected.as_tensor(), rtol=0, atol=1e-6)
 
 
 def test_smoothing_averages_the_probabilities_and_restarts_on_reset(checkpoint):
