@@ -312,7 +312,6 @@ class OpenVINONetwork:
     def _convert(self, example: torch.Tensor) -> tuple[Any, torch.Tensor, dict[str, Any]]:
         """The converted model (dynamic batch), the network's own logits of ``example`` and what to record."""
         import openvino
-        from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
 
         network, name = self.network, type(self.network).__name__
         parameter = next(network.parameters(), None)
@@ -338,10 +337,7 @@ class OpenVINONetwork:
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 warnings.filterwarnings("ignore", r"`torch\.jit\.trace")  # torch deprecates it (2.13 and 2.14 alike)
                 shape = openvino.PartialShape([-1, *example.shape[1:]])
-                # torch's trace check runs the network twice more (a third of the conversion) and can only warn;
-                # _compile compares the converted model's logits with the network's instead
-                traced = TorchScriptPythonDecoder(module, example_input=example, trace_kwargs={"check_trace": False})
-                model = openvino.convert_model(traced, example_input=example, input=[shape])
+                model = openvino.convert_model(module, example_input=example, input=[shape])
         except Exception as error:  # the PyTorch frontend raises many kinds for what it cannot convert
             message = (str(error).strip().splitlines() or [type(error).__name__])[0]
             self._refuse(f"OpenVINO cannot convert {name} ({message}): set inference_backend to 'torch' for it.", error)

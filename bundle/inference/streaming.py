@@ -248,10 +248,10 @@ class StreamingSegmenter:
 
 
 class AntiAliasedResize:
-    """MONAI's ``Resize(size, mode="bilinear", anti_aliasing=True)`` of a ``[C, H, W]`` float32 image, the same
-    numbers made faster for a frame loop: the Gaussian kernels are made once per input size and applied as weighted
-    sums of shifted slices. Resize's convolutions took 4.3-5.1 ms per 420x580 frame (to 224x288) on one thread of a
-    2-core AVX512-BF16 CPU; this takes 0.6 ms.
+    """MONAI's ``Resize(size, mode="bilinear", anti_aliasing=True)`` of a ``[C, H, W]`` image (computed in float32,
+    as Resize computes it), the same numbers made faster for a frame loop: the Gaussian kernels are made once per
+    input size and applied as weighted sums of shifted slices. Resize's convolutions took 4.3-5.1 ms per 580x420
+    frame (to 224x288) on one thread of a 2-core AVX512-BF16 CPU; this takes 0.6 ms.
     """
 
     def __init__(self, size: Sequence[int]) -> None:
@@ -259,8 +259,10 @@ class AntiAliasedResize:
         self._kernels: dict[tuple[int, ...], list[list[float]] | None] = {}
 
     def __call__(self, image: torch.Tensor) -> MetaTensor:
-        """``image`` smoothed where it shrinks, then resized bilinearly: a MetaTensor, as Resize gives it (networks
-        with a presence output attach their class logits to its metadata)."""
+        """``image`` smoothed where it shrinks, then resized bilinearly: a float32 MetaTensor, as Resize gives it
+        (networks with a presence output attach their class logits to its metadata), without Resize's affine and
+        applied operations, which the live path does not read."""
+        image = torch.as_tensor(image, dtype=torch.float32)
         shape = tuple(image.shape[1:])
         if shape not in self._kernels:
             self._kernels[shape] = self._antialiasing_kernels(shape)
@@ -275,7 +277,7 @@ class AntiAliasedResize:
 
     def _antialiasing_kernels(self, shape: tuple[int, ...]) -> list[list[float]] | None:
         """Resize's Gaussian kernel per axis for an input of ``shape``: sigma (shrink factor - 1) / 2 (0 where the
-        axis grows), as skimage; ``None`` where no axis shrinks (no smoothing)."""
+        axis does not shrink), as skimage; ``None`` where no axis shrinks (no smoothing)."""
         if not any(out < side for out, side in zip(self.size, shape, strict=True)):
             return None
         factors = torch.div(torch.Tensor(list(shape)), torch.Tensor(self.size))  # Resize's float32 arithmetic

@@ -184,7 +184,7 @@ def test_quick_league_runs_every_system_then_skips_what_it_has(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", list(DATASETS))
-def test_each_league_data_set_is_split_by_its_prepare_options(dataset, tmp_path):
+def test_each_league_data_set_prepares_in_quick_mode_with_its_own_options(dataset, tmp_path):
     if not (SHARED_DATA / dataset / "images").is_dir():
         pytest.skip(f"the league's real data set {dataset} is not at {SHARED_DATA}")
     datalist = prepare_split(SHARED_DATA / dataset, tmp_path / dataset, DATASETS[dataset]["prepare"], quick=True)

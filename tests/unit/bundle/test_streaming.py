@@ -84,12 +84,12 @@ def test_each_frame_gets_inference_jsons_mask_at_the_trained_size(checkpoint, tm
     ids=["challenge frame", "both shrink", "one grows", "both grow", "same size"],
 )
 def test_the_frame_resize_gives_monais_anti_aliased_resize(frame_size, size):
-    image = torch.rand(1, *frame_size, generator=torch.Generator().manual_seed(0))
+    image = torch.rand(2, *frame_size, generator=torch.Generator().manual_seed(0))  # two channels: any C
     resize = AntiAliasedResize(size)
     expected = Resize(size, mode="bilinear", anti_aliasing=True)(image)
-    for _ in range(2):  # the second call reuses the kernels made for this frame size
-        resized = resize(image)
-        assert isinstance(resized, MetaTensor) and resized.shape == (1, *size)
+    for given in (image, image, image.double()):  # the second call reuses the kernels; float64 is computed in float32
+        resized = resize(given)
+        assert isinstance(resized, MetaTensor) and resized.shape == (2, *size) and resized.dtype == torch.float32
         torch.testing.assert_close(resized.as_tensor(), expected.as_tensor(), rtol=0, atol=1e-6)
 
 
