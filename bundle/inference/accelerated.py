@@ -25,6 +25,7 @@ from nerveseg.bundle.inference.backends import (
     backend_forward,
     check_backend,
     check_cache,
+    float_precision_name,
     resolve_backend,
 )
 from nerveseg.utils.class_logits import CLASS_LOGITS_KEY
@@ -180,10 +181,9 @@ class AcceleratedInferer(Inferer):
         if backend == "openvino" and runtime is not None and runtime.network is network and runtime.runs_at:
             return f"openvino {runtime.runs_at}"
         if backend == "openvino":
-            int8_unreadable = self.cpu_precision == torch.int8 and self.cache_dir is None
-            return f"openvino {'float32' if int8_unreadable else str(self.cpu_precision).removeprefix('torch.')}"
-        dtype = resolve_precision(self.precision, device)
-        precision = "float32" if dtype == torch.int8 else str(dtype).removeprefix("torch.")
+            int8_readable = self.cpu_precision == torch.int8 and self.cache_dir is not None
+            return f"openvino {'int8' if int8_readable else float_precision_name(self.cpu_precision)}"
+        precision = float_precision_name(resolve_precision(self.precision, device))
         return f"torch {precision}{' channels-last' if self.channels_last else ''}"
 
     def openvino_network(self, network: Callable[..., Any]) -> OpenVINONetwork:

@@ -53,6 +53,7 @@ __all__ = [
     "check_cache",
     "openvino_available",
     "resolve_backend",
+    "float_precision_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,12 @@ def check_backend(backend: str) -> str:
             "'torch'."
         )
     return backend
+
+
+def float_precision_name(precision: torch.dtype) -> str:
+    """The name of the precision a network asked to run at ``precision`` computes in without a quantized model
+    (converted by OpenVINO, or on torch): ``"bfloat16"``, ``"float32"``; int8's is float32."""
+    return "float32" if precision == torch.int8 else str(precision).removeprefix("torch.")
 
 
 def resolve_backend(backend: str, device: torch.device | str) -> str:
@@ -274,7 +281,7 @@ class OpenVINONetwork:
                 logger.warning(f"inference_precision 'int8': {reason} OpenVINO float32 is used.")
             model = openvino_cache.read_entry(entry, record, core())
             if model is not None:
-                self.runs_at = self._float_precision()
+                self.runs_at = float_precision_name(self.precision)
                 return CompiledModel(model, config)
             try:
                 openvino_cache.check_writable(entry.parent)
@@ -302,12 +309,8 @@ class OpenVINONetwork:
         )
         if entry is not None and record is not None:
             openvino_cache.save_entry(model, entry, {**info, **record})
-        self.runs_at = self._float_precision()
+        self.runs_at = float_precision_name(self.precision)
         return compiled
-
-    def _float_precision(self) -> str:
-        """The precision a converted (not quantized) model runs at: int8's is float32."""
-        return "float32" if self.precision == torch.int8 else str(self.precision).removeprefix("torch.")
 
     def _convert(self, example: torch.Tensor) -> tuple[Any, torch.Tensor, dict[str, Any]]:
         """The converted model (dynamic batch), the network's own logits of ``example`` and what to record."""
